@@ -1,0 +1,66 @@
+// Process logging on stderr: one line a record, text for terminals or one JSON
+// object a line (--log-format json). Thread-safe; a record is written with one
+// write(2) so lines from several threads never interleave.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+
+namespace llmproxy {
+
+enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+enum class LogFormat { kText, kJson };
+
+std::optional<LogLevel> ParseLogLevel(std::string_view s);    // debug|info|warn|error
+std::optional<LogFormat> ParseLogFormat(std::string_view s);  // text|json
+
+void InitLogging(LogFormat format, LogLevel level);
+LogFormat CurrentLogFormat();
+bool LogEnabled(LogLevel level);
+
+using LogValue = std::variant<std::string_view, int64_t, uint64_t, double, bool>;
+struct LogField {
+  std::string_view key;
+  LogValue value;
+  LogField(std::string_view k, std::string_view v) : key(k), value(v) {}
+  LogField(std::string_view k, const std::string& v) : key(k), value(std::string_view(v)) {}
+  LogField(std::string_view k, const char* v) : key(k), value(std::string_view(v)) {}
+  LogField(std::string_view k, bool v) : key(k), value(v) {}
+  LogField(std::string_view k, double v) : key(k), value(v) {}
+  template <typename T>
+    requires std::is_integral_v<T>
+  LogField(std::string_view k, T v)
+      : key(k),
+        value(std::is_signed_v<T> ? LogValue(int64_t(v)) : LogValue(uint64_t(v))) {}
+};
+
+// Writes one record: {"ts":..., "level":..., "msg":..., fields...} or
+// "2026-12-01T04:00:00.123Z INFO msg key=value ...".
+void Log(LogLevel level, std::string_view msg, std::initializer_list<LogField> fields = {});
+
+inline void LogDebug(std::string_view m, std::initializer_list<LogField> f = {}) {
+  if (LogEnabled(LogLevel::kDebug)) Log(LogLevel::kDebug, m, f);
+}
+inline void LogInfo(std::string_view m, std::initializer_list<LogField> f = {}) {
+  Log(LogLevel::kInfo, m, f);
+}
+inline void LogWarn(std::string_view m, std::initializer_list<LogField> f = {}) {
+  Log(LogLevel::kWarn, m, f);
+}
+inline void LogError(std::string_view m, std::initializer_list<LogField> f = {}) {
+  Log(LogLevel::kError, m, f);
+}
+
+// Formats a record without writing it (access logs and tests use this).
+std::string FormatLogRecord(LogFormat format, LogLevel level, std::string_view msg,
+                            std::initializer_list<LogField> fields);
+
+// Writes an already formatted line (must end in '\n') to stderr in one write.
+void WriteLogLine(std::string_view line);
+
+}  // namespace llmproxy
