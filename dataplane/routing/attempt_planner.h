@@ -1,0 +1,101 @@
+// The data plane's attempt loop, minus the I/O. Per request:
+//
+//   ModelPlan plan = ResolveModel(*table, requested);       // 404 if plan.rejected()
+//   AttemptPlanner planner(table, std::move(plan), ThreadLocalRandom(), SteadyClock());
+//   while (auto attempt = planner.Next()) {
+//     ... send to table->backend(attempt->backend) with attempt->model ...
+//     RetryDecision d = ClassifyAttempt(result, std::chrono::system_clock::now());
+//     planner.Report(*attempt, d, latency_seconds);
+//     if (!d.retryable()) break;      // relay (success/pass-through) or give up
+//   }
+//   // No attempt at all (planner.attempts() == 0): 503 "no healthy backend".
+//   // Otherwise relay the last upstream error, or 502/504 if none answered.
+//
+// Next() walks the plan's steps in order, each time looking for the first step with a
+// healthy, untried, routable candidate (so an alias whose first model's backends are all
+// ejected moves on to the next model); only when no step has one does it fail open
+// (balancer.h) in the first step that still has an untried routable backend. A backend is
+// tried at most once per request, across all steps. At most config.retry + 1 attempts.
+//
+// Not thread-safe (one planner per request); the shared state it touches is.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dataplane/routing/backend_state.h"
+#include "dataplane/routing/balancer.h"
+#include "dataplane/routing/clock.h"
+#include "dataplane/routing/model_resolver.h"
+#include "dataplane/routing/random.h"
+#include "dataplane/routing/retry_policy.h"
+#include "dataplane/routing/routing_table.h"
+
+namespace llmproxy {
+
+// One pick: where to send and what. Move-only. Counts as outstanding on its backend for
+// as long as it lives (keep it until the response is fully relayed). If it is destroyed
+// without AttemptPlanner::Report, its health outcome is neutral (frees a trial slot).
+class Attempt {
+ public:
+  size_t backend = 0;          // index into table.config.backends
+  size_t step = 0;             // index into the plan's steps
+  std::string model;           // the model to send upstream
+  bool rewrite_model = false;  // model differs from the client's: rewrite the body
+  bool fail_open = false;      // picked although ejected (every candidate was)
+  std::shared_ptr<BackendState> state;
+
+  Attempt() = default;
+  Attempt(Attempt&& other) noexcept;
+  Attempt& operator=(Attempt&& other) noexcept;
+  Attempt(const Attempt&) = delete;
+  Attempt& operator=(const Attempt&) = delete;
+  ~Attempt();
+
+ private:
+  friend class AttemptPlanner;
+  void Settle();  // neutral outcome if still pending
+
+  OutstandingGuard outstanding_;
+  bool pending_ = false;  // acquired, outcome not reported yet
+};
+
+class AttemptPlanner {
+ public:
+  // `random` must outlive the planner (ThreadLocalRandom() does).
+  AttemptPlanner(std::shared_ptr<const RoutingTable> table, ModelPlan plan, Random& random,
+                 Clock clock);
+
+  // The next attempt, or nullopt: budget spent, no untried routable candidate left, or
+  // the last reported decision was not retryable.
+  std::optional<Attempt> Next();
+
+  // Applies `decision` to the attempt's backend: health effect, and `latency_seconds`
+  // (time to the response head) into its EWMA when given. Call once per attempt, when
+  // the outcome is known (streams: at the first chunk).
+  void Report(Attempt& attempt, const RetryDecision& decision,
+              std::optional<double> latency_seconds = std::nullopt);
+
+  uint32_t attempts() const { return attempts_; }
+  uint32_t max_attempts() const { return max_attempts_; }
+  const ModelPlan& plan() const { return plan_; }
+  const RoutingTable& table() const { return *table_; }
+
+ private:
+  Attempt MakeAttempt(size_t step, size_t backend, bool fail_open);
+
+  std::shared_ptr<const RoutingTable> table_;
+  ModelPlan plan_;
+  Balancer balancer_;
+  Clock clock_;
+  std::vector<bool> tried_;
+  uint32_t attempts_ = 0;
+  uint32_t max_attempts_ = 1;
+  bool stopped_ = false;
+};
+
+}  // namespace llmproxy

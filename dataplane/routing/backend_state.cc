@@ -1,0 +1,88 @@
+#include "dataplane/routing/backend_state.h"
+
+#include <utility>
+
+#include "dataplane/routing/routing_table.h"
+
+namespace llmproxy {
+
+BackendState::BackendState(std::string name, HealthConfig health)
+    : name_(std::move(name)), health_(std::move(health)) {}
+
+void BackendState::RecordLatency(double seconds) {
+  if (!(seconds >= 0)) return;  // also drops NaN
+  double current = ewma_seconds_.load(std::memory_order_relaxed);
+  double next;
+  do {
+    next = current == 0 ? seconds : current + kEwmaAlpha * (seconds - current);
+  } while (!ewma_seconds_.compare_exchange_weak(current, next, std::memory_order_relaxed));
+}
+
+OutstandingGuard::OutstandingGuard(std::shared_ptr<BackendState> state) : state_(std::move(state)) {
+  if (state_) state_->AddOutstanding(1);
+}
+
+OutstandingGuard::OutstandingGuard(OutstandingGuard&& other) noexcept
+    : state_(std::move(other.state_)) {}
+
+OutstandingGuard& OutstandingGuard::operator=(OutstandingGuard&& other) noexcept {
+  if (this != &other) {
+    Release();
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+OutstandingGuard::~OutstandingGuard() { Release(); }
+
+void OutstandingGuard::Release() {
+  if (state_) {
+    state_->AddOutstanding(-1);
+    state_.reset();
+  }
+}
+
+std::shared_ptr<BackendState> BackendStateRegistry::Get(std::string_view name) {
+  std::lock_guard lock(mu_);
+  auto it = states_.find(name);
+  if (it == states_.end()) {
+    it =
+        states_.emplace(std::string(name), std::make_shared<BackendState>(std::string(name))).first;
+  }
+  return it->second;
+}
+
+void BackendStateRegistry::Retain(const RoutingTable& table) {
+  std::lock_guard lock(mu_);
+  std::map<std::string, std::shared_ptr<BackendState>, std::less<>> kept;
+  for (size_t i = 0; i < table.backend_count(); ++i) {
+    const std::string& name = table.backend(i).name;
+    std::shared_ptr<BackendState> state;
+    if (auto it = kept.find(name); it != kept.end()) {
+      state = it->second;
+    } else if (auto old = states_.find(name); old != states_.end()) {
+      state = old->second;
+    } else {
+      // Adopt the table's fresh state: nobody else has seen it yet.
+      state = table.states_[i];
+    }
+    state->health().SetConfig(table.config.health);
+    kept.emplace(name, state);
+    table.states_[i] = std::move(state);
+  }
+  states_ = std::move(kept);
+}
+
+std::vector<BackendStateSnapshot> BackendStateRegistry::Snapshot(SteadyTime now) const {
+  std::lock_guard lock(mu_);
+  std::vector<BackendStateSnapshot> rows;
+  rows.reserve(states_.size());
+  for (const auto& [name, state] : states_) {
+    HealthSnapshot health = state->health().Snapshot(now);
+    rows.push_back({name, health.up, state->outstanding(), state->ewma_seconds(),
+                    health.consecutive_failures});
+  }
+  return rows;
+}
+
+}  // namespace llmproxy

@@ -1,0 +1,101 @@
+// Runtime state of one backend, keyed by its name so that it survives config reloads
+// that keep the name: requests in flight (for least-busy and load reports), latency
+// EWMA (least-busy tie-break) and passive health. Everything here is safe to use from
+// several io threads at once; nothing is locked across backends.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/config.h"
+#include "dataplane/routing/clock.h"
+#include "dataplane/routing/health_tracker.h"
+
+namespace llmproxy {
+
+struct RoutingTable;
+
+class BackendState {
+ public:
+  explicit BackendState(std::string name, HealthConfig health = {});
+
+  const std::string& name() const { return name_; }
+  HealthTracker& health() { return health_; }
+  const HealthTracker& health() const { return health_; }
+
+  // Requests currently sent to this backend and not finished (see OutstandingGuard).
+  int64_t outstanding() const { return outstanding_.load(std::memory_order_relaxed); }
+  void AddOutstanding(int64_t delta) { outstanding_.fetch_add(delta, std::memory_order_relaxed); }
+
+  // Latency EWMA in seconds (time to the response head); 0 until the first sample.
+  // Weight of a new sample: kEwmaAlpha; the first sample is taken as is.
+  static constexpr double kEwmaAlpha = 0.3;
+  double ewma_seconds() const { return ewma_seconds_.load(std::memory_order_relaxed); }
+  void RecordLatency(double seconds);
+
+ private:
+  const std::string name_;
+  HealthTracker health_;
+  std::atomic<int64_t> outstanding_{0};
+  std::atomic<double> ewma_seconds_{0.0};
+};
+
+// Counts one request as outstanding on a backend for as long as it lives (move-only).
+class OutstandingGuard {
+ public:
+  OutstandingGuard() = default;
+  explicit OutstandingGuard(std::shared_ptr<BackendState> state);
+  OutstandingGuard(OutstandingGuard&& other) noexcept;
+  OutstandingGuard& operator=(OutstandingGuard&& other) noexcept;
+  OutstandingGuard(const OutstandingGuard&) = delete;
+  OutstandingGuard& operator=(const OutstandingGuard&) = delete;
+  ~OutstandingGuard();
+
+  void Release();  // stop counting now (idempotent)
+
+ private:
+  std::shared_ptr<BackendState> state_;
+};
+
+// One row of a load report (discovery.proto BackendHealth) or of /metrics.
+struct BackendStateSnapshot {
+  std::string name;
+  bool up = true;
+  int64_t outstanding = 0;
+  double ewma_seconds = 0;
+  uint32_t consecutive_failures = 0;
+};
+
+// All backends' runtime state of one worker, by name. The mutex guards only the map,
+// touched at reloads, Get and Snapshot; requests reach their state through
+// RoutingTable::state(i) without it.
+class BackendStateRegistry {
+ public:
+  BackendStateRegistry() = default;
+  BackendStateRegistry(const BackendStateRegistry&) = delete;
+  BackendStateRegistry& operator=(const BackendStateRegistry&) = delete;
+
+  // The state of `name`, created (with default health config) when missing.
+  std::shared_ptr<BackendState> Get(std::string_view name);
+
+  // Makes `table` the current one: binds each of its backends to the state of the same
+  // name (created when new), applies the table's health config to them, and drops the
+  // state of names the table no longer has (requests still holding an older table keep
+  // theirs alive until they finish). Call before sharing the table with other threads.
+  void Retain(const RoutingTable& table);
+
+  // Every known backend, sorted by name.
+  std::vector<BackendStateSnapshot> Snapshot(SteadyTime now) const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<BackendState>, std::less<>> states_;
+};
+
+}  // namespace llmproxy

@@ -1,0 +1,84 @@
+// Passive health of one backend, driven by the outcomes of real requests (no probes).
+//
+// healthy --(failure_threshold consecutive failures | auth failure | Retry-After)-->
+// ejected until T --(T passed; the first TryAcquire)--> trial (one request in flight,
+// everyone else still sees the backend as unavailable) --success--> healthy (cooldown
+// back to its base) / --failure--> ejected again with the cooldown doubled, capped at
+// max_cooldown.
+//
+// Thread-safe: a small per-backend mutex; nothing is shared between backends.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+
+#include "common/config.h"
+#include "dataplane/routing/clock.h"
+
+namespace llmproxy {
+
+struct HealthSnapshot {
+  bool up = true;        // not inside a cooldown (same as IsUp)
+  bool ejected = false;  // ejected and cooldown not over, or trial in flight
+  uint32_t consecutive_failures = 0;
+  uint32_t ejections = 0;                   // ejections since the last full recovery
+  std::optional<SteadyTime> ejected_until;  // set unless healthy; may be in the past
+};
+
+class HealthTracker {
+ public:
+  explicit HealthTracker(HealthConfig config = {});
+
+  // A new config version's thresholds; the current state is kept.
+  void SetConfig(const HealthConfig& config);
+
+  // For metrics and load reports (llmproxy_backend_up): false only inside a cooldown
+  // (true again once it ends, even before the trial). Does not change state.
+  bool IsUp(SteadyTime now) const;
+  // Whether a balancer may consider this backend now: healthy, or cooldown over and no
+  // trial in flight. Does not change state (filtering must not grant trials).
+  bool IsAvailable(SteadyTime now) const;
+  // Called once for the backend actually picked. True: send the request. Grants the
+  // single trial when the cooldown is over; false when someone else got it first.
+  bool TryAcquire(SteadyTime now);
+  // Like TryAcquire but always true: the all-ejected fail-open path (balancer.h).
+  // Takes the trial slot when one is due, so its outcome counts as the trial's.
+  void ForceAcquire(SteadyTime now);
+
+  // Outcomes. Every TryAcquire/ForceAcquire should be followed by exactly one of them.
+  void OnSuccess();                    // also for answers that are not health failures (4xx)
+  void OnFailure(SteadyTime now);      // connect error, timeout, 5xx, 429 without Retry-After
+  void OnAuthFailure(SteadyTime now);  // 401/403: eject now (doubling cooldown)
+  // 429 with Retry-After: eject for exactly `delay` (capped at max_cooldown).
+  void OnRetryAfter(SteadyTime now, Millis delay);
+  // The request ended without telling anything about the backend (client went away):
+  // frees the trial slot so the next request can be the trial.
+  void OnNeutral();
+
+  HealthSnapshot Snapshot(SteadyTime now) const;
+
+ private:
+  enum class State { kHealthy, kEjected, kTrial };
+
+  void EjectLocked(SteadyTime now, Millis duration);
+  void PublishLocked();  // refresh the lock-free mirrors below
+  Millis NextCooldownLocked() const;
+
+  // Lock-free mirrors so the common case (a healthy backend answering fine) takes no
+  // lock per request: healthy_ == (state_ == kHealthy); clean_ additionally means no
+  // failure and no ejection on record, so OnSuccess has nothing to reset.
+  std::atomic<bool> healthy_{true};
+  std::atomic<bool> clean_{true};
+
+  mutable std::mutex mu_;
+  HealthConfig config_;
+  State state_ = State::kHealthy;
+  uint32_t consecutive_failures_ = 0;
+  uint32_t ejections_ = 0;
+  SteadyTime ejected_until_{};
+  SteadyTime trial_started_{};
+};
+
+}  // namespace llmproxy
