@@ -1,0 +1,471 @@
+// Self-tests of the fake upstream (tests/mockllm): the proxy's integration tests trust
+// what it records and how it fails, so those behaviours are pinned here with a plain
+// socket client that knows nothing about the mock's internals.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/mockllm/mock_llm.h"
+
+namespace llmproxy {
+namespace {
+
+namespace http = boost::beast::http;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+// A blocking loopback connection whose every read has a deadline, so a broken mock
+// fails a test instead of hanging it.
+class Conn {
+ public:
+  explicit Conn(uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  }
+  ~Conn() { Close(); }
+  bool connected() const { return connected_; }
+
+  void Send(std::string_view data) {
+    while (!data.empty()) {
+      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return;
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+  }
+  // Appends what arrives within `timeout`: >0 bytes read, 0 peer closed, -1 timeout/error.
+  ssize_t Recv(std::string& out, milliseconds timeout) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return -1;
+    char buf[16384];
+    ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+    if (n > 0) out.append(buf, static_cast<size_t>(n));
+    return n < 0 ? -1 : n;
+  }
+  void Close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+};
+
+std::string Request(const std::string& method, const std::string& target, const std::string& body,
+                    const Headers& headers = {}) {
+  std::string r = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  for (const auto& [k, v] : headers) r += k + ": " + v + "\r\n";
+  if (!body.empty() || method == "POST") {
+    r +=
+        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+  }
+  return r + "\r\n" + body;
+}
+
+struct Reply {
+  bool complete = false;  // a whole HTTP message was parsed
+  int status = 0;
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;                            // de-chunked; partial when !complete
+  std::string raw;                             // bytes as received
+};
+
+Reply ReadReply(Conn& c, milliseconds timeout = milliseconds(10000)) {
+  Reply r;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64u << 20);
+  parser.eager(true);
+  std::string pending;
+  const auto deadline = Clock::now() + timeout;
+  boost::beast::error_code ec;
+  for (;;) {
+    while (!pending.empty() && !parser.is_done()) {
+      size_t used = parser.put(boost::asio::buffer(pending), ec);
+      pending.erase(0, used);
+      if (ec == http::error::need_more) {
+        ec = {};
+        break;
+      }
+      if (ec || used == 0) break;
+    }
+    if (ec || parser.is_done()) break;
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) break;
+    size_t before = r.raw.size();
+    ssize_t n = c.Recv(r.raw, left);
+    if (n <= 0) break;
+    pending.append(r.raw, before, std::string::npos);
+  }
+  r.complete = !ec && parser.is_done();
+  if (parser.is_header_done()) {
+    const auto& msg = parser.get();
+    r.status = static_cast<int>(msg.result_int());
+    for (const auto& f : msg) {
+      std::string name(f.name_string());
+      for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      r.headers[name] = std::string(f.value());
+    }
+    r.body = msg.body();
+  }
+  return r;
+}
+
+Reply Call(uint16_t port, const std::string& method, const std::string& target,
+           const std::string& body, const Headers& headers = {}) {
+  Conn c(port);
+  EXPECT_TRUE(c.connected());
+  c.Send(Request(method, target, body, headers));
+  return ReadReply(c);
+}
+
+// The `data:` payloads of an SSE body, in order.
+std::vector<std::string> SseData(const std::string& body) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while ((pos = body.find("data: ", pos)) != std::string::npos) {
+    size_t end = body.find("\n\n", pos);
+    if (end == std::string::npos) break;
+    out.push_back(body.substr(pos + 6, end - pos - 6));
+    pos = end + 2;
+  }
+  return out;
+}
+
+const std::string kChat = R"({"model":"gpt-test","messages":[{"role":"user","content":"hi"}]})";
+const std::string kChatStream =
+    R"({"model":"gpt-test","stream":true,"stream_options":{"include_usage":true},"messages":[]})";
+
+TEST(MockLlm, PlainChatEchoesModelWithUsageAndRecordsTheRequest) {
+  MockLlm mock({.name = "alpha"});
+  ASSERT_NE(mock.port(), 0);
+  Reply r = Call(mock.port(), "POST", "/v1/chat/completions", kChat,
+                 {{"Authorization", "Bearer sk-test"}, {"X-Custom", "yes"}});
+  ASSERT_TRUE(r.complete);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.headers["x-mock-name"], "alpha");
+  EXPECT_EQ(r.headers["x-request-id"], "mock-alpha-1");
+  EXPECT_EQ(r.headers["content-type"], "application/json");
+  auto j = nlohmann::json::parse(r.body);
+  EXPECT_EQ(j["model"], "gpt-test");
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["content"], "tok0 tok1 tok2 tok3 tok4 ");
+  EXPECT_EQ(j["usage"]["completion_tokens"], 5);
+  EXPECT_EQ(j["usage"]["total_tokens"].get<int>(),
+            j["usage"]["prompt_tokens"].get<int>() + j["usage"]["completion_tokens"].get<int>());
+
+  ASSERT_EQ(mock.RequestCount(), 1u);
+  auto reqs = mock.Requests();
+  ASSERT_EQ(reqs.size(), 1u);
+  EXPECT_EQ(reqs[0].seq, 1u);
+  EXPECT_EQ(reqs[0].method, "POST");
+  EXPECT_EQ(reqs[0].target, "/v1/chat/completions");
+  EXPECT_EQ(reqs[0].body, kChat);
+  EXPECT_EQ(reqs[0].body_sha256.size(), 64u);
+  EXPECT_EQ(reqs[0].Header("authorization"), "Bearer sk-test");
+  EXPECT_EQ(reqs[0].Header("x-custom"), "yes");
+  EXPECT_FALSE(reqs[0].HasHeader("x-absent"));
+}
+
+TEST(MockLlm, BodyHashIsSha256OfTheExactBytes) {
+  MockLlm mock;
+  // Known digests: sha256("") and sha256("abc"); the mock hashes bytes, not JSON.
+  Call(mock.port(), "GET", "/v1/models", "");
+  Call(mock.port(), "POST", "/v1/embeddings", "abc");
+  auto reqs = mock.Requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(reqs[0].body_sha256,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(reqs[1].body_sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(MockLlm, RoutesWorkWithAndWithoutV1Prefix) {
+  MockLlm mock({.models = {"m-one", "m-two"}});
+  for (std::string prefix : {"/v1", "", "/api/openai/v1"}) {
+    SCOPED_TRACE(prefix);
+    Reply chat = Call(mock.port(), "POST", prefix + "/chat/completions", kChat);
+    EXPECT_EQ(chat.status, 200);
+    EXPECT_EQ(nlohmann::json::parse(chat.body)["object"], "chat.completion");
+    Reply comp = Call(mock.port(), "POST", prefix + "/completions", R"({"model":"c"})");
+    EXPECT_EQ(comp.status, 200);
+    EXPECT_EQ(nlohmann::json::parse(comp.body)["choices"][0]["text"], "tok0 tok1 tok2 tok3 tok4 ");
+    Reply emb = Call(mock.port(), "POST", prefix + "/embeddings", R"({"model":"e","input":"x"})");
+    EXPECT_EQ(emb.status, 200);
+    auto ej = nlohmann::json::parse(emb.body);
+    EXPECT_EQ(ej["model"], "e");
+    EXPECT_TRUE(ej["data"][0]["embedding"].is_array());
+    Reply models = Call(mock.port(), "GET", prefix + "/models", "");
+    EXPECT_EQ(models.status, 200);
+    auto mj = nlohmann::json::parse(models.body);
+    ASSERT_EQ(mj["data"].size(), 2u);
+    EXPECT_EQ(mj["data"][1]["id"], "m-two");
+  }
+  EXPECT_EQ(Call(mock.port(), "POST", "/v1/nope", kChat).status, 404);
+  EXPECT_EQ(Call(mock.port(), "GET", "/v1/chat/completions", "").status, 405);
+  Reply bad = Call(mock.port(), "POST", "/v1/chat/completions", R"({"model":)");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_TRUE(nlohmann::json::parse(bad.body)["error"].is_object());
+}
+
+TEST(MockLlm, StreamOf500ChunksArrivesWholeInOrderWithUsageAndDone) {
+  MockLlm mock;
+  Reply r =
+      Call(mock.port(), "POST", "/v1/chat/completions", kChatStream, {{"x-mock-chunks", "500"}});
+  ASSERT_TRUE(r.complete);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.headers["content-type"], "text/event-stream");
+  EXPECT_EQ(r.headers["transfer-encoding"], "chunked");
+  auto events = SseData(r.body);
+  ASSERT_EQ(events.size(), 502u);  // 500 content chunks + usage + [DONE]
+  for (int i = 0; i < 500; ++i) {
+    auto j = nlohmann::json::parse(events[i]);
+    ASSERT_EQ(j["choices"][0]["delta"]["content"], "tok" + std::to_string(i) + " ") << i;
+    EXPECT_EQ(j["model"], "gpt-test");
+    EXPECT_EQ(j["choices"][0]["finish_reason"].is_null(), i != 499);
+  }
+  auto usage = nlohmann::json::parse(events[500]);
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["completion_tokens"], 500);
+  EXPECT_EQ(events[501], "[DONE]");
+  EXPECT_EQ(mock.CancelledCount(), 0u);
+}
+
+TEST(MockLlm, StreamWithoutIncludeUsageHasNoUsageEvent) {
+  MockLlm mock({.chunks = 3});
+  Reply r = Call(mock.port(), "POST", "/v1/completions", R"({"model":"c","stream":true})");
+  ASSERT_TRUE(r.complete);
+  auto events = SseData(r.body);
+  ASSERT_EQ(events.size(), 4u);
+  EXPECT_EQ(nlohmann::json::parse(events[2])["choices"][0]["text"], "tok2 ");
+  EXPECT_EQ(events[3], "[DONE]");
+}
+
+TEST(MockLlm, HeaderStatusFaultCarriesRetryAfterAndJsonError) {
+  MockLlm mock;
+  Reply r = Call(mock.port(), "POST", "/v1/chat/completions", kChat,
+                 {{"x-mock-status", "429"}, {"x-mock-retry-after", "2"}});
+  ASSERT_TRUE(r.complete);
+  EXPECT_EQ(r.status, 429);
+  EXPECT_EQ(r.headers["retry-after"], "2");
+  EXPECT_EQ(nlohmann::json::parse(r.body)["error"]["type"], "rate_limit_error");
+  Reply custom = Call(mock.port(), "POST", "/v1/chat/completions", kChat,
+                      {{"x-mock-status", "400"}, {"x-mock-body", R"({"error":"mine"})"}});
+  EXPECT_EQ(custom.status, 400);
+  EXPECT_EQ(custom.body, R"({"error":"mine"})");
+}
+
+TEST(MockLlm, DefaultFaultHitsOnlyThatMockAndQueuedFaultsAreConsumedInOrder) {
+  MockLlm broken({.name = "broken"});
+  MockLlm healthy({.name = "healthy"});
+  broken.SetDefaultFault(MockFault{.status = 500});
+  EXPECT_EQ(Call(broken.port(), "POST", "/v1/chat/completions", kChat).status, 500);
+  EXPECT_EQ(Call(healthy.port(), "POST", "/v1/chat/completions", kChat).status, 200);
+
+  broken.ClearFaults();
+  broken.PushFault(MockFault{.status = 503}, 2);
+  EXPECT_EQ(Call(broken.port(), "POST", "/v1/chat/completions", kChat).status, 503);
+  EXPECT_EQ(Call(broken.port(), "POST", "/v1/chat/completions", kChat).status, 503);
+  EXPECT_EQ(Call(broken.port(), "POST", "/v1/chat/completions", kChat).status, 200);
+  EXPECT_EQ(broken.RequestCount(), 4u);
+  EXPECT_EQ(healthy.RequestCount(), 1u);
+}
+
+TEST(MockLlm, DelayHoldsTheResponseHeaders) {
+  MockLlm mock;
+  const auto start = Clock::now();
+  Reply r = Call(mock.port(), "POST", "/v1/chat/completions", kChat, {{"x-mock-delay-ms", "200"}});
+  EXPECT_EQ(r.status, 200);
+  EXPECT_GE(Clock::now() - start, milliseconds(200));
+}
+
+TEST(MockLlm, FirstChunkDelaySendsHeadersFirst) {
+  MockLlm mock;
+  Conn c(mock.port());
+  c.Send(Request("POST", "/v1/chat/completions", kChatStream,
+                 {{"x-mock-first-chunk-delay-ms", "60000"}}));
+  std::string got;
+  // Headers come at once; no event until the (long) first-chunk delay.
+  const auto deadline = Clock::now() + milliseconds(5000);
+  while (got.find("\r\n\r\n") == std::string::npos && Clock::now() < deadline) {
+    if (c.Recv(got, milliseconds(5000)) <= 0) break;
+  }
+  EXPECT_EQ(got.rfind("HTTP/1.1 200", 0), 0u) << got;
+  EXPECT_EQ(got.find("data:"), std::string::npos);
+}
+
+TEST(MockLlm, DieAfterChunksBreaksTheStreamWithoutDoneAndIsNotACancellation) {
+  MockLlm mock;
+  Reply r = Call(mock.port(), "POST", "/v1/chat/completions", kChatStream,
+                 {{"x-mock-chunks", "10"}, {"x-mock-die-after-chunks", "3"}});
+  EXPECT_FALSE(r.complete);
+  EXPECT_EQ(r.status, 200);
+  auto events = SseData(r.body);
+  EXPECT_EQ(events.size(), 3u);
+  EXPECT_EQ(r.body.find("[DONE]"), std::string::npos);
+  EXPECT_EQ(mock.CancelledCount(), 0u);
+
+  // The same fault on a plain reply: a body cut short of its Content-Length.
+  Reply plain =
+      Call(mock.port(), "POST", "/v1/chat/completions", kChat, {{"x-mock-die-after-chunks", "0"}});
+  EXPECT_FALSE(plain.complete);
+  EXPECT_EQ(plain.status, 200);
+}
+
+TEST(MockLlm, ClientClosingMidStreamIsSeenWithin100ms) {
+  MockLlm mock;
+  Conn c(mock.port());
+  // A long gap: the close must be noticed by reading, not by the next write.
+  c.Send(Request("POST", "/v1/chat/completions", kChatStream,
+                 {{"x-mock-chunks", "50"}, {"x-mock-chunk-gap-ms", "10000"}}));
+  std::string got;
+  const auto deadline = Clock::now() + milliseconds(5000);
+  while (got.find("tok0") == std::string::npos && Clock::now() < deadline) {
+    if (c.Recv(got, milliseconds(5000)) <= 0) break;
+  }
+  ASSERT_NE(got.find("tok0"), std::string::npos);
+  const auto closed_at = Clock::now();
+  c.Close();
+  ASSERT_TRUE(mock.WaitForCancellations(1, milliseconds(5000)));
+  auto cancels = mock.Cancellations();
+  ASSERT_EQ(cancels.size(), 1u);
+  EXPECT_EQ(cancels[0].seq, 1u);
+  EXPECT_TRUE(cancels[0].stream);
+  EXPECT_EQ(cancels[0].chunks_sent, 1);
+  EXPECT_LT(cancels[0].seen_at - closed_at, milliseconds(100));
+  EXPECT_EQ(mock.Stats().cancelled, 1u);
+}
+
+TEST(MockLlm, HangNeverAnswersAndTheClientLeavingIsRecorded) {
+  MockLlm mock;
+  Conn c(mock.port());
+  c.Send(Request("POST", "/v1/chat/completions", kChat, {{"x-mock-hang", "1"}}));
+  ASSERT_TRUE(mock.WaitForRequests(1, milliseconds(5000)));
+  std::string got;
+  EXPECT_EQ(c.Recv(got, milliseconds(300)), -1);  // nothing arrives
+  EXPECT_TRUE(got.empty());
+  EXPECT_EQ(mock.Stats().in_flight, 1u);
+  c.Close();
+  ASSERT_TRUE(mock.WaitForCancellations(1, milliseconds(5000)));
+  EXPECT_FALSE(mock.Cancellations()[0].stream);
+}
+
+TEST(MockLlm, GarbageAndCloseFaults) {
+  MockLlm mock;
+  Reply garbage =
+      Call(mock.port(), "POST", "/v1/chat/completions", kChat, {{"x-mock-garbage", "1"}});
+  EXPECT_FALSE(garbage.complete);
+  EXPECT_FALSE(garbage.raw.empty());
+  EXPECT_NE(garbage.raw.rfind("HTTP/", 0), 0u);
+
+  Reply closed = Call(mock.port(), "POST", "/v1/chat/completions", kChat, {{"x-mock-close", "1"}});
+  EXPECT_FALSE(closed.complete);
+  EXPECT_TRUE(closed.raw.empty());
+  EXPECT_EQ(mock.RequestCount(), 2u);  // both requests were read before the fault
+}
+
+TEST(MockLlm, KeepAliveServesSeveralRequestsOnOneConnection) {
+  MockLlm mock;
+  Conn c(mock.port());
+  for (int i = 0; i < 3; ++i) {
+    c.Send(Request("POST", "/v1/chat/completions", i == 1 ? kChatStream : kChat));
+    Reply r = ReadReply(c);
+    ASSERT_TRUE(r.complete) << i;
+    EXPECT_EQ(r.status, 200);
+  }
+  EXPECT_EQ(mock.Stats().connections, 1u);
+  EXPECT_EQ(mock.Stats().requests, 3u);
+  EXPECT_EQ(mock.CancelledCount(), 0u);
+}
+
+TEST(MockLlm, StopClosesTheListenerAndIsIdempotent) {
+  MockLlm mock;
+  const uint16_t port = mock.port();
+  EXPECT_EQ(Call(port, "POST", "/v1/chat/completions", kChat).status, 200);
+  mock.Stop();
+  mock.Stop();
+  Conn c(port);
+  EXPECT_FALSE(c.connected());
+  EXPECT_EQ(mock.RequestCount(), 1u);  // records survive Stop
+}
+
+TEST(MockLlm, StatsEndpointIsNotCountedAsTraffic) {
+  MockLlm mock({.name = "s"});
+  Call(mock.port(), "POST", "/v1/chat/completions", kChat);
+  // The chat reply's bookkeeping may finish just after its bytes arrive: poll until the
+  // mock is idle. A stats request counting itself would never read in_flight 0.
+  nlohmann::json j;
+  const auto deadline = Clock::now() + milliseconds(5000);
+  do {
+    j = nlohmann::json::parse(Call(mock.port(), "GET", "/mock/stats", "").body);
+  } while (j["in_flight"] != 0 && Clock::now() < deadline);
+  EXPECT_EQ(j["in_flight"], 0);
+  EXPECT_EQ(j["name"], "s");
+  EXPECT_EQ(j["requests"], 1);
+  EXPECT_EQ(mock.RequestCount(), 1u);
+}
+
+TEST(MockLlm, ServesTlsWithACertificateMadeAtTestTime) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("mockllm-tls-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string cert = (dir / "cert.pem").string();
+  const std::string key = (dir / "key.pem").string();
+  const std::string cmd =
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+      "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " +
+      key + " -out " + cert + " >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+
+  MockLlm mock({.name = "tls", .tls_cert_file = cert, .tls_key_file = key});
+  EXPECT_TRUE(mock.tls());
+  EXPECT_EQ(mock.BaseUrl(), "https://127.0.0.1:" + std::to_string(mock.port()) + "/v1");
+  // A TLS client that verifies against the throwaway certificate gets a normal reply;
+  // one that trusts another CA refuses the connection.
+  const std::string out = (dir / "out.txt").string();
+  const std::string url = "https://localhost:" + std::to_string(mock.port()) + "/v1/models";
+  const std::string curl = "curl -sS --max-time 10 -o " + out + " --cacert ";
+  EXPECT_EQ(std::system((curl + cert + " " + url + " 2>/dev/null").c_str()), 0);
+  std::ifstream f(out);
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(nlohmann::json::parse(text)["object"], "list") << text;
+  EXPECT_EQ(mock.RequestCount(), 1u);
+  const std::string other = (dir / "other.pem").string();
+  ASSERT_EQ(std::system(("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=other "
+                         "-keyout " +
+                         (dir / "other-key.pem").string() + " -out " + other + " >/dev/null 2>&1")
+                            .c_str()),
+            0);
+  EXPECT_NE(std::system((curl + other + " " + url + " 2>/dev/null").c_str()), 0);
+  EXPECT_EQ(mock.RequestCount(), 1u);
+
+  // Plain HTTP to a TLS port is not answered as HTTP.
+  Reply plain = Call(mock.port(), "GET", "/v1/models", "");
+  EXPECT_FALSE(plain.complete);
+  EXPECT_THROW(MockLlm({.tls_cert_file = cert, .tls_key_file = (dir / "missing.pem").string()}),
+               std::runtime_error);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace llmproxy
