@@ -1,0 +1,336 @@
+#include "controlplane/admin_cli.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/time_util.h>
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "llmproxy/v1/admin.grpc.pb.h"
+
+namespace llmproxy {
+namespace {
+
+using nlohmann::json;
+
+struct AdminArgs {
+  std::string addr;
+  std::string token;
+  bool json = false;
+  std::vector<std::string> words;
+};
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+std::string Timestamp(const google::protobuf::Timestamp& ts) {
+  if (ts.seconds() == 0 && ts.nanos() == 0) return "";
+  return google::protobuf::util::TimeUtil::ToString(ts);
+}
+
+// Prints rows as left-aligned columns.
+void PrintTable(std::ostream& out, const std::vector<std::vector<std::string>>& rows) {
+  if (rows.empty()) return;
+  std::vector<size_t> widths(rows[0].size(), 0);
+  for (const auto& r : rows) {
+    for (size_t i = 0; i < r.size() && i < widths.size(); ++i) {
+      widths[i] = std::max(widths[i], r[i].size());
+    }
+  }
+  for (const auto& r : rows) {
+    std::string line;
+    for (size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(widths[i] - r[i].size() + 2, ' ');
+    }
+    out << line << "\n";
+  }
+}
+
+std::string Fixed(double v, int digits) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << v;
+  return s.str();
+}
+
+json BackendHealthJson(const v1::BackendHealth& h) {
+  return {{"name", h.name()},
+          {"up", h.up()},
+          {"outstanding", h.outstanding()},
+          {"ewma_latency_seconds", h.ewma_latency_seconds()},
+          {"consecutive_failures", h.consecutive_failures()}};
+}
+
+int Fail(std::ostream& err, const grpc::Status& s) {
+  err << "error: " << s.error_code() << ": " << s.error_message() << "\n";
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    err << "(is llmproxy-ctl running and listening there? see --addr)\n";
+  }
+  return 1;
+}
+
+void SetUp(grpc::ClientContext& ctx, const AdminArgs& a) {
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  if (!a.token.empty()) ctx.AddMetadata("authorization", "Bearer " + a.token);
+}
+
+int Workers(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::ostream& err) {
+  grpc::ClientContext ctx;
+  SetUp(ctx, a);
+  v1::ListWorkersResponse resp;
+  grpc::Status s = stub.ListWorkers(&ctx, v1::ListWorkersRequest(), &resp);
+  if (!s.ok()) return Fail(err, s);
+  if (a.json) {
+    json workers = json::array();
+    for (const auto& w : resp.workers()) {
+      json backends = json::array();
+      for (const auto& h : w.backends()) backends.push_back(BackendHealthJson(h));
+      workers.push_back({{"id", w.id()},
+                         {"pid", w.pid()},
+                         {"address", w.address()},
+                         {"connected", w.connected()},
+                         {"acked_version", w.acked_version()},
+                         {"nacked_version", w.nacked_version()},
+                         {"last_nack_error", w.last_nack_error()},
+                         {"in_flight", w.in_flight()},
+                         {"metrics_port", w.metrics_port()},
+                         {"connected_since", Timestamp(w.connected_since())},
+                         {"backends", backends}});
+    }
+    out << json{{"current_version", resp.current_version()}, {"workers", workers}}.dump(2) << "\n";
+    return 0;
+  }
+  out << "current version: " << resp.current_version() << "\n";
+  std::vector<std::vector<std::string>> rows = {
+      {"ID", "PID", "ADDRESS", "CONNECTED", "ACKED", "NACKED", "IN_FLIGHT", "METRICS", "SINCE"}};
+  for (const auto& w : resp.workers()) {
+    rows.push_back({w.id(), std::to_string(w.pid()), w.address(), w.connected() ? "yes" : "no",
+                    std::to_string(w.acked_version()),
+                    w.nacked_version() ? std::to_string(w.nacked_version()) : "-",
+                    std::to_string(w.in_flight()), std::to_string(w.metrics_port()),
+                    Timestamp(w.connected_since())});
+  }
+  PrintTable(out, rows);
+  for (const auto& w : resp.workers()) {
+    if (!w.last_nack_error().empty()) {
+      out << w.id() << " refused version " << w.nacked_version() << ": " << w.last_nack_error()
+          << "\n";
+    }
+  }
+  return 0;
+}
+
+int Backends(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::ostream& err) {
+  grpc::ClientContext ctx;
+  SetUp(ctx, a);
+  v1::ListBackendsResponse resp;
+  grpc::Status s = stub.ListBackends(&ctx, v1::ListBackendsRequest(), &resp);
+  if (!s.ok()) return Fail(err, s);
+  if (a.json) {
+    json backends = json::array();
+    for (const auto& b : resp.backends()) {
+      backends.push_back(
+          {{"name", b.name()},
+           {"url", b.url()},
+           {"weight", b.weight()},
+           {"configured_weight", b.configured_weight()},
+           {"drained", b.drained()},
+           {"models", std::vector<std::string>(b.models().begin(), b.models().end())},
+           {"default_model", b.default_model()},
+           {"workers_up", b.workers_up()},
+           {"workers_reporting", b.workers_reporting()},
+           {"outstanding", b.outstanding()},
+           {"ewma_latency_seconds", b.ewma_latency_seconds()}});
+    }
+    out << json{{"version", resp.version()}, {"backends", backends}}.dump(2) << "\n";
+    return 0;
+  }
+  out << "config version: " << resp.version() << "\n";
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "URL", "WEIGHT", "STATE", "UP", "OUTSTANDING", "EWMA_MS", "MODELS"}};
+  for (const auto& b : resp.backends()) {
+    std::string weight = std::to_string(b.weight());
+    if (b.weight() != b.configured_weight()) {
+      weight += " (file " + std::to_string(b.configured_weight()) + ")";
+    }
+    std::string models;
+    for (const auto& m : b.models()) models += (models.empty() ? "" : ",") + m;
+    rows.push_back({b.name(), b.url(), weight, b.drained() ? "drained" : "active",
+                    std::to_string(b.workers_up()) + "/" + std::to_string(b.workers_reporting()),
+                    std::to_string(b.outstanding()), Fixed(b.ewma_latency_seconds() * 1000, 1),
+                    models});
+  }
+  PrintTable(out, rows);
+  return 0;
+}
+
+int ConfigCmd(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::ostream& err) {
+  grpc::ClientContext ctx;
+  SetUp(ctx, a);
+  v1::GetConfigResponse resp;
+  grpc::Status s = stub.GetConfig(&ctx, v1::GetConfigRequest(), &resp);
+  if (!s.ok()) return Fail(err, s);
+  std::string table_json;
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.preserve_proto_field_names = true;
+  opts.add_whitespace = false;
+  (void)google::protobuf::util::MessageToJsonString(resp.table(), &table_json, opts);
+  json table = json::parse(table_json, nullptr, false);
+  if (a.json) {
+    out << json{{"version", resp.version()},
+                {"path", resp.path()},
+                {"reloads_ok", resp.reloads_ok()},
+                {"reloads_rejected", resp.reloads_rejected()},
+                {"last_errors",
+                 std::vector<std::string>(resp.last_errors().begin(), resp.last_errors().end())},
+                {"table", table}}
+               .dump(2)
+        << "\n";
+    return 0;
+  }
+  out << "version: " << resp.version() << "\n"
+      << "path: " << resp.path() << "\n"
+      << "reloads: " << resp.reloads_ok() << " ok, " << resp.reloads_rejected() << " rejected\n";
+  if (resp.last_errors_size() > 0) {
+    out << "last rejected edit:\n";
+    for (const auto& e : resp.last_errors()) out << "  " << e << "\n";
+  }
+  out << "table (keys redacted):\n" << table.dump(2) << "\n";
+  return 0;
+}
+
+int ReloadCmd(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::ostream& err) {
+  grpc::ClientContext ctx;
+  SetUp(ctx, a);
+  v1::ReloadResponse resp;
+  grpc::Status s = stub.Reload(&ctx, v1::ReloadRequest(), &resp);
+  if (!s.ok()) return Fail(err, s);
+  if (a.json) {
+    out << json{{"ok", resp.ok()},
+                {"version", resp.version()},
+                {"errors", std::vector<std::string>(resp.errors().begin(), resp.errors().end())}}
+               .dump(2)
+        << "\n";
+  } else if (resp.ok()) {
+    out << "reloaded: version " << resp.version() << "\n";
+  } else {
+    out << "rejected; version " << resp.version() << " stays in force:\n";
+    for (const auto& e : resp.errors()) out << "  " << e << "\n";
+  }
+  return resp.ok() ? 0 : 1;
+}
+
+int SetState(v1::Admin::Stub& stub, const AdminArgs& a, v1::SetBackendStateRequest req,
+             std::ostream& out, std::ostream& err) {
+  grpc::ClientContext ctx;
+  SetUp(ctx, a);
+  v1::SetBackendStateResponse resp;
+  grpc::Status s = stub.SetBackendState(&ctx, req, &resp);
+  if (!s.ok()) return Fail(err, s);
+  if (a.json) {
+    out << json{{"ok", true}, {"version", resp.version()}}.dump(2) << "\n";
+  } else {
+    out << "ok: version " << resp.version() << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+void PrintAdminUsage(std::ostream& out) {
+  out << "usage: llmproxy-ctl admin [--addr HOST:PORT] [--token T] [--json] COMMAND\n"
+         "\n"
+         "commands:\n"
+         "  workers         connected workers: id, pid, acked version, load\n"
+         "  backends        backends with overrides and health aggregated over workers\n"
+         "  config          the config in force (keys redacted), reload counts, last errors\n"
+         "  reload          re-read the config file now\n"
+         "  drain B         stop sending new traffic to backend B\n"
+         "  enable B        undo a drain\n"
+         "  weight B W      override backend B's weight (W = the file's weight clears it)\n"
+         "\n"
+         "  --addr      control plane address (default $LLMPROXY_ADMIN_ADDR or "
+         "127.0.0.1:50051)\n"
+         "  --token     admin token for mutating commands (default $LLMPROXY_ADMIN_TOKEN)\n"
+         "  --json      machine-readable output\n";
+}
+
+int RunAdminCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  AdminArgs a;
+  a.addr = Env("LLMPROXY_ADMIN_ADDR");
+  if (a.addr.empty()) a.addr = "127.0.0.1:50051";
+  a.token = Env("LLMPROXY_ADMIN_TOKEN");
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& w = args[i];
+    auto value = [&](std::string& dst) {
+      if (i + 1 >= args.size()) return false;
+      dst = args[++i];
+      return true;
+    };
+    if (w == "--addr") {
+      if (!value(a.addr)) return err << "--addr needs a value\n", 2;
+    } else if (w.rfind("--addr=", 0) == 0) {
+      a.addr = w.substr(7);
+    } else if (w == "--token") {
+      if (!value(a.token)) return err << "--token needs a value\n", 2;
+    } else if (w.rfind("--token=", 0) == 0) {
+      a.token = w.substr(8);
+    } else if (w == "--json") {
+      a.json = true;
+    } else if (w == "-h" || w == "--help") {
+      PrintAdminUsage(out);
+      return 0;
+    } else if (w.size() > 1 && w[0] == '-') {
+      err << "unknown admin flag: " << w << "\n";
+      PrintAdminUsage(err);
+      return 2;
+    } else {
+      a.words.push_back(w);
+    }
+  }
+  if (a.words.empty()) {
+    PrintAdminUsage(err);
+    return 2;
+  }
+  const std::string& cmd = a.words[0];
+  size_t want = (cmd == "drain" || cmd == "enable") ? 2 : cmd == "weight" ? 3 : 1;
+  bool known = cmd == "workers" || cmd == "backends" || cmd == "config" || cmd == "reload" ||
+               cmd == "drain" || cmd == "enable" || cmd == "weight";
+  if (!known || a.words.size() != want) {
+    err << (known ? "wrong number of arguments for " : "unknown admin command: ") << cmd << "\n";
+    PrintAdminUsage(err);
+    return 2;
+  }
+
+  auto channel = grpc::CreateChannel(a.addr, grpc::InsecureChannelCredentials());
+  auto stub = v1::Admin::NewStub(channel);
+  if (cmd == "workers") return Workers(*stub, a, out, err);
+  if (cmd == "backends") return Backends(*stub, a, out, err);
+  if (cmd == "config") return ConfigCmd(*stub, a, out, err);
+  if (cmd == "reload") return ReloadCmd(*stub, a, out, err);
+  v1::SetBackendStateRequest req;
+  req.set_backend(a.words[1]);
+  if (cmd == "drain") {
+    req.set_action(v1::SetBackendStateRequest::ACTION_DRAIN);
+  } else if (cmd == "enable") {
+    req.set_action(v1::SetBackendStateRequest::ACTION_ENABLE);
+  } else {
+    char* end = nullptr;
+    unsigned long w = std::strtoul(a.words[2].c_str(), &end, 10);
+    if (a.words[2].empty() || *end != '\0' || w > 1000000) {
+      err << "weight must be a whole number, got \"" << a.words[2] << "\"\n";
+      return 2;
+    }
+    req.set_action(v1::SetBackendStateRequest::ACTION_SET_WEIGHT);
+    req.set_weight(static_cast<uint32_t>(w));
+  }
+  return SetState(*stub, a, req, out, err);
+}
+
+}  // namespace llmproxy

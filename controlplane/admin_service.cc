@@ -1,0 +1,164 @@
+#include "controlplane/admin_service.h"
+
+#include <algorithm>
+#include <map>
+
+#include "common/config_proto.h"
+#include "common/logging.h"
+
+namespace llmproxy {
+
+bool BearerMatches(std::string_view header, std::string_view token) {
+  constexpr std::string_view kPrefix = "Bearer ";
+  if (header.size() < kPrefix.size() || header.substr(0, kPrefix.size()) != kPrefix) {
+    return false;
+  }
+  std::string_view given = header.substr(kPrefix.size());
+  // Constant time over the token's length, so timing does not leak a matching prefix.
+  unsigned char diff = given.size() == token.size() ? 0 : 1;
+  for (size_t i = 0; i < token.size(); ++i) {
+    unsigned char g = i < given.size() ? static_cast<unsigned char>(given[i]) : 0;
+    diff |= static_cast<unsigned char>(g ^ static_cast<unsigned char>(token[i]));
+  }
+  return diff == 0;
+}
+
+grpc::Status AdminService::Authorize(const grpc::ServerContext& ctx) const {
+  std::string token = publisher_.admin_token();
+  if (token.empty()) return grpc::Status::OK;
+  const auto& md = ctx.client_metadata();
+  auto it = md.find("authorization");
+  if (it != md.end() &&
+      BearerMatches(std::string_view(it->second.data(), it->second.size()), token)) {
+    return grpc::Status::OK;
+  }
+  LogWarn("admin call refused: missing or wrong admin token", {{"peer", ctx.peer()}});
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                      "this call needs authorization: Bearer <control_plane.admin_token>");
+}
+
+grpc::Status AdminService::ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*,
+                                       v1::ListWorkersResponse* resp) {
+  for (const WorkerRecord& w : hub_.Workers()) {
+    v1::WorkerInfo* info = resp->add_workers();
+    info->set_id(w.id);
+    info->set_pid(w.pid);
+    info->set_address(w.address);
+    info->set_acked_version(w.acked_version);
+    info->mutable_connected_since()->set_seconds(w.connected_since_ms / 1000);
+    info->mutable_connected_since()->set_nanos(
+        static_cast<int32_t>((w.connected_since_ms % 1000) * 1000000));
+    info->set_in_flight(w.has_load ? w.load.in_flight() : 0);
+    info->set_connected(w.connected);
+    info->set_nacked_version(w.nacked_version);
+    info->set_last_nack_error(w.last_nack_error);
+    info->set_metrics_port(w.metrics_port);
+    if (w.has_load) *info->mutable_backends() = w.load.backends();
+  }
+  resp->set_current_version(hub_.version());
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListBackends(grpc::ServerContext*, const v1::ListBackendsRequest*,
+                                        v1::ListBackendsResponse* resp) {
+  ConfigPublisher::View view = publisher_.view();
+  resp->set_version(view.version);
+  if (!view.file || !view.effective) return grpc::Status::OK;
+  // Health as the connected workers last reported it.
+  struct Agg {
+    uint32_t up = 0, reporting = 0;
+    uint64_t outstanding = 0;
+    double ewma = 0;
+  };
+  std::map<std::string, Agg> agg;
+  for (const WorkerRecord& w : hub_.Workers()) {
+    if (!w.connected || !w.has_load) continue;
+    for (const v1::BackendHealth& h : w.load.backends()) {
+      Agg& a = agg[h.name()];
+      ++a.reporting;
+      if (h.up()) ++a.up;
+      a.outstanding += h.outstanding();
+      a.ewma = std::max(a.ewma, h.ewma_latency_seconds());
+    }
+  }
+  for (size_t i = 0; i < view.effective->backends.size(); ++i) {
+    const BackendConfig& b = view.effective->backends[i];
+    v1::BackendInfo* info = resp->add_backends();
+    info->set_name(b.name);
+    info->set_url(b.url);
+    info->set_weight(b.weight);
+    uint32_t configured = b.weight;
+    for (const BackendConfig& f : view.file->backends) {
+      if (f.name == b.name) configured = f.weight;
+    }
+    info->set_configured_weight(configured);
+    info->set_drained(b.drained);
+    for (const std::string& m : b.models) info->add_models(m);
+    info->set_default_model(b.default_model);
+    auto it = agg.find(b.name);
+    if (it != agg.end()) {
+      info->set_workers_up(it->second.up);
+      info->set_workers_reporting(it->second.reporting);
+      info->set_outstanding(it->second.outstanding);
+      info->set_ewma_latency_seconds(it->second.ewma);
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::GetConfig(grpc::ServerContext*, const v1::GetConfigRequest*,
+                                     v1::GetConfigResponse* resp) {
+  ConfigPublisher::View view = publisher_.view();
+  resp->set_version(view.version);
+  if (view.effective) *resp->mutable_table() = Redacted(ToProto(*view.effective));
+  resp->set_path(view.path);
+  resp->set_reloads_ok(view.reloads_ok);
+  resp->set_reloads_rejected(view.reloads_rejected);
+  for (const std::string& e : view.last_errors) resp->add_last_errors(e);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::Reload(grpc::ServerContext* ctx, const v1::ReloadRequest*,
+                                  v1::ReloadResponse* resp) {
+  if (grpc::Status s = Authorize(*ctx); !s.ok()) return s;
+  ConfigPublisher::ReloadOutcome out = publisher_.Reload("admin");
+  resp->set_ok(out.ok);
+  resp->set_version(out.version);
+  for (const std::string& e : out.errors) resp->add_errors(e);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::SetBackendState(grpc::ServerContext* ctx,
+                                           const v1::SetBackendStateRequest* req,
+                                           v1::SetBackendStateResponse* resp) {
+  if (grpc::Status s = Authorize(*ctx); !s.ok()) return s;
+  ConfigPublisher::Action action;
+  switch (req->action()) {
+    case v1::SetBackendStateRequest::ACTION_DRAIN:
+      action = ConfigPublisher::Action::kDrain;
+      break;
+    case v1::SetBackendStateRequest::ACTION_ENABLE:
+      action = ConfigPublisher::Action::kEnable;
+      break;
+    case v1::SetBackendStateRequest::ACTION_SET_WEIGHT:
+      action = ConfigPublisher::Action::kSetWeight;
+      break;
+    default:
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "action must be drain, enable or set_weight");
+  }
+  ConfigPublisher::StateOutcome out =
+      publisher_.SetBackendState(req->backend(), action, req->weight());
+  switch (out.code) {
+    case ConfigPublisher::StateOutcome::Code::kOk:
+      resp->set_version(out.version);
+      return grpc::Status::OK;
+    case ConfigPublisher::StateOutcome::Code::kNotFound:
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, out.error);
+    case ConfigPublisher::StateOutcome::Code::kInvalid:
+      break;
+  }
+  return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, out.error);
+}
+
+}  // namespace llmproxy

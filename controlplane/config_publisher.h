@@ -1,0 +1,76 @@
+// Owns the configuration the control plane serves: loads config.yaml with the shared
+// loader, applies the admin overrides on top, and publishes each changed, valid result
+// as a new version through the SnapshotHub. An invalid file is logged (every error as
+// file:line:column), counted, remembered for Admin.GetConfig, and the last good
+// version stays in force. Thread-safe: the watcher, SIGHUP and admin calls all land here.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/backend_overrides.h"
+#include "common/config.h"
+#include "common/config_loader.h"
+#include "controlplane/ctl_metrics.h"
+#include "controlplane/snapshot_hub.h"
+
+namespace llmproxy {
+
+class ConfigPublisher {
+ public:
+  ConfigPublisher(std::string path, SnapshotHub& hub, CtlMetrics& metrics,
+                  EnvLookup env = ProcessEnv());
+
+  struct ReloadOutcome {
+    bool ok = false;
+    bool changed = false;  // a new version was published
+    uint64_t version = 0;  // the version in force afterwards
+    std::vector<std::string> errors;
+  };
+  // Reads the file again. `trigger` is logged ("startup", "file change", "SIGHUP", "admin").
+  ReloadOutcome Reload(std::string_view trigger);
+
+  enum class Action { kDrain, kEnable, kSetWeight };
+  struct StateOutcome {
+    enum class Code { kOk, kNotFound, kInvalid } code = Code::kOk;
+    uint64_t version = 0;
+    std::string error;
+  };
+  StateOutcome SetBackendState(const std::string& backend, Action action, uint32_t weight);
+
+  struct View {
+    std::string path;
+    std::optional<Config> file;       // last good file content
+    std::optional<Config> effective;  // with overrides, as published
+    BackendOverrides overrides;
+    uint64_t version = 0;
+    uint64_t reloads_ok = 0;
+    uint64_t reloads_rejected = 0;
+    std::vector<std::string> last_errors;
+  };
+  View view() const;
+  std::string admin_token() const;
+
+ private:
+  // Publishes overrides_.Apply(*file_) when it differs from what is in force.
+  bool PublishLocked();
+
+  std::string path_;
+  SnapshotHub& hub_;
+  CtlMetrics& metrics_;
+  EnvLookup env_;
+
+  mutable std::mutex mu_;
+  std::optional<Config> file_;
+  std::optional<Config> effective_;
+  BackendOverrides overrides_;
+  uint64_t reloads_ok_ = 0;
+  uint64_t reloads_rejected_ = 0;
+  std::vector<std::string> last_errors_;
+};
+
+}  // namespace llmproxy

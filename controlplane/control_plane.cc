@@ -1,0 +1,204 @@
+#include "controlplane/control_plane.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <random>
+
+#include "common/logging.h"
+#include "controlplane/admin_service.h"
+#include "controlplane/config_publisher.h"
+#include "controlplane/config_watcher.h"
+#include "controlplane/ctl_metrics.h"
+#include "controlplane/discovery_service.h"
+#include "controlplane/snapshot_hub.h"
+#include "controlplane/supervisor.h"
+
+namespace llmproxy {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Unique per process, so nonces of two control-plane runs never collide.
+std::string InstanceId() {
+  std::random_device rd;
+  uint64_t bits = (uint64_t(rd()) << 32) ^ rd();
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%08llx", static_cast<unsigned long long>(bits & 0xffffffffu));
+  return std::to_string(::getpid()) + "." + buf;
+}
+
+std::string HostOf(const std::string& addr) {
+  auto colon = addr.rfind(':');
+  std::string host = colon == std::string::npos ? addr : addr.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return host;
+}
+
+std::string DefaultWorkerBin() {
+  std::error_code ec;
+  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "llmproxy-worker";
+  return (self.parent_path() / "llmproxy-worker").string();
+}
+
+}  // namespace
+
+int RunControlPlane(const CtlOptions& opts) {
+  // Signals are read from a signalfd by the loop below, so block them before any thread
+  // (gRPC's, prometheus') exists: threads inherit the mask.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  for (int s : {SIGHUP, SIGTERM, SIGINT, SIGCHLD}) sigaddset(&sigs, s);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  int sfd = ::signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (sfd < 0) {
+    LogError("signalfd failed", {{"error", std::strerror(errno)}});
+    return 1;
+  }
+
+  CtlMetrics metrics;
+  SnapshotHub hub(InstanceId(), [&metrics](uint64_t version, size_t connected) {
+    metrics.SetConfigVersion(version);
+    metrics.SetWorkersConnected(connected);
+  });
+  ConfigPublisher publisher(opts.config_path, hub, metrics);
+  ConfigPublisher::ReloadOutcome first = publisher.Reload("startup");
+  if (!first.ok) {
+    LogError("invalid configuration; not starting", {{"path", opts.config_path}});
+    ::close(sfd);
+    return 1;
+  }
+  const Config initial = *publisher.view().file;
+  const std::string listen = opts.listen.empty() ? initial.control_plane.listen : opts.listen;
+
+  DiscoveryService discovery(hub);
+  AdminService admin(hub, publisher);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &bound_port);
+  builder.RegisterService(&discovery);
+  builder.RegisterService(&admin);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || bound_port == 0) {
+    LogError("cannot listen for gRPC", {{"listen", listen}});
+    ::close(sfd);
+    return 1;
+  }
+  std::string host = HostOf(listen);
+  if (std::string err =
+          metrics.Serve(host.empty() ? "0.0.0.0" : host, initial.control_plane.metrics_port);
+      !err.empty()) {
+    LogWarn("cannot serve /metrics; continuing without it",
+            {{"port", initial.control_plane.metrics_port}, {"error", err}});
+  }
+  LogInfo("control plane listening", {{"listen", listen},
+                                      {"port", static_cast<int64_t>(bound_port)},
+                                      {"metrics_port", metrics.port()},
+                                      {"version", hub.version()}});
+
+  ConfigWatcher watcher(opts.config_path);
+  if (std::string err = watcher.Start(); !err.empty()) {
+    LogWarn("cannot watch the config file; reload with SIGHUP or admin reload", {{"error", err}});
+  }
+
+  // Workers dial the port we really bound; a wildcard host is reachable on loopback.
+  std::string dial_host = host;
+  if (dial_host.empty() || dial_host == "0.0.0.0" || dial_host == "::") dial_host = "127.0.0.1";
+  if (dial_host.find(':') != std::string::npos) dial_host = "[" + dial_host + "]";
+  SupervisorOptions sup_opts;
+  sup_opts.worker_bin = opts.worker_bin.empty() ? DefaultWorkerBin() : opts.worker_bin;
+  sup_opts.workers = opts.workers;
+  sup_opts.control_plane = dial_host + ":" + std::to_string(bound_port);
+  sup_opts.port = initial.server.port;
+  sup_opts.metrics_port_base = initial.server.metrics_port;
+  sup_opts.log_format = opts.log_format;
+  sup_opts.log_level = opts.log_level;
+  Supervisor supervisor(sup_opts);
+  supervisor.StartAll(Clock::now());
+
+  bool stopping = false;
+  Clock::time_point kill_at{};
+  while (true) {
+    Clock::time_point now = Clock::now();
+    if (stopping && supervisor.AllExited()) break;
+    std::optional<Clock::time_point> next;
+    auto consider = [&](std::optional<Clock::time_point> t) {
+      if (t && (!next || *t < *next)) next = t;
+    };
+    consider(watcher.Deadline());
+    consider(supervisor.NextDeadline());
+    if (stopping) consider(kill_at);
+    int timeout_ms = -1;
+    if (next) {
+      auto ms = std::chrono::ceil<std::chrono::milliseconds>(*next - now).count();
+      timeout_ms = static_cast<int>(std::clamp<int64_t>(ms, 0, 60000));
+    }
+    pollfd fds[2] = {{sfd, POLLIN, 0}, {watcher.fd(), POLLIN, 0}};
+    int nfds = watcher.fd() >= 0 ? 2 : 1;
+    int rc = ::poll(fds, static_cast<nfds_t>(nfds), timeout_ms);
+    if (rc < 0 && errno != EINTR) {
+      LogError("poll failed", {{"error", std::strerror(errno)}});
+      break;
+    }
+    now = Clock::now();
+    if (rc > 0 && (fds[0].revents & POLLIN)) {
+      signalfd_siginfo si;
+      while (::read(sfd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+        switch (si.ssi_signo) {
+          case SIGHUP: {
+            publisher.Reload("SIGHUP");
+            watcher.MarkSeen();
+            break;
+          }
+          case SIGCHLD:
+            supervisor.Reap(now);
+            break;
+          case SIGTERM:
+          case SIGINT:
+            if (!stopping) {
+              LogInfo("shutting down: draining workers",
+                      {{"signal", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT"}});
+              stopping = true;
+              kill_at = now + opts.drain_timeout;
+              supervisor.BeginShutdown();
+            } else {
+              supervisor.KillAll();  // a second signal: stop waiting
+            }
+            break;
+          default:
+            break;
+        }
+      }
+    }
+    if (nfds == 2 && rc > 0 && (fds[1].revents & POLLIN)) watcher.OnReadable(now);
+    if (!stopping && watcher.Due(now)) publisher.Reload("file change");
+    supervisor.Tick(now);
+    if (stopping && now >= kill_at && !supervisor.AllExited()) {
+      supervisor.KillAll();
+      kill_at = now + std::chrono::seconds(5);
+    }
+  }
+
+  hub.Shutdown();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server->Wait();
+  ::close(sfd);
+  LogInfo("control plane stopped");
+  return 0;
+}
+
+}  // namespace llmproxy

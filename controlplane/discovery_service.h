@@ -1,0 +1,25 @@
+// ConfigDiscovery.Sync, the control plane's side: one stream per worker on the sync gRPC
+// server (workers are few, so a thread per stream is fine). The handler thread reads
+// Hello, ACKs, NACKs and load reports; a writer thread per stream sends a snapshot
+// whenever the SnapshotHub says the worker is due one.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include "controlplane/snapshot_hub.h"
+#include "llmproxy/v1/discovery.grpc.pb.h"
+
+namespace llmproxy {
+
+class DiscoveryService final : public v1::ConfigDiscovery::Service {
+ public:
+  explicit DiscoveryService(SnapshotHub& hub) : hub_(hub) {}
+
+  grpc::Status Sync(grpc::ServerContext* context,
+                    grpc::ServerReaderWriter<v1::ConfigSnapshot, v1::SyncRequest>* stream) override;
+
+ private:
+  SnapshotHub& hub_;
+};
+
+}  // namespace llmproxy

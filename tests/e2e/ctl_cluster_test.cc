@@ -1,0 +1,377 @@
+// llmproxy-ctl with supervised llmproxy-worker processes, end to end: real binaries from
+// LLMPROXY_BIN_DIR, in-process mock upstreams, free ports, a temp config directory.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "e2e/e2e_util.h"
+#include "llmproxy/v1/admin.grpc.pb.h"
+#include "tests/mockllm/mock_llm.h"
+
+namespace llmproxy {
+namespace {
+
+using namespace std::chrono_literals;
+using e2e::HttpRequest;
+using e2e::WaitUntil;
+
+constexpr char kChat[] = R"({"model":"m1","messages":[{"role":"user","content":"hi"}]})";
+
+class CtlCluster : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    MockLlmOptions a;
+    a.name = "a";
+    mock_a_ = std::make_unique<MockLlm>(a);
+    MockLlmOptions b;
+    b.name = "b";
+    mock_b_ = std::make_unique<MockLlm>(b);
+    port_ = e2e::FreePort();
+    ctl_port_ = e2e::FreePort();
+    ctl_metrics_port_ = e2e::FreePort();
+    metrics_base_ = e2e::FreePort();
+    path_ = dir_.File("config.yaml");
+    WriteConfig({"m1"});
+  }
+
+  void TearDown() override {
+    if (ctl_ && ctl_->running()) {
+      ctl_->Signal(SIGTERM);
+      ctl_->Wait(20s);
+    }
+    // Workers outlive a killed ctl by design: never leave them behind.
+    for (pid_t pid : worker_pids_) {
+      if (e2e::ProcessAlive(pid)) ::kill(pid, SIGKILL);
+    }
+    if (HasFailure() && ctl_) std::cerr << "---- ctl log ----\n" << ctl_->Log() << "\n";
+  }
+
+  std::string ConfigText(const std::vector<std::string>& models_a, const std::string& extra = "") {
+    std::string models;
+    for (const auto& m : models_a) models += (models.empty() ? "" : ", ") + m;
+    return "server:\n  port: " + std::to_string(port_) + "\n  host: 127.0.0.1\n" +
+           "  metrics_port: " + std::to_string(metrics_base_) + "\n" +
+           "control_plane:\n  listen: 127.0.0.1:" + std::to_string(ctl_port_) + "\n" +
+           "  metrics_port: " + std::to_string(ctl_metrics_port_) + "\n" + extra +
+           "retry: 3\nbackends:\n"
+           "  - name: a\n    url: " +
+           mock_a_->BaseUrl() + "\n    api_key: key-a\n" + "    models: [" + models + "]\n" +
+           "  - name: b\n    url: " + mock_b_->BaseUrl() + "\n    api_key: key-b\n" +
+           "    models: [m1]\n";
+  }
+  void WriteConfig(const std::vector<std::string>& models_a, const std::string& extra = "") {
+    e2e::WriteFileAtomic(path_, ConfigText(models_a, extra));
+  }
+
+  void StartCtl(int workers, std::vector<std::string> env = {}) {
+    std::vector<std::string> argv = {e2e::BinDir() + "/llmproxy-ctl", "-c", path_};
+    if (workers > 0) {
+      argv.push_back("--workers");
+      argv.push_back(std::to_string(workers));
+    }
+    ctl_ = std::make_unique<e2e::Process>(
+        argv, dir_.File("ctl-" + std::to_string(++ctl_runs_) + ".log"), env);
+    // A channel that fails its first connect backs off for a second or more, so wait for
+    // the listener before creating it.
+    WaitUntil([&] { return e2e::PortOpen(ctl_port_) || !ctl_->running(); }, 10s);
+    // Polling a control plane that is still starting: retry the connection quickly
+    // instead of gRPC's default backoff of a second and more.
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
+    stub_ = v1::Admin::NewStub(grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(ctl_port_),
+                                                         grpc::InsecureChannelCredentials(), args));
+  }
+
+  v1::ListWorkersResponse Workers() {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 2s);
+    v1::ListWorkersResponse resp;
+    if (!stub_->ListWorkers(&ctx, {}, &resp).ok()) return {};
+    for (const auto& w : resp.workers()) worker_pids_.insert(static_cast<pid_t>(w.pid()));
+    return resp;
+  }
+  v1::GetConfigResponse GetConfig() {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 2s);
+    v1::GetConfigResponse resp;
+    (void)stub_->GetConfig(&ctx, {}, &resp);
+    return resp;
+  }
+  uint64_t Version() { return GetConfig().version(); }
+
+  // Every one of `n` workers connected and holding `version`.
+  bool AllAcked(size_t n, uint64_t version) {
+    auto resp = Workers();
+    size_t ok = 0;
+    for (const auto& w : resp.workers()) {
+      if (w.connected() && w.acked_version() == version) ++ok;
+    }
+    return ok == n;
+  }
+
+  std::string Admin(std::vector<std::string> args, int* code = nullptr) {
+    std::vector<std::string> argv = {e2e::BinDir() + "/llmproxy-ctl", "admin", "--addr",
+                                     "127.0.0.1:" + std::to_string(ctl_port_)};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::string out;
+    int rc = e2e::RunCommand(argv, &out);
+    if (code) *code = rc;
+    return out;
+  }
+
+  bool ModelsInclude(const std::string& model) {
+    auto r = HttpRequest(port_, "GET", "/v1/models");
+    return r.status == 200 && r.body.find("\"" + model + "\"") != std::string::npos;
+  }
+
+  e2e::TempDir dir_;
+  std::string path_;
+  std::unique_ptr<MockLlm> mock_a_, mock_b_;
+  uint16_t port_ = 0, ctl_port_ = 0, ctl_metrics_port_ = 0, metrics_base_ = 0;
+  std::unique_ptr<e2e::Process> ctl_;
+  std::unique_ptr<v1::Admin::Stub> stub_;
+  std::set<pid_t> worker_pids_;
+  int ctl_runs_ = 0;
+};
+
+TEST_F(CtlCluster, TwoWorkersServeOnePortAndAnEditReachesEveryWorkerWithinOneSecond) {
+  StartCtl(2);
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, 1); }, 20s));
+  auto workers = Workers();
+  ASSERT_EQ(workers.workers_size(), 2);
+  EXPECT_NE(workers.workers(0).pid(), workers.workers(1).pid());
+  EXPECT_EQ(workers.workers(0).id(), "worker-0");
+  EXPECT_EQ(workers.workers(1).metrics_port(), metrics_base_ + 1u);
+  auto r = HttpRequest(port_, "POST", "/v1/chat/completions", kChat);
+  EXPECT_EQ(r.status, 200) << r.body;
+
+  auto written = std::chrono::steady_clock::now();
+  WriteConfig({"m1", "m-new"});
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, 2); }, 5s));
+  auto took = std::chrono::steady_clock::now() - written;
+  EXPECT_LT(took, 1s) << "the edit reached every worker after "
+                      << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                      << " ms";
+  // Whichever worker the kernel hands a connection to serves the new model.
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(ModelsInclude("m-new"));
+  auto chat =
+      HttpRequest(port_, "POST", "/v1/chat/completions", R"({"model":"m-new","messages":[]})");
+  EXPECT_EQ(chat.status, 200);
+  EXPECT_EQ(chat.headers["x-llmproxy-backend"], "a");
+
+  // The CLI shows the same, as JSON with numbers.
+  int code = -1;
+  auto json = nlohmann::json::parse(Admin({"--json", "workers"}, &code));
+  EXPECT_EQ(code, 0);
+  ASSERT_EQ(json["workers"].size(), 2u);
+  for (const auto& w : json["workers"]) {
+    EXPECT_EQ(w["acked_version"].get<uint64_t>(), 2u);
+    EXPECT_GT(w["pid"].get<int64_t>(), 0);
+  }
+  // ctl metrics.
+  auto m = HttpRequest(ctl_metrics_port_, "GET", "/metrics");
+  EXPECT_NE(m.body.find("llmproxy_ctl_workers_connected 2"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("llmproxy_ctl_config_version 2"), std::string::npos);
+  EXPECT_NE(m.body.find("llmproxy_ctl_config_reloads_total{result=\"ok\"} 2"), std::string::npos);
+}
+
+TEST_F(CtlCluster, InvalidEditKeepsLastGoodTableAndIsReportedWithPosition) {
+  StartCtl(1);
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(1, 1); }, 20s));
+  std::string broken = ConfigText({"m1", "m-bad"}) + "retyr: 3\n";
+  e2e::WriteFileAtomic(path_, broken);
+  ASSERT_TRUE(WaitUntil([&] { return GetConfig().reloads_rejected() == 1; }, 5s));
+  auto cfg = GetConfig();
+  EXPECT_EQ(cfg.version(), 1u);
+  ASSERT_GE(cfg.last_errors_size(), 1);
+  // "…/config.yaml:LINE:COLUMN: …" naming the bad key's line.
+  int bad_line = static_cast<int>(std::count(broken.begin(), broken.end(), '\n'));
+  EXPECT_NE(cfg.last_errors(0).find("config.yaml:" + std::to_string(bad_line) + ":"),
+            std::string::npos)
+      << cfg.last_errors(0);
+  EXPECT_TRUE(ModelsInclude("m1"));
+  EXPECT_FALSE(ModelsInclude("m-bad"));
+  std::string text = Admin({"config"});
+  EXPECT_NE(text.find("config.yaml:" + std::to_string(bad_line) + ":"), std::string::npos);
+  EXPECT_EQ(text.find("key-a"), std::string::npos);  // keys redacted
+  // Fixing the file goes through.
+  WriteConfig({"m1", "m-good"});
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(1, 2); }, 5s));
+  EXPECT_TRUE(ModelsInclude("m-good"));
+}
+
+TEST_F(CtlCluster, NoRequestFailsWhileReloadsHappenUnderLoad) {
+  StartCtl(2);
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, 1); }, 20s));
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 2; ++t) {
+    clients.emplace_back([&] {
+      while (!stop) {
+        auto r = HttpRequest(port_, "POST", "/v1/chat/completions", kChat);
+        (r.status == 200 ? ok : failed)++;
+      }
+    });
+  }
+  for (int i = 0; i < 8; ++i) {
+    WriteConfig({"m1", "m-rev" + std::to_string(i)});
+    uint64_t want = 2 + static_cast<uint64_t>(i);
+    EXPECT_TRUE(WaitUntil([&] { return AllAcked(2, want); }, 5s));
+  }
+  stop = true;
+  for (auto& t : clients) t.join();
+  EXPECT_GT(ok.load(), 20);
+  EXPECT_EQ(failed.load(), 0);
+}
+
+TEST_F(CtlCluster, KilledWorkerIsReplaced) {
+  StartCtl(2);
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, 1); }, 20s));
+  pid_t victim = static_cast<pid_t>(Workers().workers(0).pid());
+  ASSERT_EQ(::kill(victim, SIGKILL), 0);
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto w = Workers();
+        return w.workers_size() == 2 && w.workers(0).connected() && w.workers(0).pid() != victim &&
+               w.workers(0).acked_version() == 1;
+      },
+      10s));
+  EXPECT_EQ(HttpRequest(port_, "POST", "/v1/chat/completions", kChat).status, 200);
+}
+
+TEST_F(CtlCluster, WorkersKeepServingWithoutCtlAndResyncWithARestartedOne) {
+  StartCtl(2);
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, 1); }, 20s));
+  Workers();  // remembers the pids for cleanup
+  ctl_->Signal(SIGKILL);
+  ctl_->Wait(5s);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(HttpRequest(port_, "POST", "/v1/chat/completions", kChat).status, 200);
+  }
+  // Edited while the control plane was down; a new one (not supervising) takes over.
+  WriteConfig({"m1", "m-after"});
+  StartCtl(0);
+  ASSERT_TRUE(WaitUntil([&] { return Version() > 0; }, 10s));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        uint64_t v = Version();
+        return v >= 2 && AllAcked(2, v);  // renumbered above what the workers held
+      },
+      15s));
+  EXPECT_TRUE(ModelsInclude("m-after"));
+}
+
+TEST_F(CtlCluster, AckAndNackAreVisibleThroughAdmin) {
+  // Test-only hook (see dataplane/control_plane_client.h): workers refuse version 2.
+  StartCtl(1, {"LLMPROXY_TEST_REJECT_VERSION=2"});
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(1, 1); }, 20s));
+  WriteConfig({"m1", "m-refused"});
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto w = Workers();
+        return w.workers_size() == 1 && w.workers(0).nacked_version() == 2;
+      },
+      5s));
+  auto w = Workers().workers(0);
+  EXPECT_EQ(w.acked_version(), 1u);
+  EXPECT_NE(w.last_nack_error().find("LLMPROXY_TEST_REJECT_VERSION"), std::string::npos);
+  EXPECT_FALSE(ModelsInclude("m-refused"));  // the worker kept its last good table
+  std::string text = Admin({"workers"});
+  EXPECT_NE(text.find("refused version 2"), std::string::npos) << text;
+  WriteConfig({"m1", "m-accepted"});
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(1, 3); }, 5s));
+  EXPECT_TRUE(ModelsInclude("m-accepted"));
+}
+
+TEST_F(CtlCluster, DrainThroughAdminMovesTrafficOffABackend) {
+  StartCtl(2);
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, 1); }, 20s));
+  int code = -1;
+  std::string out = Admin({"drain", "a"}, &code);
+  ASSERT_EQ(code, 0) << out;
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, 2); }, 5s));
+  size_t before = mock_a_->RequestCount();
+  for (int i = 0; i < 20; ++i) {
+    auto r = HttpRequest(port_, "POST", "/v1/chat/completions", kChat);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.headers["x-llmproxy-backend"], "b");
+  }
+  EXPECT_EQ(mock_a_->RequestCount(), before);
+  std::string backends = Admin({"backends"});
+  EXPECT_NE(backends.find("drained"), std::string::npos) << backends;
+  // The drain survives an edit of the file; enable undoes it.
+  WriteConfig({"m1", "m-x"});
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, 3); }, 5s));
+  EXPECT_TRUE(GetConfig().table().backends(0).drained());
+  ASSERT_EQ((Admin({"enable", "a"}, &code), code), 0);
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, 4); }, 5s));
+  EXPECT_FALSE(GetConfig().table().backends(0).drained());
+}
+
+TEST_F(CtlCluster, AdminTokenGuardsMutations) {
+  WriteConfig({"m1"}, "");
+  std::string cfg = ConfigText({"m1"});
+  cfg.replace(cfg.find("control_plane:\n"), 15, "control_plane:\n  admin_token: t0ken\n");
+  e2e::WriteFileAtomic(path_, cfg);
+  StartCtl(0);
+  ASSERT_TRUE(WaitUntil([&] { return Version() == 1; }, 10s));
+  int code = -1;
+  Admin({"drain", "a"}, &code);
+  EXPECT_EQ(code, 1);
+  Admin({"--token", "t0ken", "drain", "a"}, &code);
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(Version(), 2u);
+  std::string out = Admin({"config"});
+  EXPECT_EQ(out.find("t0ken"), std::string::npos);
+}
+
+TEST_F(CtlCluster, SigtermDrainsAnInFlightStreamToItsEnd) {
+  StartCtl(1);
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(1, 1); }, 20s));
+  e2e::HttpResponse stream;
+  std::thread client([&] {
+    stream = HttpRequest(port_, "POST", "/v1/chat/completions",
+                         R"({"model":"m1","stream":true,"messages":[]})",
+                         {{"x-mock-chunks", "20"}, {"x-mock-chunk-gap-ms", "50"}}, 20s);
+  });
+  size_t before_a = mock_a_->RequestCount(), before_b = mock_b_->RequestCount();
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return mock_a_->Stats().in_flight + mock_b_->Stats().in_flight > 0 ||
+               mock_a_->RequestCount() + mock_b_->RequestCount() > before_a + before_b;
+      },
+      5s));
+  ctl_->Signal(SIGTERM);
+  client.join();
+  EXPECT_EQ(stream.status, 200);
+  EXPECT_NE(stream.body.find("tok19"), std::string::npos) << stream.body;
+  EXPECT_NE(stream.body.find("data: [DONE]"), std::string::npos);
+  int status = ctl_->Wait(20s);
+  ASSERT_NE(status, -1);
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  for (pid_t pid : worker_pids_) EXPECT_FALSE(e2e::ProcessAlive(pid));
+}
+
+TEST_F(CtlCluster, CheckValidatesWithoutServing) {
+  std::string out;
+  EXPECT_EQ(e2e::RunCommand({e2e::BinDir() + "/llmproxy-ctl", "--check", "-c", path_}, &out), 0)
+      << out;
+  e2e::WriteFileAtomic(path_, ConfigText({"m1"}) + "bogus_key: 1\n");
+  EXPECT_EQ(e2e::RunCommand({e2e::BinDir() + "/llmproxy-ctl", "--check", "-c", path_}, &out), 1);
+  EXPECT_NE(out.find("config.yaml:"), std::string::npos) << out;
+  // An invalid file at startup: the control plane refuses to start.
+  EXPECT_EQ(e2e::RunCommand({e2e::BinDir() + "/llmproxy-ctl", "-c", path_}, &out), 1);
+}
+
+}  // namespace
+}  // namespace llmproxy
