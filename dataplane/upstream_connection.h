@@ -1,0 +1,82 @@
+// One outbound connection to a backend origin: plain TCP (beast::tcp_stream) or TLS
+// (asio::ssl::stream over it) behind one type, with its read buffer. Created and pooled
+// by UpstreamPool, driven by UpstreamCall; the pipeline does not use it directly.
+// Not thread-safe: lives on one io thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+
+namespace llmproxy {
+
+class UpstreamConnection {
+ public:
+  using TcpStream = boost::beast::tcp_stream;
+  using TlsStream = boost::asio::ssl::stream<TcpStream>;
+  using Clock = std::chrono::steady_clock;
+
+  // A plain connection when tls_context is null, else TLS (SNI + hostname check unless
+  // `insecure`). `pool_key` names the pool bucket it returns to.
+  UpstreamConnection(boost::asio::any_io_executor executor, boost::asio::ssl::context* tls_context,
+                     std::string pool_key);
+  ~UpstreamConnection();
+  UpstreamConnection(const UpstreamConnection&) = delete;
+  UpstreamConnection& operator=(const UpstreamConnection&) = delete;
+
+  // TCP connect to the first reachable endpoint, then the TLS handshake, all before
+  // `deadline`. `host` is the name used for SNI and certificate checking. Errors:
+  // kConnectFailed, kConnectTimeout, kTlsFailed, kCancelled.
+  boost::asio::awaitable<std::error_code> Connect(
+      const boost::asio::ip::tcp::resolver::results_type& endpoints, const std::string& host,
+      bool insecure, Clock::time_point deadline);
+
+  // Runs f(stream) with the concrete stream type (TcpStream& or TlsStream&); both branches
+  // must return the same type (e.g. an awaitable of the same signature).
+  template <class F>
+  decltype(auto) WithStream(F&& f) {
+    if (tls_) return std::forward<F>(f)(*tls_);
+    return std::forward<F>(f)(*plain_);
+  }
+
+  TcpStream& tcp() { return tls_ ? tls_->next_layer() : *plain_; }
+  boost::beast::flat_buffer& buffer() { return buffer_; }
+  bool is_tls() const { return tls_ != nullptr; }
+  const std::string& pool_key() const { return pool_key_; }
+
+  // Closes the socket now; pending operations complete with operation_aborted.
+  void Close();
+  bool is_open();
+
+  // For an idle pooled connection: false when the peer has closed it or sent unexpected
+  // bytes (a non-blocking MSG_PEEK), so it is not worth reusing.
+  bool LooksReusable();
+
+  // The buffer body pieces are decoded into: owned by the connection so a pooled
+  // connection's next request reuses it (allocated on first use, `size` bytes).
+  char* BodyChunk(size_t size);
+
+  Clock::time_point idle_since;  // set by the pool on release
+  uint64_t requests_served = 0;
+
+ private:
+  std::unique_ptr<TcpStream> plain_;  // exactly one of plain_ / tls_ is set
+  std::unique_ptr<TlsStream> tls_;    // owns its own tcp_stream
+  boost::beast::flat_buffer buffer_;
+  std::unique_ptr<char[]> body_chunk_;
+  size_t body_chunk_size_ = 0;
+  std::string pool_key_;
+};
+
+}  // namespace llmproxy
