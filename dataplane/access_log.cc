@@ -1,0 +1,245 @@
+#include "dataplane/access_log.h"
+
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+
+namespace llmproxy {
+namespace {
+
+// Client-supplied strings are cut here so one request cannot write a huge log
+// line.
+constexpr size_t kMaxClientString = 256;
+constexpr size_t kMaxErrorString = 512;
+
+// Length of the valid UTF-8 sequence starting at s[i], or 0 when it is not
+// valid.
+size_t Utf8SequenceLength(std::string_view s, size_t i) {
+  auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  unsigned char c = byte(i);
+  if (c < 0x80) return 1;
+  size_t len = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    len = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    len = 3;
+    if (c == 0xE0) lo = 0xA0;  // overlong
+    if (c == 0xED) hi = 0x9F;  // surrogates
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    len = 4;
+    if (c == 0xF0) lo = 0x90;  // overlong
+    if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
+  } else {
+    return 0;
+  }
+  if (i + len > s.size()) return 0;
+  if (byte(i + 1) < lo || byte(i + 1) > hi) return 0;
+  for (size_t k = 2; k < len; ++k) {
+    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
+  }
+  return len;
+}
+
+// Appends the contents of a JSON string (without quotes): escapes quotes,
+// backslashes and control bytes, replaces invalid UTF-8 with U+FFFD so every
+// line parses, and stops before `limit` input bytes without splitting a
+// character.
+void AppendJsonEscaped(std::string& out, std::string_view s, size_t limit) {
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t len = Utf8SequenceLength(s, i);
+    if (i + std::max<size_t>(len, 1) > limit) break;
+    if (len == 0) {
+      out += "\\ufffd";
+      ++i;
+      continue;
+    }
+    if (len > 1) {
+      out.append(s.substr(i, len));
+      i += len;
+      continue;
+    }
+    unsigned char c = static_cast<unsigned char>(s[i++]);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+}
+
+void AppendTimestamp(std::string& out, std::chrono::system_clock::time_point now) {
+  auto secs = std::chrono::system_clock::to_time_t(now);
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+  out += buf;
+}
+
+// Builds one record field by field in either format.
+class LineWriter {
+ public:
+  LineWriter(LogFormat format, std::chrono::system_clock::time_point now)
+      : json_(format == LogFormat::kJson) {
+    out_.reserve(512);
+    if (json_) {
+      out_ += "{\"ts\":\"";
+      AppendTimestamp(out_, now);
+      out_ += "\",\"level\":\"info\",\"msg\":\"access\"";
+    } else {
+      AppendTimestamp(out_, now);
+      out_ += " info access";
+    }
+  }
+
+  void String(std::string_view key, std::string_view value, size_t limit = kMaxClientString) {
+    Key(key);
+    if (json_) {
+      out_.push_back('"');
+      AppendJsonEscaped(out_, value, limit);
+      out_.push_back('"');
+    } else if (value.empty()) {
+      out_.push_back('-');
+    } else if (PlainText(value) && value.size() <= limit) {
+      out_ += value;
+    } else {
+      out_.push_back('"');
+      AppendJsonEscaped(out_, value, limit);
+      out_.push_back('"');
+    }
+  }
+
+  void Uint(std::string_view key, uint64_t value) {
+    Key(key);
+    out_ += std::to_string(value);
+  }
+
+  void OptionalUint(std::string_view key, const std::optional<uint64_t>& value) {
+    if (value) {
+      Uint(key, *value);
+    } else {
+      Null(key);
+    }
+  }
+
+  void Seconds(std::string_view key, double value) {
+    Key(key);
+    if (!std::isfinite(value)) {
+      out_ += json_ ? "null" : "-";
+      return;
+    }
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.6g", value);
+    out_ += buf;
+  }
+
+  void OptionalSeconds(std::string_view key, const std::optional<double>& value) {
+    if (value) {
+      Seconds(key, *value);
+    } else {
+      Null(key);
+    }
+  }
+
+  void Bool(std::string_view key, bool value) {
+    Key(key);
+    out_ += value ? "true" : "false";
+  }
+
+  std::string Finish() {
+    out_ += json_ ? "}\n" : "\n";
+    return std::move(out_);
+  }
+
+ private:
+  static bool PlainText(std::string_view s) {
+    for (unsigned char c : s) {
+      if (c <= ' ' || c == '"' || c == '=' || c >= 0x7f) return false;
+    }
+    return true;
+  }
+
+  void Key(std::string_view key) {
+    if (json_) {
+      out_ += ",\"";
+      out_ += key;
+      out_ += "\":";
+    } else {
+      out_.push_back(' ');
+      out_ += key;
+      out_.push_back('=');
+    }
+  }
+
+  void Null(std::string_view key) {
+    Key(key);
+    out_ += json_ ? "null" : "-";
+  }
+
+  bool json_;
+  std::string out_;
+};
+
+}  // namespace
+
+std::string FormatAccessLogLine(const RequestRecord& r, LogFormat format,
+                                std::chrono::system_clock::time_point now) {
+  LineWriter w(format, now);
+  w.String("request_id", r.request_id);
+  w.String("method", r.method);
+  w.String("path", r.path);
+  w.Uint("status", static_cast<uint64_t>(r.status < 0 ? 0 : r.status));
+  w.String("model_requested", r.model_requested);
+  w.String("model_resolved", r.model_resolved);
+  w.String("backend", r.backend);
+  w.Uint("attempts", r.attempts);
+  w.Bool("stream", r.stream);
+  w.OptionalSeconds("ttft_seconds", r.ttft_seconds);
+  w.Seconds("duration_seconds", r.duration_seconds);
+  w.Seconds("overhead_seconds", r.overhead_seconds);
+  w.OptionalUint("prompt_tokens", r.prompt_tokens);
+  w.OptionalUint("completion_tokens", r.completion_tokens);
+  w.Uint("bytes_in", r.bytes_in);
+  w.Uint("bytes_out", r.bytes_out);
+  w.String("client", r.client_address);
+  if (!r.error.empty()) w.String("error", r.error, kMaxErrorString);
+  return w.Finish();
+}
+
+AccessLog::AccessLog() : sink_(WriteLogLine) {}
+
+AccessLog::AccessLog(Sink sink, std::optional<LogFormat> format)
+    : sink_(std::move(sink)), format_(format) {}
+
+void AccessLog::OnRequestDone(const RequestRecord& record) {
+  if (!LogEnabled(LogLevel::kInfo)) return;
+  sink_(FormatAccessLogLine(record, format_.value_or(CurrentLogFormat()),
+                            std::chrono::system_clock::now()));
+}
+
+}  // namespace llmproxy

@@ -1,0 +1,42 @@
+// The proxy's own errors, in the OpenAI shape {"error":{"message","type","code"}}, so
+// SDKs written against OpenAI surface them the same way they surface upstream errors.
+// Pure: building the bytes only; the server decides how to send them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace llmproxy {
+
+// One error the proxy makes itself (never an upstream error passed through).
+struct ProxyError {
+  int status = 500;
+  std::string_view type;  // OpenAI error type, e.g. "invalid_request_error"
+  std::string_view code;  // machine-readable code, e.g. "invalid_json"
+  std::string message;    // human-readable; never contains keys or request bodies
+
+  // {"error":{"message":...,"type":...,"code":...}} (no trailing newline).
+  std::string Json() const;
+  // One SSE event carrying the error: "data: {...}\n\n" (for streams that broke).
+  std::string SseEvent() const;
+};
+
+// Appends `s` to `out` as the inside of a JSON string (quotes not included).
+void AppendJsonEscaped(std::string& out, std::string_view s);
+
+// The errors of DESIGN.md "HTTP API", one constructor each so statuses stay consistent.
+ProxyError BadRequestError(std::string message);            // 400 invalid_json etc.
+ProxyError InvalidApiKeyError();                            // 401
+ProxyError RouteNotFoundError(std::string_view path);       // 404 unknown route
+ProxyError ModelNotFoundError(std::string_view model);      // 404 unknown_model: reject
+ProxyError MethodNotAllowedError(std::string_view method);  // 405
+ProxyError BodyTooLargeError(uint64_t limit);               // 413
+ProxyError AllBackendsFailedError(std::string message);     // 502
+ProxyError NoTableError();                                  // 503 before the first table
+ProxyError NoHealthyBackendError(std::string_view model);   // 503
+ProxyError UpstreamTimeoutError(std::string message);       // 504
+ProxyError StreamBrokenError(std::string message);          // SSE event after bytes went out
+ProxyError InternalError(std::string message);              // 500
+
+}  // namespace llmproxy

@@ -1,0 +1,250 @@
+#include "dataplane/http_server.h"
+
+#include <sys/socket.h>
+
+#include <future>
+#include <list>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include "common/logging.h"
+#include "dataplane/cors.h"
+#include "dataplane/error_response.h"
+
+namespace llmproxy {
+
+using asio::ip::tcp;
+using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+
+struct HttpServer::Thread {
+  size_t index = 0;
+  asio::io_context io{1};  // one thread runs it: lets Asio skip internal locking
+  tcp::acceptor acceptor{io};
+  std::thread thread;
+  // Connections of this thread (touched only on it), so a drain can close idle ones.
+  std::list<ClientConnection*> connections;
+};
+
+HttpServer::HttpServer(HttpServerOptions options, RequestHandler& handler)
+    : options_(std::move(options)), handler_(handler) {
+  if (options_.threads == 0) options_.threads = 1;
+}
+
+HttpServer::~HttpServer() { Stop(); }
+
+asio::io_context& HttpServer::io_context(size_t thread_index) {
+  return threads_.at(thread_index)->io;
+}
+
+std::string HttpServer::Start() {
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(options_.host, ec);
+  if (ec) return "bad listen address '" + options_.host + "': " + ec.message();
+  uint16_t port = options_.port;
+  for (unsigned i = 0; i < options_.threads; ++i) {
+    auto t = std::make_unique<Thread>();
+    t->index = i;
+    tcp::endpoint endpoint(address, port);
+    t->acceptor.open(endpoint.protocol(), ec);
+    if (!ec) t->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) t->acceptor.set_option(ReusePort(true), ec);
+    if (!ec) t->acceptor.bind(endpoint, ec);
+    if (!ec) t->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return "cannot listen on " + options_.host + ":" + std::to_string(port) + ": " + ec.message();
+    }
+    // With port 0 the first bind picks the port; the other threads join it.
+    if (port == 0) port = t->acceptor.local_endpoint().port();
+    threads_.push_back(std::move(t));
+  }
+  port_ = port;
+  for (auto& t : threads_) {
+    asio::co_spawn(t->io, AcceptLoop(*t), asio::detached);
+    t->thread = std::thread([io = &t->io] {
+      auto guard = asio::make_work_guard(*io);
+      io->run();
+    });
+  }
+  return "";
+}
+
+void HttpServer::StopAccepting() {
+  draining_ = true;
+  CloseConnections(/*all=*/false);
+}
+
+// Closes the acceptors and the idle connections (all=false), or every connection.
+void HttpServer::CloseConnections(bool all) {
+  for (auto& t : threads_) {
+    if (!t->thread.joinable()) continue;
+    asio::post(t->io, [t = t.get(), all] {
+      boost::system::error_code ignored;
+      t->acceptor.close(ignored);
+      for (ClientConnection* c : t->connections) {
+        c->closing = true;
+        if (all || c->idle) c->stream.close();
+      }
+    });
+  }
+}
+
+bool HttpServer::WaitIdle(std::chrono::steady_clock::time_point deadline) const {
+  while (open_connections_.load() > 0) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+void HttpServer::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  draining_ = true;
+  CloseConnections(/*all=*/true);
+  bool clean = WaitIdle(std::chrono::steady_clock::now() + std::chrono::seconds(2));
+  if (options_.on_thread_stop) {
+    for (auto& t : threads_) {
+      if (!t->thread.joinable()) continue;
+      std::promise<void> done;
+      asio::post(t->io, [&] {
+        options_.on_thread_stop(t->index, clean);
+        done.set_value();
+      });
+      done.get_future().wait();
+    }
+  }
+  for (auto& t : threads_) t->io.stop();
+  for (auto& t : threads_) {
+    if (t->thread.joinable()) t->thread.join();
+  }
+  // Destroying the contexts destroys suspended sessions (their frames own the sockets).
+  threads_.clear();
+}
+
+asio::awaitable<void> HttpServer::AcceptLoop(Thread& thread) {
+  for (;;) {
+    boost::system::error_code ec;
+    tcp::socket socket =
+        co_await thread.acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (!thread.acceptor.is_open()) co_return;
+      // EMFILE and friends: back off a little instead of spinning.
+      LogWarn("accept failed", {{"error", ec.message()}});
+      asio::steady_timer timer(thread.io, std::chrono::milliseconds(50));
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    asio::co_spawn(thread.io, RunSession(thread, std::move(socket)), asio::detached);
+  }
+}
+
+namespace {
+
+// A proxy-made error answer for a request we could not even parse; always closes.
+asio::awaitable<void> SendParseError(ClientConnection& conn, int status, ProxyError error) {
+  http::response<http::string_body> res{static_cast<http::status>(status), 11};
+  res.set(http::field::content_type, "application/json");
+  res.set(http::field::connection, "close");
+  AddCorsHeaders(res);
+  res.body() = error.Json();
+  res.prepare_payload();
+  if (co_await WriteResponse(conn, res, std::chrono::seconds(5))) co_await LingeringClose(conn);
+}
+
+}  // namespace
+
+asio::awaitable<void> HttpServer::RunSession(Thread& thread, tcp::socket socket) {
+  ++open_connections_;
+  ClientConnection conn(std::move(socket));
+  conn.thread_index = thread.index;
+  {
+    boost::system::error_code ec;
+    conn.stream.socket().set_option(tcp::no_delay(true), ec);
+    auto remote = conn.stream.socket().remote_endpoint(ec);
+    if (!ec) conn.remote_address = remote.address().to_string();
+  }
+  thread.connections.push_front(&conn);
+  auto registration = thread.connections.begin();
+  const ServerLimits& limits = options_.limits;
+  bool first = true;
+
+  for (;;) {
+    if (draining_.load(std::memory_order_relaxed)) break;
+    boost::system::error_code ec;
+    // Between requests a client may stay silent for the idle timeout; once it starts a
+    // request, the whole header must arrive within the header timeout.
+    if (conn.buffer.size() == 0) {
+      conn.idle = true;
+      conn.stream.expires_after(first ? limits.header_timeout : limits.idle_timeout);
+      size_t n = co_await conn.stream.async_read_some(
+          conn.buffer.prepare(4096), asio::redirect_error(asio::use_awaitable, ec));
+      conn.idle = false;
+      if (ec) break;
+      conn.buffer.commit(n);
+    }
+    first = false;
+
+    RequestParser parser;
+    parser.header_limit(static_cast<uint32_t>(limits.header_limit));
+    // The body limit is the handler's (it depends on the routing table): lift Beast's
+    // 1 MB default so a large Content-Length does not fail the header read itself.
+    parser.body_limit(boost::none);
+    conn.stream.expires_after(limits.header_timeout);
+    co_await http::async_read_header(conn.stream, conn.buffer, parser,
+                                     asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (ec == http::error::header_limit) {
+        co_await SendParseError(conn, 431, BadRequestError("Request header fields too large."));
+      } else if (ec != http::error::end_of_stream && ec != beast::error::timeout &&
+                 ec != asio::error::eof && ec != asio::error::connection_reset &&
+                 ec != asio::error::operation_aborted) {
+        co_await SendParseError(conn, 400, BadRequestError("Malformed HTTP request."));
+      }
+      break;
+    }
+    conn.stream.expires_never();
+    bool keep_alive = co_await handler_.Handle(conn, parser);
+    if (!keep_alive || conn.closing) break;
+  }
+
+  boost::system::error_code ignored;
+  conn.stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  conn.stream.socket().close(ignored);
+  thread.connections.erase(registration);
+  --open_connections_;
+}
+
+asio::awaitable<void> LingeringClose(ClientConnection& conn) {
+  constexpr std::chrono::milliseconds kLingerTime{2000};
+  constexpr size_t kLingerBytes = 64u << 20;
+  boost::system::error_code ec;
+  conn.stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  auto deadline = std::chrono::steady_clock::now() + kLingerTime;
+  size_t discarded = 0;
+  char sink[16384];
+  while (!ec && discarded < kLingerBytes) {
+    conn.stream.expires_at(deadline);
+    discarded += co_await conn.stream.async_read_some(
+        asio::buffer(sink), asio::redirect_error(asio::use_awaitable, ec));
+  }
+  conn.stream.expires_never();
+}
+
+asio::awaitable<bool> WriteResponse(ClientConnection& conn,
+                                    http::response<http::string_body>& response,
+                                    std::chrono::milliseconds timeout) {
+  boost::system::error_code ec;
+  conn.stream.expires_after(timeout);
+  co_await http::async_write(conn.stream, response, asio::redirect_error(asio::use_awaitable, ec));
+  conn.stream.expires_never();
+  co_return !ec;
+}
+
+}  // namespace llmproxy

@@ -1,0 +1,21 @@
+// Bodies of the endpoints the worker answers itself (no upstream): GET /health and
+// GET /v1/models. Pure: table in, JSON bytes out.
+#pragma once
+
+#include <string>
+
+#include "dataplane/routing/routing_table.h"
+
+namespace llmproxy {
+
+// {"status":"ok","backends":N,"mode":"random","config_version":V}, or
+// {"status":"starting","backends":0,"config_version":0} when `table` is null (503).
+std::string HealthJson(const RoutingTable* table);
+
+// OpenAI list shape: {"object":"list","data":[{"id":..,"object":"model","created":0,
+// "owned_by":..}, ...]}: every model some backend lists (owned_by = the first backend
+// listing it), then every alias not already listed (owned_by "llmproxy"), since a
+// client may request either. `data` is an array even when empty.
+std::string ModelsJson(const RoutingTable* table);
+
+}  // namespace llmproxy

@@ -1,0 +1,825 @@
+#include "dataplane/proxy_pipeline.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/chunk_encode.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include "common/logging.h"
+#include "common/request_body.h"
+#include "common/sse_parser.h"
+#include "common/upstream_url.h"
+#include "dataplane/client_auth.h"
+#include "dataplane/cors.h"
+#include "dataplane/error_response.h"
+#include "dataplane/routing/attempt_planner.h"
+#include "dataplane/routing/model_resolver.h"
+#include "dataplane/routing/random.h"
+#include "dataplane/routing/retry_policy.h"
+#include "dataplane/upstream_call.h"
+
+namespace llmproxy {
+
+namespace {
+
+using SteadyClockT = std::chrono::steady_clock;
+using Seconds = std::chrono::duration<double>;
+
+constexpr size_t kRouteCount = 3;
+constexpr std::string_view kRequestIdHeader = "x-request-id";
+constexpr size_t kWatchBufferLimit = 64 * 1024;  // pipelined bytes kept while proxying
+constexpr std::chrono::milliseconds kErrorWriteTimeout{10000};
+
+size_t RouteIndex(ProxyRoute route) { return static_cast<size_t>(route); }
+
+double SecondsBetween(SteadyClockT::time_point a, SteadyClockT::time_point b) {
+  return std::chrono::duration_cast<Seconds>(b - a).count();
+}
+
+// Client request headers never sent upstream: hop-by-hop ones (RFC 9110 7.6.1), the
+// ones the proxy sets itself, credentials of the client, and Accept-Encoding (the
+// proxy reads usage out of bodies and relays streams event by event: identity only).
+bool DropRequestHeader(const http::fields::value_type& f) {
+  switch (f.name()) {
+    case http::field::connection:
+    case http::field::keep_alive:
+    case http::field::proxy_connection:
+    case http::field::proxy_authorization:
+    case http::field::proxy_authenticate:
+    case http::field::te:
+    case http::field::trailer:
+    case http::field::transfer_encoding:
+    case http::field::upgrade:
+    case http::field::host:
+    case http::field::cookie:
+    case http::field::authorization:
+    case http::field::content_length:
+    case http::field::accept_encoding:
+    case http::field::expect:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool StartsWithNoCase(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && beast::iequals(s.substr(0, prefix.size()), prefix);
+}
+
+// Upstream response headers worth giving the client: content type, request ids,
+// rate-limit state and OpenAI's processing metadata.
+bool KeepResponseHeader(const http::fields::value_type& f) {
+  switch (f.name()) {
+    case http::field::content_type:
+    case http::field::retry_after:
+      return true;
+    default:
+      break;
+  }
+  std::string_view name = f.name_string();
+  return beast::iequals(name, "x-request-id") || beast::iequals(name, "request-id") ||
+         StartsWithNoCase(name, "openai-") || StartsWithNoCase(name, "x-ratelimit-");
+}
+
+bool IsEventStream(std::string_view content_type) {
+  return StartsWithNoCase(content_type, "text/event-stream");
+}
+
+AttemptResult ResultOf(std::error_code ec) {
+  if (ec == UpstreamErrc::kCancelled) return AttemptResult::Of(AttemptResult::Kind::kCancelled);
+  if (IsTimeout(ec)) return AttemptResult::Of(AttemptResult::Kind::kTimeout);
+  // Connect failures, and a connection that broke before a usable answer: nothing the
+  // backend said can be relayed, so both are "no answer" (502 when the last).
+  return AttemptResult::Of(AttemptResult::Kind::kConnectError);
+}
+
+std::string NewRequestId(uint64_t counter) {
+  char buf[40];
+  uint64_t r = ThreadLocalRandom().NextU64();
+  std::snprintf(buf, sizeof buf, "llmp-%016" PRIx64 "%04" PRIx64, r, counter & 0xffff);
+  return buf;
+}
+
+}  // namespace
+
+// Per io thread: its upstream pool (created on first use, on that thread) and the parsed
+// URLs / credentials of the table it last served, rebuilt when the table changes.
+struct ProxyPipeline::ThreadState {
+  struct Backend {
+    std::optional<UpstreamUrl> url;
+    std::string url_error;
+    std::string targets[kRouteCount];
+    std::string bearer;
+  };
+
+  std::unique_ptr<UpstreamPool> pool;
+  std::shared_ptr<const RoutingTable> table;
+  std::vector<Backend> backends;
+  uint64_t request_counter = 0;
+
+  const std::vector<Backend>& BackendsFor(const std::shared_ptr<const RoutingTable>& t) {
+    if (t == table) return backends;
+    table = t;
+    backends.clear();
+    backends.resize(t->backend_count());
+    for (size_t i = 0; i < t->backend_count(); ++i) {
+      const BackendConfig& cfg = t->backend(i);
+      Backend& b = backends[i];
+      b.url = ParseUpstreamUrl(cfg.url, &b.url_error);
+      if (b.url) {
+        for (size_t r = 0; r < kRouteCount; ++r) {
+          b.targets[r] =
+              b.url->Target(UpstreamEndpointSuffix(RoutePath(static_cast<ProxyRoute>(r))));
+        }
+      }
+      b.bearer = "Bearer " + cfg.api_key;
+    }
+    return backends;
+  }
+};
+
+ProxyPipeline::ProxyPipeline(TableStore& store, std::vector<RequestObserver*> observers,
+                             ProxyPipelineOptions options)
+    : store_(store), observers_(std::move(observers)), options_(std::move(options)) {
+  if (options_.threads == 0) options_.threads = 1;
+  for (unsigned i = 0; i < options_.threads; ++i) {
+    threads_.push_back(std::make_unique<ThreadState>());
+  }
+}
+
+ProxyPipeline::~ProxyPipeline() = default;
+
+void ProxyPipeline::ReleaseThread(size_t thread_index, bool clean) {
+  if (thread_index >= threads_.size()) return;
+  ThreadState& ts = *threads_[thread_index];
+  if (clean) {
+    ts.pool.reset();
+  } else {
+    (void)ts.pool.release();  // deliberately leaked at shutdown: see the header
+  }
+  ts.table.reset();
+}
+
+ProxyPipeline::ThreadState& ProxyPipeline::StateFor(ClientConnection& conn) {
+  ThreadState& ts = *threads_.at(conn.thread_index);
+  if (!ts.pool) ts.pool = std::make_unique<UpstreamPool>(conn.stream.get_executor(), options_.pool);
+  return ts;
+}
+
+// One proxied request: its state lives on the coroutine frame of Handle.
+class ProxyRequest {
+ public:
+  ProxyRequest(ProxyPipeline& pipeline, ClientConnection& conn, RequestParser& parser,
+               ProxyRoute route)
+      : p_(pipeline),
+        conn_(conn),
+        parser_(parser),
+        route_(route),
+        ts_(pipeline.StateFor(conn)),
+        start_(SteadyClockT::now()),
+        watch_done_timer_(conn.stream.get_executor()) {}
+
+  asio::awaitable<bool> Run();
+
+ private:
+  // Phases.
+  asio::awaitable<bool> ReadBody();
+  bool Authenticate();
+  bool ParseBody();
+  bool ResolvePlan(ModelPlan& plan);
+  asio::awaitable<void> AttemptLoop(ModelPlan plan);
+  asio::awaitable<void> RelayStream(UpstreamCall& call, const std::string& backend,
+                                    std::string_view first_piece, bool first_done,
+                                    std::chrono::milliseconds idle_timeout);
+  void Done();
+
+  // Helpers.
+  http::request<http::string_body> BuildUpstreamRequest(
+      const Attempt& attempt, const ProxyPipeline::ThreadState::Backend& b,
+      bool last_possible_attempt);
+  void AddProxyHeaders(http::fields& fields) const;
+  asio::awaitable<void> SendError(const ProxyError& error);
+  asio::awaitable<void> SendUpstreamResponse(unsigned status, const http::fields& upstream_head,
+                                             std::string body);
+  asio::awaitable<bool> WriteToClient(asio::const_buffer data, bool chunk);
+  asio::awaitable<void> Linger();
+  void NotifyAttempt(const std::string& backend, AttemptOutcome outcome);
+
+  // Watching the client while upstream work runs: a disconnect cancels the upstream.
+  void StartWatch();
+  asio::awaitable<void> StopWatch();
+  asio::awaitable<void> WatchClient();
+
+  ProxyPipeline& p_;
+  ClientConnection& conn_;
+  RequestParser& parser_;
+  ProxyRoute route_;
+  ProxyPipeline::ThreadState& ts_;
+  SteadyClockT::time_point start_;
+
+  RequestRecord record_;
+  std::shared_ptr<const RoutingTable> table_;
+  std::string body_;
+  BodyPeek peek_;
+  bool keep_alive_ = false;
+  bool responded_ = false;  // response bytes went to the client
+  bool client_gone_ = false;
+  double upstream_wait_ = 0;  // seconds spent waiting on upstreams
+  double client_wait_ = 0;    // seconds spent waiting for the client to take stream bytes
+
+  UpstreamCall* current_call_ = nullptr;
+  bool watching_ = false;
+  bool watch_stop_ = false;
+  bool watch_done_ = true;
+  asio::steady_timer watch_done_timer_;
+};
+
+asio::awaitable<bool> ProxyPipeline::Handle(ClientConnection& conn, RequestParser& parser,
+                                            ProxyRoute route) {
+  in_flight_.fetch_add(1, std::memory_order_relaxed);
+  ProxyRequest request(*this, conn, parser, route);
+  bool keep_alive = co_await request.Run();
+  in_flight_.fetch_sub(1, std::memory_order_relaxed);
+  co_return keep_alive;
+}
+
+asio::awaitable<bool> ProxyRequest::Run() {
+  record_.method = "POST";
+  record_.path = std::string(RoutePath(route_));
+  record_.client_address = conn_.remote_address;
+  for (RequestObserver* o : p_.observers_) o->OnRequestStart();
+
+  const auto& req = parser_.get();
+  keep_alive_ = req.keep_alive() && !conn_.closing;
+  if (auto id = req[kRequestIdHeader]; !id.empty() && id.size() <= 200) {
+    record_.request_id = std::string(id);
+  } else {
+    record_.request_id = NewRequestId(++ts_.request_counter);
+  }
+
+  table_ = p_.store_.Current();
+  if (!table_) {
+    // No table means no body limit either: do not read it, close after answering.
+    keep_alive_ = false;
+    co_await SendError(NoTableError());
+    Done();
+    co_return false;
+  }
+
+  if (!co_await ReadBody()) {
+    Done();
+    co_return false;
+  }
+  if (!Authenticate()) {
+    co_await SendError(InvalidApiKeyError());
+    Done();
+    co_return keep_alive_&& responded_;
+  }
+  if (!ParseBody()) {
+    co_await SendError(BadRequestError("Invalid request body: " + std::string(peek_.error)));
+    Done();
+    co_return keep_alive_&& responded_;
+  }
+  ModelPlan plan;
+  if (!ResolvePlan(plan)) {
+    co_await SendError(ModelNotFoundError(peek_.model));
+    Done();
+    co_return keep_alive_&& responded_;
+  }
+
+  StartWatch();
+  co_await AttemptLoop(std::move(plan));
+  co_await StopWatch();
+  Done();
+  co_return keep_alive_&& responded_ && !client_gone_ && !conn_.closing;
+}
+
+// Phase 1: read the body within server.max_body_bytes and a deadline.
+asio::awaitable<bool> ProxyRequest::ReadBody() {
+  const uint64_t limit = table_->config.server.max_body_bytes;
+  parser_.body_limit(limit);
+  boost::system::error_code ec;
+  // Checked before reading: Beast reserves Content-Length bytes when the body starts.
+  if (auto length = parser_.content_length(); length && *length > limit) {
+    ec = http::error::body_limit;
+  } else if (!parser_.is_done()) {
+    conn_.stream.expires_after(p_.options_.body_read_timeout);
+    co_await http::async_read(conn_.stream, conn_.buffer, parser_,
+                              asio::redirect_error(asio::use_awaitable, ec));
+    conn_.stream.expires_never();
+  }
+  if (ec == http::error::body_limit) {
+    keep_alive_ = false;
+    co_await SendError(BodyTooLargeError(table_->config.server.max_body_bytes));
+    co_await Linger();
+    co_return false;
+  }
+  if (ec) {
+    keep_alive_ = false;
+    if (ec == beast::error::timeout || ec == http::error::partial_message ||
+        ec == asio::error::eof || ec == asio::error::connection_reset ||
+        ec == http::error::end_of_stream) {
+      client_gone_ = true;
+      record_.status = 499;
+      record_.error = "client did not send the whole body";
+      co_return false;
+    }
+    co_await SendError(BadRequestError("Malformed request body framing."));
+    co_return false;
+  }
+  body_ = std::move(parser_.get().body());
+  record_.bytes_in = body_.size();
+  co_return true;
+}
+
+// Phase 2: the client's key, when auth.keys is set.
+bool ProxyRequest::Authenticate() {
+  return IsClientAuthorized(table_->config.auth_keys, parser_.get()[http::field::authorization]);
+}
+
+// Phase 3: model and stream, read without a DOM.
+bool ProxyRequest::ParseBody() {
+  peek_ = PeekRequestBody(body_);
+  if (!peek_.ok()) return false;
+  record_.model_requested = peek_.model;
+  record_.stream = peek_.stream;
+  return true;
+}
+
+// Phase 4: the model plan (auto, alias, served, unknown).
+bool ProxyRequest::ResolvePlan(ModelPlan& plan) {
+  plan = ResolveModel(*table_, peek_.model);
+  if (plan.rejected()) return false;
+  if (plan.unknown_fallback) {
+    LogWarn("unknown model, using a backend's default model",
+            {{"model", std::string_view(peek_.model).substr(0, 128)},
+             {"request_id", record_.request_id}});
+  }
+  return true;
+}
+
+http::request<http::string_body> ProxyRequest::BuildUpstreamRequest(
+    const Attempt& attempt, const ProxyPipeline::ThreadState::Backend& b,
+    bool last_possible_attempt) {
+  const auto& client = parser_.get();
+  const BackendConfig& backend = table_->backend(attempt.backend);
+  http::request<http::string_body> req{http::verb::post, b.targets[RouteIndex(route_)], 11};
+  for (const auto& f : client) {
+    if (DropRequestHeader(f)) continue;
+    req.insert(f.name_string(), f.value());
+  }
+  if (client[kRequestIdHeader].empty()) {
+    req.set(kRequestIdHeader, record_.request_id);
+  }
+  for (const auto& [name, value] : backend.headers) req.set(name, value);
+  req.set(http::field::authorization, b.bearer);
+  if (client[http::field::content_type].empty()) {
+    req.set(http::field::content_type, "application/json");
+  }
+
+  BodyRewrite rewrite;
+  if (attempt.rewrite_model) rewrite.model = attempt.model;
+  if (table_->config.stream_usage == StreamUsage::kRequest && peek_.stream &&
+      !peek_.has_stream_options) {
+    rewrite.add_include_usage = true;
+  }
+  if (NeedsRewrite(peek_, rewrite)) {
+    req.body() = RewriteRequestBody(body_, peek_, rewrite);
+  } else if (last_possible_attempt) {
+    req.body() = std::move(body_);  // no later attempt needs it
+  } else {
+    req.body() = body_;
+  }
+  return req;
+}
+
+void ProxyRequest::NotifyAttempt(const std::string& backend, AttemptOutcome outcome) {
+  for (RequestObserver* o : p_.observers_) o->OnAttempt(backend, outcome);
+}
+
+// Phase 5: pick, connect, send, read head, classify; then relay (phase 6) or retry.
+asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
+  const Config& config = table_->config;
+  const auto& backends = ts_.BackendsFor(table_);
+  AttemptPlanner planner(table_, std::move(plan), ThreadLocalRandom(), SteadyClock());
+
+  struct SavedError {
+    unsigned status = 0;
+    http::fields head;
+    std::string body;
+  };
+  std::optional<SavedError> last_error;
+  bool last_failure_timeout = false;
+  std::string last_failure_message;
+
+  while (std::optional<Attempt> attempt = planner.Next()) {
+    const BackendConfig& backend = table_->backend(attempt->backend);
+    const auto& b = backends[attempt->backend];
+    record_.attempts = planner.attempts();
+    record_.backend = backend.name;
+    record_.model_resolved = attempt->model;
+    const std::chrono::milliseconds timeout = backend.timeout.value_or(config.timeout);
+    const auto attempt_start = SteadyClockT::now();
+    const bool last_possible = planner.attempts() >= planner.max_attempts();
+
+    if (!b.url) {
+      LogError("backend url does not parse", {{"backend", backend.name}, {"error", b.url_error}});
+      RetryDecision d = ClassifyAttempt(AttemptResult::Of(AttemptResult::Kind::kConnectError),
+                                        std::chrono::system_clock::now());
+      planner.Report(*attempt, d);
+      NotifyAttempt(backend.name, d.outcome);
+      last_failure_timeout = false;
+      last_failure_message = "backend '" + backend.name + "' has an invalid url";
+      continue;
+    }
+
+    UpstreamCall call(*ts_.pool);
+    current_call_ = &call;
+    std::error_code ec = co_await call.Start(
+        *b.url, BuildUpstreamRequest(*attempt, b, last_possible),
+        UpstreamCallOptions{.connect_timeout = config.connect_timeout,
+                            .response_timeout = timeout,
+                            .tls_insecure_skip_verify = backend.tls_insecure_skip_verify});
+    auto head_time = SteadyClockT::now();
+    double head_latency = SecondsBetween(attempt_start, head_time);
+    upstream_wait_ += head_latency;
+
+    if (ec || client_gone_) {
+      AttemptResult result =
+          client_gone_ ? AttemptResult::Of(AttemptResult::Kind::kCancelled) : ResultOf(ec);
+      RetryDecision d = ClassifyAttempt(result, std::chrono::system_clock::now());
+      planner.Report(*attempt, d);
+      NotifyAttempt(backend.name, d.outcome);
+      current_call_ = nullptr;
+      if (result.kind == AttemptResult::Kind::kCancelled) {
+        client_gone_ = true;
+        co_return;
+      }
+      last_failure_timeout = result.kind == AttemptResult::Kind::kTimeout;
+      last_failure_message = "backend '" + backend.name + "': " + ec.message();
+      last_error.reset();  // the most recent failure is the one reported
+      continue;
+    }
+
+    const unsigned status = call.status();
+    const bool success = status >= 200 && status < 300;
+    const bool event_stream = IsEventStream(call.head()[http::field::content_type]);
+    const auto elapsed =
+        std::chrono::duration_cast<std::chrono::milliseconds>(head_time - attempt_start);
+    const auto remaining = std::max(timeout - elapsed, std::chrono::milliseconds(1));
+
+    if (success && (event_stream || peek_.stream)) {
+      // Hold the headers until the first body bytes: failing before them is still
+      // invisible to the client, so another backend may take over.
+      std::string_view first;
+      bool first_done = false;
+      std::error_code first_ec;
+      auto deadline = head_time + remaining;
+      while (first.empty() && !first_done) {
+        auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClockT::now());
+        if (left.count() <= 0) {
+          first_ec = UpstreamErrc::kBodyTimeout;
+          break;
+        }
+        UpstreamBodyPiece piece = co_await call.ReadBody(left);
+        if (piece.ec) {
+          first_ec = piece.ec;
+          break;
+        }
+        first = piece.data;
+        first_done = piece.done;
+      }
+      upstream_wait_ += SecondsBetween(head_time, SteadyClockT::now());
+      if (first_ec || client_gone_) {
+        AttemptResult result =
+            client_gone_ ? AttemptResult::Of(AttemptResult::Kind::kCancelled) : ResultOf(first_ec);
+        RetryDecision d = ClassifyAttempt(result, std::chrono::system_clock::now());
+        planner.Report(*attempt, d);
+        NotifyAttempt(backend.name, d.outcome);
+        current_call_ = nullptr;
+        if (result.kind == AttemptResult::Kind::kCancelled) {
+          client_gone_ = true;
+          co_return;
+        }
+        last_failure_timeout = result.kind == AttemptResult::Kind::kTimeout;
+        last_failure_message =
+            "backend '" + backend.name + "' sent no stream data: " + first_ec.message();
+        last_error.reset();
+        continue;
+      }
+      RetryDecision d = ClassifyAttempt(AttemptResult::Response(static_cast<int>(status)),
+                                        std::chrono::system_clock::now());
+      planner.Report(*attempt, d, head_latency);
+      record_.ttft_seconds = SecondsBetween(start_, SteadyClockT::now());
+      co_await RelayStream(call, backend.name, first, first_done, config.stream_idle_timeout);
+      current_call_ = nullptr;
+      co_return;
+    }
+
+    // Not a stream (or an error answer): read the whole body, then decide.
+    std::string body;
+    auto body_start = SteadyClockT::now();
+    ec = co_await call.ReadAll(body, p_.options_.max_response_bytes, remaining);
+    upstream_wait_ += SecondsBetween(body_start, SteadyClockT::now());
+    if (ec || client_gone_) {
+      AttemptResult result =
+          client_gone_ ? AttemptResult::Of(AttemptResult::Kind::kCancelled) : ResultOf(ec);
+      RetryDecision d = ClassifyAttempt(result, std::chrono::system_clock::now());
+      planner.Report(*attempt, d);
+      NotifyAttempt(backend.name, d.outcome);
+      current_call_ = nullptr;
+      if (result.kind == AttemptResult::Kind::kCancelled) {
+        client_gone_ = true;
+        co_return;
+      }
+      last_failure_timeout = result.kind == AttemptResult::Kind::kTimeout;
+      last_failure_message = "backend '" + backend.name + "': " + ec.message();
+      last_error.reset();
+      continue;
+    }
+    RetryDecision d = ClassifyAttempt(
+        AttemptResult::Response(static_cast<int>(status), call.head()[http::field::retry_after]),
+        std::chrono::system_clock::now());
+    planner.Report(*attempt, d, head_latency);
+    NotifyAttempt(backend.name, d.outcome);
+    if (d.retryable()) {
+      SavedError saved{status, {}, std::move(body)};
+      for (const auto& f : call.head()) {
+        if (KeepResponseHeader(f)) saved.head.insert(f.name_string(), f.value());
+      }
+      last_error = std::move(saved);
+      current_call_ = nullptr;
+      continue;
+    }
+    current_call_ = nullptr;
+    if (success) {
+      if (auto usage = ExtractUsageFromJson(body)) {
+        record_.prompt_tokens = usage->prompt_tokens;
+        record_.completion_tokens = usage->completion_tokens;
+      }
+    }
+    http::fields head;
+    for (const auto& f : call.head()) {
+      if (KeepResponseHeader(f)) head.insert(f.name_string(), f.value());
+    }
+    call.Release();  // back to the pool before the client write
+    co_await SendUpstreamResponse(status, head, std::move(body));
+    co_return;
+  }
+
+  current_call_ = nullptr;
+  record_.attempts = planner.attempts();
+  if (planner.attempts() == 0) {
+    co_await SendError(NoHealthyBackendError(peek_.model));
+  } else if (last_error) {
+    co_await SendUpstreamResponse(last_error->status, last_error->head,
+                                  std::move(last_error->body));
+  } else if (last_failure_timeout) {
+    co_await SendError(
+        UpstreamTimeoutError("No backend answered in time (last: " + last_failure_message + ")."));
+  } else {
+    co_await SendError(
+        AllBackendsFailedError("All backends failed (last: " + last_failure_message + ")."));
+  }
+}
+
+// Phase 6 for streams: headers now, then every upstream piece as it arrives. One read
+// and one write at a time: no upstream read while the client write is pending.
+asio::awaitable<void> ProxyRequest::RelayStream(UpstreamCall& call, const std::string& backend,
+                                                std::string_view first_piece, bool first_done,
+                                                std::chrono::milliseconds idle_timeout) {
+  const auto& req = parser_.get();
+  const bool chunked = req.version() >= 11;
+  if (!chunked) keep_alive_ = false;
+  const bool sse = IsEventStream(call.head()[http::field::content_type]);
+  SseParserOptions sse_options;
+  sse_options.drop_usage_only_events = table_->config.stream_usage == StreamUsage::kRequest &&
+                                       peek_.stream && !peek_.has_stream_options;
+  SseParser sse_parser(sse_options);
+
+  http::response<http::empty_body> res{static_cast<http::status>(call.status()), req.version()};
+  for (const auto& f : call.head()) {
+    if (KeepResponseHeader(f)) res.insert(f.name_string(), f.value());
+  }
+  if (res[kRequestIdHeader].empty()) res.set(kRequestIdHeader, record_.request_id);
+  AddProxyHeaders(res);
+  res.set(http::field::cache_control, "no-cache");
+  res.keep_alive(keep_alive_);
+  if (chunked) res.chunked(true);
+  record_.status = static_cast<int>(call.status());
+
+  boost::system::error_code wec;
+  http::response_serializer<http::empty_body> sr{res};
+  auto write_start = SteadyClockT::now();
+  conn_.stream.expires_after(idle_timeout);
+  co_await http::async_write_header(conn_.stream, sr,
+                                    asio::redirect_error(asio::use_awaitable, wec));
+  conn_.stream.expires_never();
+  client_wait_ += SecondsBetween(write_start, SteadyClockT::now());
+  responded_ = true;
+  bool ok = !wec;
+
+  std::string_view piece = first_piece;
+  bool done = first_done;
+  std::error_code upstream_ec;
+  while (ok) {
+    std::string_view out = sse ? sse_parser.Feed(piece) : piece;
+    if (!out.empty()) {
+      ok = co_await WriteToClient(asio::buffer(out.data(), out.size()), chunked);
+      if (!ok) break;
+    }
+    if (done) break;
+    auto read_start = SteadyClockT::now();
+    UpstreamBodyPiece next = co_await call.ReadBody(idle_timeout);
+    upstream_wait_ += SecondsBetween(read_start, SteadyClockT::now());
+    if (next.ec) {
+      upstream_ec = next.ec;
+      break;
+    }
+    piece = next.data;
+    done = next.done;
+  }
+
+  if (sse && sse_parser.usage()) {
+    record_.prompt_tokens = sse_parser.usage()->prompt_tokens;
+    record_.completion_tokens = sse_parser.usage()->completion_tokens;
+  }
+
+  if (!ok || client_gone_ || upstream_ec == UpstreamErrc::kCancelled) {
+    // The client went away (or stopped reading): cut the upstream at once.
+    client_gone_ = true;
+    keep_alive_ = false;
+    call.Cancel();
+    record_.error = "client went away during the stream";
+    NotifyAttempt(backend, AttemptOutcome::kCancelled);
+    co_return;
+  }
+  if (upstream_ec) {
+    // Bytes already went out: no retry. End with one error event, no [DONE].
+    keep_alive_ = false;
+    table_->state(*table_->FindBackend(backend)).health().OnFailure(SteadyClockT::now());
+    std::string event =
+        StreamBrokenError("The upstream stream broke: " + upstream_ec.message()).SseEvent();
+    record_.error = "upstream stream broke";
+    NotifyAttempt(backend, AttemptOutcome::kBrokenStream);
+    if (co_await WriteToClient(asio::buffer(event), chunked) && chunked) {
+      co_await WriteToClient(asio::const_buffer(), true);
+    }
+    co_return;
+  }
+  std::string_view rest = sse ? sse_parser.Finish() : std::string_view();
+  if (!rest.empty()) ok = co_await WriteToClient(asio::buffer(rest.data(), rest.size()), chunked);
+  if (ok && chunked) ok = co_await WriteToClient(asio::const_buffer(), true);
+  if (!ok) {
+    keep_alive_ = false;
+    client_gone_ = true;
+  }
+  NotifyAttempt(backend, AttemptOutcome::kSuccess);
+}
+
+// One piece to the client; an empty buffer with `chunk` is the terminating chunk.
+asio::awaitable<bool> ProxyRequest::WriteToClient(asio::const_buffer data, bool chunk) {
+  boost::system::error_code ec;
+  auto write_start = SteadyClockT::now();
+  conn_.stream.expires_after(table_->config.stream_idle_timeout);
+  if (!chunk) {
+    co_await asio::async_write(conn_.stream, data, asio::redirect_error(asio::use_awaitable, ec));
+  } else if (data.size() == 0) {
+    co_await asio::async_write(conn_.stream, http::make_chunk_last(),
+                               asio::redirect_error(asio::use_awaitable, ec));
+  } else {
+    co_await asio::async_write(conn_.stream, http::make_chunk(data),
+                               asio::redirect_error(asio::use_awaitable, ec));
+  }
+  conn_.stream.expires_never();
+  client_wait_ += SecondsBetween(write_start, SteadyClockT::now());
+  if (!ec) record_.bytes_out += data.size();
+  co_return !ec;
+}
+
+void ProxyRequest::AddProxyHeaders(http::fields& fields) const {
+  fields.set("x-llmproxy-backend", record_.backend.empty() ? "none" : record_.backend);
+  fields.set("x-llmproxy-attempts", std::to_string(record_.attempts));
+  AddCorsHeaders(fields);
+}
+
+asio::awaitable<void> ProxyRequest::SendUpstreamResponse(unsigned status,
+                                                         const http::fields& upstream_head,
+                                                         std::string body) {
+  http::response<http::string_body> res;
+  res.version(parser_.get().version());
+  res.result(status);
+  for (const auto& f : upstream_head) res.insert(f.name_string(), f.value());
+  if (res[kRequestIdHeader].empty()) res.set(kRequestIdHeader, record_.request_id);
+  AddProxyHeaders(res);
+  res.keep_alive(keep_alive_);
+  record_.status = static_cast<int>(status);
+  record_.bytes_out = body.size();
+  res.body() = std::move(body);
+  res.prepare_payload();
+  bool ok = co_await WriteResponse(conn_, res, table_->config.stream_idle_timeout);
+  responded_ = true;
+  if (!ok) {
+    client_gone_ = true;
+    keep_alive_ = false;
+  }
+}
+
+asio::awaitable<void> ProxyRequest::SendError(const ProxyError& error) {
+  record_.status = error.status;
+  record_.error = error.message;
+  http::response<http::string_body> res{static_cast<http::status>(error.status),
+                                        parser_.get().version()};
+  res.set(http::field::content_type, "application/json");
+  res.set(kRequestIdHeader, record_.request_id);
+  AddProxyHeaders(res);
+  res.keep_alive(keep_alive_);
+  res.body() = error.Json();
+  record_.bytes_out = res.body().size();
+  res.prepare_payload();
+  bool ok = co_await WriteResponse(conn_, res, kErrorWriteTimeout);
+  responded_ = true;
+  if (!ok) {
+    client_gone_ = true;
+    keep_alive_ = false;
+  }
+}
+
+asio::awaitable<void> ProxyRequest::Linger() { co_await LingeringClose(conn_); }
+
+void ProxyRequest::StartWatch() {
+  watching_ = true;
+  watch_stop_ = false;
+  watch_done_ = false;
+  watch_done_timer_.expires_at(asio::steady_timer::time_point::max());
+  asio::co_spawn(conn_.stream.get_executor(), WatchClient(), [this](std::exception_ptr) {
+    watch_done_ = true;
+    watch_done_timer_.cancel();
+  });
+}
+
+asio::awaitable<void> ProxyRequest::StopWatch() {
+  if (!watching_) co_return;
+  watch_stop_ = true;
+  if (!watch_done_) {
+    boost::system::error_code ec;
+    conn_.stream.socket().cancel(ec);
+  }
+  while (!watch_done_) {
+    boost::system::error_code ec;
+    co_await watch_done_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  watching_ = false;
+}
+
+// Reads the client socket while the upstream works: EOF or an error means the client
+// left, and the upstream request is cancelled at once (tokens cost money). Bytes that
+// arrive (a pipelined next request) are kept in the connection's buffer.
+asio::awaitable<void> ProxyRequest::WatchClient() {
+  while (!watch_stop_) {
+    boost::system::error_code ec;
+    size_t n = co_await conn_.stream.socket().async_read_some(
+        conn_.buffer.prepare(4096), asio::redirect_error(asio::use_awaitable, ec));
+    if (watch_stop_) {
+      if (!ec) conn_.buffer.commit(n);
+      co_return;
+    }
+    if (ec) {
+      client_gone_ = true;
+      if (current_call_ != nullptr) current_call_->Cancel();
+      co_return;
+    }
+    conn_.buffer.commit(n);
+    if (conn_.buffer.size() > kWatchBufferLimit) co_return;
+  }
+}
+
+// Phase 7: the record goes to every observer, whatever happened.
+void ProxyRequest::Done() {
+  auto end = SteadyClockT::now();
+  if (client_gone_ && !responded_ && record_.status == 0) {
+    record_.status = 499;  // nginx's "client closed request"
+    if (record_.error.empty()) record_.error = "client went away";
+  }
+  record_.duration_seconds = SecondsBetween(start_, end);
+  record_.overhead_seconds =
+      std::max(0.0, record_.duration_seconds - upstream_wait_ - client_wait_);
+  for (RequestObserver* o : p_.observers_) o->OnRequestDone(record_);
+}
+
+}  // namespace llmproxy

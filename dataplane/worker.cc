@@ -1,0 +1,47 @@
+#include "dataplane/worker.h"
+
+#include "dataplane/proxy_pipeline.h"
+#include "dataplane/request_router.h"
+
+namespace llmproxy {
+
+Worker::Worker(WorkerOptions options, TableStore& store, std::vector<RequestObserver*> observers)
+    : options_(std::move(options)), store_(store) {
+  if (options_.threads == 0) options_.threads = 1;
+  ProxyPipelineOptions pipeline_options;
+  pipeline_options.threads = options_.threads;
+  pipeline_options.pool = options_.pool;
+  pipeline_ = std::make_unique<ProxyPipeline>(store_, std::move(observers), pipeline_options);
+  router_ = std::make_unique<RequestRouter>(store_, *pipeline_);
+  ProxyPipeline* pipeline = pipeline_.get();
+  server_ = std::make_unique<HttpServer>(
+      HttpServerOptions{options_.host, options_.port, options_.threads, options_.limits,
+                        [pipeline](size_t thread_index, bool clean) {
+                          pipeline->ReleaseThread(thread_index, clean);
+                        }},
+      *router_);
+}
+
+Worker::~Worker() { Stop(); }
+
+std::string Worker::Start() { return server_->Start(); }
+
+uint16_t Worker::port() const { return server_->port(); }
+
+size_t Worker::open_connections() const { return server_->open_connections(); }
+
+int64_t Worker::in_flight() const { return pipeline_->in_flight(); }
+
+bool Worker::Drain(std::chrono::milliseconds timeout) {
+  server_->StopAccepting();
+  bool idle = server_->WaitIdle(std::chrono::steady_clock::now() + timeout);
+  server_->Stop();
+  return idle;
+}
+
+void Worker::Stop() {
+  // The server's threads own the sessions that use the pipeline: stop them first.
+  if (server_) server_->Stop();
+}
+
+}  // namespace llmproxy

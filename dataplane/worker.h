@@ -1,0 +1,59 @@
+// One worker's data plane, wired: the HTTP server (T threads), the router, the proxy
+// pipeline and its observers, over a TableStore fed by the caller (config file or
+// control-plane client). Used by llmproxy-worker's main and by in-process tests.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dataplane/http_server.h"
+#include "dataplane/request_record.h"
+#include "dataplane/table_store.h"
+#include "dataplane/upstream_pool.h"
+
+namespace llmproxy {
+
+class ProxyPipeline;
+class RequestRouter;
+
+struct WorkerOptions {
+  std::string host = "0.0.0.0";
+  uint16_t port = 0;  // 0: any free port (tests); read it back with Worker::port()
+  unsigned threads = 1;
+  ServerLimits limits;
+  UpstreamPoolOptions pool;
+};
+
+class Worker {
+ public:
+  // `store` and the observers must outlive the worker.
+  Worker(WorkerOptions options, TableStore& store, std::vector<RequestObserver*> observers = {});
+  ~Worker();  // Stop()
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Binds and starts serving. "" on success, else why it could not listen.
+  std::string Start();
+  uint16_t port() const;
+
+  // Graceful stop: stop accepting, close idle connections, let requests and streams in
+  // flight finish until `timeout`, then cut what is left. True when all finished in time.
+  bool Drain(std::chrono::milliseconds timeout);
+  // Immediate stop (cuts everything). Idempotent.
+  void Stop();
+
+  size_t open_connections() const;
+  int64_t in_flight() const;  // proxied requests being handled
+
+ private:
+  WorkerOptions options_;
+  TableStore& store_;
+  std::unique_ptr<ProxyPipeline> pipeline_;
+  std::unique_ptr<RequestRouter> router_;
+  std::unique_ptr<HttpServer> server_;
+};
+
+}  // namespace llmproxy

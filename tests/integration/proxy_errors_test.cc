@@ -1,0 +1,250 @@
+// The worker's own answers: JSON errors (400, 401, 404, 405, 413, 503), CORS preflight,
+// /v1/models and /health, and bad input that must never crash it.
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/integration/proxy_test_util.h"
+#include "tests/mockllm/mock_llm.h"
+
+namespace llmproxy {
+namespace {
+
+using namespace std::chrono_literals;
+using test::HttpCall;
+using test::HttpResult;
+using test::MockBackend;
+using test::PostJson;
+using test::TestConfig;
+using test::TestWorker;
+
+MockLlmOptions Named(const std::string& name, std::vector<std::string> models = {}) {
+  MockLlmOptions o;
+  o.name = name;
+  if (!models.empty()) o.models = std::move(models);
+  return o;
+}
+
+// Asserts the OpenAI error shape and returns its code.
+std::string ErrorCode(const HttpResult& r) {
+  EXPECT_EQ(r.Header("content-type"), "application/json");
+  auto j = nlohmann::json::parse(r.body, nullptr, false);
+  EXPECT_TRUE(j.is_object()) << r.body;
+  if (!j.is_object() || !j.contains("error")) return "";
+  EXPECT_TRUE(j["error"]["message"].is_string());
+  EXPECT_TRUE(j["error"]["type"].is_string());
+  EXPECT_TRUE(j["error"]["code"].is_string());
+  return j["error"]["code"].is_string() ? j["error"]["code"].get<std::string>() : "";
+}
+
+class ProxyErrors : public ::testing::Test {
+ protected:
+  MockLlm a{Named("a")};
+  MockLlm b{Named("b", {"b-model"})};
+  TestWorker worker{TestConfig({MockBackend("a", a.BaseUrl(), {"m", "shared"}),
+                                MockBackend("b", b.BaseUrl(), {"b-model", "shared"})})};
+};
+
+TEST_F(ProxyErrors, UnknownRouteIs404Json) {
+  HttpResult r = HttpCall(worker.port(), "GET", "/v2/nothing");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(ErrorCode(r), "not_found");
+  EXPECT_EQ(r.Header("access-control-allow-origin"), "*");
+}
+
+TEST_F(ProxyErrors, WrongMethodIs405Json) {
+  HttpResult r = HttpCall(worker.port(), "GET", "/v1/chat/completions");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(ErrorCode(r), "method_not_allowed");
+  HttpResult r2 = HttpCall(worker.port(), "POST", "/v1/models", "{}");
+  EXPECT_EQ(r2.status, 405);
+  EXPECT_EQ(ErrorCode(r2), "method_not_allowed");
+}
+
+TEST_F(ProxyErrors, BodyOverTheLimitIs413Json) {
+  Config c = TestConfig({MockBackend("a", a.BaseUrl(), {"m"})});
+  c.server.max_body_bytes = 1024;
+  ASSERT_EQ(worker.Apply(c), "");
+  std::string big = R"({"model":"m","x":")" + std::string(4096, 'x') + "\"}";
+  HttpResult r = PostJson(worker.port(), "/v1/chat/completions", big);
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(ErrorCode(r), "request_too_large");
+  EXPECT_EQ(a.RequestCount(), 0u);
+  // Chunked uploads are limited too (no Content-Length to check up front).
+  std::string raw =
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+      "Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n";
+  raw += "1000\r\n" + std::string(4096, ' ') + "\r\n0\r\n\r\n";
+  std::string reply = test::RawExchange(worker.port(), raw, 5s);
+  EXPECT_EQ(reply.substr(0, 12), "HTTP/1.1 413");
+  // A body just under the limit passes.
+  std::string ok = R"({"model":"m","x":")" + std::string(900, 'x') + "\"}";
+  EXPECT_EQ(PostJson(worker.port(), "/v1/chat/completions", ok).status, 200);
+}
+
+TEST_F(ProxyErrors, BadBodiesAre400JsonAndNeverReachUpstream) {
+  const std::vector<std::string> bodies = {"null",
+                                           "[]",
+                                           R"({"model":5})",
+                                           R"({"model":"m","messages":[)",
+                                           "",
+                                           "{} {}",
+                                           R"({"stream":"yes"})",
+                                           "\xff\xfe garbage",
+                                           std::string(200, '{'),
+                                           R"("just a string")",
+                                           "{\"model\":\"m\"",
+                                           "  "};
+  for (const std::string& body : bodies) {
+    HttpResult r = PostJson(worker.port(), "/v1/chat/completions", body);
+    EXPECT_EQ(r.status, 400) << "body: " << body;
+    EXPECT_EQ(ErrorCode(r), "invalid_request") << "body: " << body;
+    EXPECT_EQ(r.Header("x-llmproxy-attempts"), "0");
+  }
+  EXPECT_EQ(a.RequestCount() + b.RequestCount(), 0u);
+  EXPECT_EQ(HttpCall(worker.port(), "GET", "/health").status, 200);
+}
+
+TEST_F(ProxyErrors, TenMegabytesOfGarbageDoNotCrashTheWorker) {
+  std::string garbage(10 * 1000 * 1000, '\0');
+  uint32_t x = 12345;
+  for (char& c : garbage) {
+    x = x * 1103515245 + 12345;
+    c = static_cast<char>(x >> 24);
+  }
+  HttpResult r = PostJson(worker.port(), "/v1/chat/completions", garbage, {}, 60s);
+  EXPECT_TRUE(r.status == 400 || r.status == 413) << r.status << " " << r.error;
+  // Garbage instead of HTTP itself.
+  std::string reply = test::RawExchange(worker.port(), garbage.substr(0, 100000), 10s);
+  EXPECT_TRUE(reply.empty() || reply.substr(0, 12) == "HTTP/1.1 400") << reply.substr(0, 40);
+  EXPECT_EQ(HttpCall(worker.port(), "GET", "/health").status, 200);
+  EXPECT_EQ(PostJson(worker.port(), "/v1/chat/completions", R"({"model":"m"})").status, 200);
+}
+
+TEST_F(ProxyErrors, OversizedHeaderIsRefused) {
+  std::string raw = "GET /health HTTP/1.1\r\nHost: x\r\n";
+  for (int i = 0; i < 8; ++i)
+    raw += "X-Big-" + std::to_string(i) + ": " + std::string(4096, 'h') + "\r\n";
+  raw += "\r\n";
+  std::string reply = test::RawExchange(worker.port(), raw, 5s);
+  EXPECT_EQ(reply.substr(0, 12), "HTTP/1.1 431") << reply.substr(0, 40);
+  EXPECT_EQ(HttpCall(worker.port(), "GET", "/health").status, 200);
+}
+
+TEST_F(ProxyErrors, ClientKeysAreEnforcedWhenConfigured) {
+  Config c = TestConfig({MockBackend("a", a.BaseUrl(), {"m"})});
+  c.auth_keys = {"client-key-1", "client-key-2"};
+  ASSERT_EQ(worker.Apply(c), "");
+  HttpResult none = PostJson(worker.port(), "/v1/chat/completions", R"({"model":"m"})");
+  EXPECT_EQ(none.status, 401);
+  EXPECT_EQ(ErrorCode(none), "invalid_api_key");
+  HttpResult wrong = PostJson(worker.port(), "/v1/chat/completions", R"({"model":"m"})",
+                              {{"Authorization", "Bearer client-key-3"}});
+  EXPECT_EQ(wrong.status, 401);
+  EXPECT_EQ(wrong.body.find("client-key"), std::string::npos);  // never echoes keys
+  HttpResult right = PostJson(worker.port(), "/v1/chat/completions", R"({"model":"m"})",
+                              {{"Authorization", "Bearer client-key-2"}});
+  EXPECT_EQ(right.status, 200);
+  EXPECT_EQ(a.Requests().back().Header("authorization"), "Bearer key-a");
+  EXPECT_EQ(HttpCall(worker.port(), "GET", "/v1/models").status, 401);
+  EXPECT_EQ(
+      HttpCall(worker.port(), "GET", "/v1/models", "", {{"Authorization", "Bearer client-key-1"}})
+          .status,
+      200);
+  EXPECT_EQ(HttpCall(worker.port(), "GET", "/health").status, 200);  // probes need no key
+}
+
+TEST_F(ProxyErrors, NoRoutableBackendIs503Json) {
+  Config c = TestConfig({MockBackend("a", a.BaseUrl(), {"m"})});
+  c.backends[0].drained = true;
+  ASSERT_EQ(worker.Apply(c), "");
+  HttpResult r = PostJson(worker.port(), "/v1/chat/completions", R"({"model":"m"})");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(ErrorCode(r), "no_healthy_backend");
+  EXPECT_EQ(r.Header("x-llmproxy-attempts"), "0");
+}
+
+TEST_F(ProxyErrors, CorsPreflightLetsTheBrowserSdkThrough) {
+  HttpResult r =
+      HttpCall(worker.port(), "OPTIONS", "/v1/chat/completions", "",
+               {{"Origin", "http://localhost:3000"},
+                {"Access-Control-Request-Method", "POST"},
+                {"Access-Control-Request-Headers",
+                 "authorization, content-type, x-stainless-os, x-stainless-retry-count"}});
+  EXPECT_EQ(r.status, 204);
+  EXPECT_EQ(r.Header("access-control-allow-origin"), "*");
+  EXPECT_NE(r.Header("access-control-allow-methods").find("POST"), std::string::npos);
+  EXPECT_EQ(r.Header("access-control-allow-headers"),
+            "authorization, content-type, x-stainless-os, x-stainless-retry-count");
+  // Without a request-headers list, the default covers the OpenAI SDK's headers.
+  HttpResult d = HttpCall(worker.port(), "OPTIONS", "/v1/models");
+  EXPECT_EQ(d.status, 204);
+  EXPECT_NE(d.Header("access-control-allow-headers").find("x-stainless-os"), std::string::npos);
+  EXPECT_NE(d.Header("access-control-allow-headers").find("authorization"), std::string::npos);
+  // And the actual response carries the CORS header too.
+  HttpResult post = PostJson(worker.port(), "/v1/chat/completions", R"({"model":"m"})",
+                             {{"Origin", "http://localhost:3000"}});
+  EXPECT_EQ(post.Header("access-control-allow-origin"), "*");
+  EXPECT_NE(post.Header("access-control-expose-headers").find("x-llmproxy-backend"),
+            std::string::npos);
+}
+
+TEST_F(ProxyErrors, ModelsIsTheUnionOfBackendsModels) {
+  Config c = TestConfig({MockBackend("a", a.BaseUrl(), {"m", "shared"}),
+                         MockBackend("b", b.BaseUrl(), {"b-model", "shared"})});
+  c.model_aliases.push_back({"gpt-4o", {"m"}});
+  ASSERT_EQ(worker.Apply(c), "");
+  HttpResult r = HttpCall(worker.port(), "GET", "/v1/models");
+  ASSERT_EQ(r.status, 200);
+  auto j = nlohmann::json::parse(r.body);
+  EXPECT_EQ(j["object"], "list");
+  ASSERT_TRUE(j["data"].is_array());
+  std::vector<std::string> ids;
+  for (const auto& m : j["data"]) {
+    ids.push_back(m["id"]);
+    EXPECT_EQ(m["object"], "model");
+  }
+  EXPECT_EQ(ids, (std::vector<std::string>{"b-model", "m", "shared", "gpt-4o"}));
+}
+
+TEST(ProxyHealth, StartingWithoutATableThenOk) {
+  TestWorker worker(std::nullopt);
+  HttpResult starting = HttpCall(worker.port(), "GET", "/health");
+  EXPECT_EQ(starting.status, 503);
+  EXPECT_EQ(nlohmann::json::parse(starting.body)["status"], "starting");
+  HttpResult models = HttpCall(worker.port(), "GET", "/v1/models");
+  EXPECT_EQ(models.status, 200);
+  EXPECT_TRUE(nlohmann::json::parse(models.body)["data"].is_array());
+  HttpResult proxied = PostJson(worker.port(), "/v1/chat/completions", R"({"model":"m"})");
+  EXPECT_EQ(proxied.status, 503);
+  EXPECT_EQ(ErrorCode(proxied), "not_ready");
+
+  MockLlm a(Named("a"));
+  Config c =
+      TestConfig({MockBackend("a", a.BaseUrl(), {"m"}), MockBackend("b", a.BaseUrl(), {"m"})});
+  c.mode = BalanceMode::kLeastBusy;
+  ASSERT_EQ(worker.Apply(c), "");
+  HttpResult ok = HttpCall(worker.port(), "GET", "/health");
+  ASSERT_EQ(ok.status, 200);
+  auto j = nlohmann::json::parse(ok.body);
+  EXPECT_EQ(j["status"], "ok");
+  EXPECT_EQ(j["backends"], 2);
+  EXPECT_EQ(j["mode"], "least-busy");
+  EXPECT_EQ(j["config_version"], 1);
+}
+
+TEST(ProxyDrain, InFlightStreamFinishesDuringADrain) {
+  MockLlm a(Named("a"));
+  TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}));
+  test::StreamingResponse s;
+  ASSERT_TRUE(s.Open(worker.port(), "/v1/chat/completions", R"({"model":"m","stream":true})",
+                     {{"x-mock-chunks", "20"}, {"x-mock-chunk-gap-ms", "20"}}));
+  std::thread drainer([&] { EXPECT_TRUE(worker.worker().Drain(10s)); });
+  ASSERT_TRUE(s.ReadToEnd());
+  EXPECT_NE(s.body().find("[DONE]"), std::string::npos);
+  drainer.join();
+}
+
+}  // namespace
+}  // namespace llmproxy

@@ -1,0 +1,218 @@
+// Streams through the worker: held headers and failover before the first chunk, every
+// chunk relayed in order, no retry after bytes went out, the error event on a broken
+// stream, and cancellation reaching the upstream when the client leaves.
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "tests/integration/proxy_test_util.h"
+#include "tests/mockllm/mock_llm.h"
+
+namespace llmproxy {
+namespace {
+
+using namespace std::chrono_literals;
+using test::MockBackend;
+using test::StreamingResponse;
+using test::TestConfig;
+using test::TestWorker;
+
+MockLlmOptions Named(const std::string& name) {
+  MockLlmOptions o;
+  o.name = name;
+  return o;
+}
+
+MockFault StatusFault(int status) {
+  MockFault f;
+  f.status = status;
+  return f;
+}
+
+MockFault HangFault() {
+  MockFault f;
+  f.hang = true;
+  return f;
+}
+
+MockFault FirstChunkDelayFault(int ms) {
+  MockFault f;
+  f.first_chunk_delay_ms = ms;
+  return f;
+}
+
+MockFault DieAfterFault(int chunks, int die_after) {
+  MockFault f;
+  f.chunks = chunks;
+  f.die_after_chunks = die_after;
+  return f;
+}
+
+size_t Count(const std::string& s, const std::string& needle) {
+  size_t n = 0;
+  for (size_t pos = s.find(needle); pos != std::string::npos; pos = s.find(needle, pos + 1)) ++n;
+  return n;
+}
+
+constexpr const char* kStreamBody = R"({"model":"m","stream":true,"messages":[]})";
+
+TEST(ProxyStream, FiveHundredChunksArriveIntactAndInOrder) {
+  MockLlm a(Named("a"));
+  TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}));
+  StreamingResponse s;
+  ASSERT_TRUE(
+      s.Open(worker.port(), "/v1/chat/completions", kStreamBody, {{"x-mock-chunks", "500"}}));
+  EXPECT_EQ(s.status(), 200);
+  EXPECT_EQ(s.Header("content-type").substr(0, 17), "text/event-stream");
+  EXPECT_EQ(s.Header("transfer-encoding"), "chunked");
+  EXPECT_EQ(s.Header("x-llmproxy-backend"), "a");
+  ASSERT_TRUE(s.ReadToEnd());
+  const std::string& body = s.body();
+  size_t pos = 0;
+  for (int i = 0; i < 500; ++i) {
+    size_t next = body.find("\"tok" + std::to_string(i) + " \"", pos);
+    ASSERT_NE(next, std::string::npos) << "chunk " << i << " missing or out of order";
+    pos = next;
+  }
+  EXPECT_EQ(Count(body, "data: [DONE]"), 1u);
+  EXPECT_EQ(body.substr(body.size() - 14), "data: [DONE]\n\n");
+}
+
+TEST(ProxyStream, FailoverBeforeTheFirstChunkIsInvisible) {
+  MockLlm a(Named("a")), b(Named("b"));
+  TestWorker worker(
+      TestConfig({MockBackend("a", a.BaseUrl(), {"m"}), MockBackend("b", b.BaseUrl(), {"m"})}));
+  a.SetDefaultFault(StatusFault(502));
+  StreamingResponse s;
+  ASSERT_TRUE(s.Open(worker.port(), "/v1/chat/completions", kStreamBody));
+  EXPECT_EQ(s.status(), 200);
+  EXPECT_EQ(s.Header("x-llmproxy-backend"), "b");
+  EXPECT_EQ(s.Header("x-llmproxy-attempts"), "2");
+  ASSERT_TRUE(s.ReadToEnd());
+  EXPECT_EQ(Count(s.body(), "data: [DONE]"), 1u);
+}
+
+TEST(ProxyStream, AStreamThatSendsNothingInTimeFailsOver) {
+  MockLlm a(Named("a")), b(Named("b"));
+  Config c =
+      TestConfig({MockBackend("a", a.BaseUrl(), {"m"}), MockBackend("b", b.BaseUrl(), {"m"})});
+  c.timeout = 300ms;  // streams: time to the first byte
+  TestWorker worker(c);
+  // a answers the head at once but its first chunk comes far too late.
+  a.SetDefaultFault(FirstChunkDelayFault(5000));
+  StreamingResponse s;
+  ASSERT_TRUE(s.Open(worker.port(), "/v1/chat/completions", kStreamBody));
+  EXPECT_EQ(s.status(), 200);
+  EXPECT_EQ(s.Header("x-llmproxy-backend"), "b");
+  ASSERT_TRUE(s.ReadToEnd());
+}
+
+TEST(ProxyStream, BrokenStreamEndsWithAnErrorEventAndIsNotRetried) {
+  MockLlm a(Named("a")), b(Named("b"));
+  TestWorker worker(
+      TestConfig({MockBackend("a", a.BaseUrl(), {"m"}), MockBackend("b", b.BaseUrl(), {"m"})}));
+  a.SetDefaultFault(DieAfterFault(10, 3));
+  StreamingResponse s;
+  ASSERT_TRUE(s.Open(worker.port(), "/v1/chat/completions", kStreamBody));
+  EXPECT_EQ(s.status(), 200);
+  EXPECT_EQ(s.Header("x-llmproxy-backend"), "a");
+  s.ReadToEnd();
+  const std::string& body = s.body();
+  EXPECT_NE(body.find("tok2 "), std::string::npos);
+  EXPECT_EQ(body.find("tok3 "), std::string::npos);
+  EXPECT_EQ(Count(body, "data: {\"error\":"), 1u);
+  EXPECT_EQ(body.find("[DONE]"), std::string::npos);
+  EXPECT_EQ(body.substr(body.size() - 2), "\n\n");
+  EXPECT_EQ(b.RequestCount(), 0u);  // bytes went out: no second attempt
+  EXPECT_EQ(a.RequestCount(), 1u);
+}
+
+TEST(ProxyStream, ClientDisconnectCancelsTheSilentUpstreamWithin100ms) {
+  MockLlm a(Named("a"));
+  TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}));
+  a.SetDefaultFault(HangFault());  // not even a response head
+  test::RawClient client;
+  ASSERT_TRUE(client.Connect(worker.port()));
+  ASSERT_TRUE(client.Send(test::RawPost("/v1/chat/completions", kStreamBody)));
+  ASSERT_TRUE(a.WaitForRequests(1, 5s));
+  auto closed_at = std::chrono::steady_clock::now();
+  client.Close();
+  ASSERT_TRUE(a.WaitForCancellations(1, 5s));
+  auto seen = a.Cancellations()[0].seen_at;
+  EXPECT_LT(seen - closed_at, 100ms);
+}
+
+TEST(ProxyStream, ClientDisconnectMidStreamCancelsTheUpstreamWithin100ms) {
+  MockLlm a(Named("a"));
+  TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}));
+  StreamingResponse s;
+  ASSERT_TRUE(s.Open(worker.port(), "/v1/chat/completions", kStreamBody,
+                     {{"x-mock-chunks", "1000"}, {"x-mock-chunk-gap-ms", "20"}}));
+  ASSERT_TRUE(
+      s.ReadUntil([](const std::string& b) { return b.find("tok3 ") != std::string::npos; }));
+  auto closed_at = std::chrono::steady_clock::now();
+  s.Close();
+  ASSERT_TRUE(a.WaitForCancellations(1, 5s));
+  auto c = a.Cancellations()[0];
+  EXPECT_TRUE(c.stream);
+  EXPECT_LT(c.chunks_sent, 1000);
+  EXPECT_LT(c.seen_at - closed_at, 100ms);
+}
+
+TEST(ProxyStream, AClientThatStopsReadingDoesNotHurtTheWorker) {
+  MockLlm a(Named("a"));
+  Config c = TestConfig({MockBackend("a", a.BaseUrl(), {"m"})});
+  c.stream_idle_timeout = 500ms;  // a client write stuck this long ends the stream
+  TestWorker worker(c);
+  test::RawClient client;
+  ASSERT_TRUE(client.Connect(worker.port()));
+  ASSERT_TRUE(client.Send(
+      test::RawPost("/v1/chat/completions", kStreamBody, {{"x-mock-chunks", "200000"}})));
+  std::string first;
+  ASSERT_TRUE(client.ReadSome(first, 5s));  // then never read again
+  ASSERT_TRUE(a.WaitForCancellations(1, 10s));
+  EXPECT_EQ(test::HttpCall(worker.port(), "GET", "/health").status, 200);
+  client.Close();
+}
+
+TEST(ProxyStream, UsageOfTheFinalChunkIsRecorded) {
+  MockLlm a(Named("a"));
+  test::RecordingObserver observer;
+  TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}), 1, {&observer});
+  StreamingResponse s;
+  ASSERT_TRUE(s.Open(worker.port(), "/v1/chat/completions",
+                     R"({"model":"m","stream":true,"stream_options":{"include_usage":true}})",
+                     {{"x-mock-chunks", "7"}}));
+  ASSERT_TRUE(s.ReadToEnd());
+  EXPECT_NE(s.body().find("\"usage\""), std::string::npos);  // the client asked for it
+  ASSERT_TRUE(observer.WaitForRecords(1, 5s));
+  RequestRecord rec = observer.Records()[0];
+  EXPECT_TRUE(rec.stream);
+  ASSERT_TRUE(rec.ttft_seconds.has_value());
+  EXPECT_LE(*rec.ttft_seconds, rec.duration_seconds);
+  ASSERT_TRUE(rec.completion_tokens.has_value());
+  EXPECT_EQ(*rec.completion_tokens, 7u);
+  EXPECT_EQ(rec.bytes_out, s.body().size());
+}
+
+TEST(ProxyStream, StreamUsageRequestAsksUpstreamAndHidesTheExtraChunk) {
+  MockLlm a(Named("a"));
+  test::RecordingObserver observer;
+  Config c = TestConfig({MockBackend("a", a.BaseUrl(), {"m"})});
+  c.stream_usage = StreamUsage::kRequest;
+  TestWorker worker(c, 1, {&observer});
+  StreamingResponse s;
+  ASSERT_TRUE(s.Open(worker.port(), "/v1/chat/completions", kStreamBody, {{"x-mock-chunks", "4"}}));
+  ASSERT_TRUE(s.ReadToEnd());
+  EXPECT_EQ(s.body().find("\"usage\""), std::string::npos);
+  EXPECT_EQ(Count(s.body(), "data: [DONE]"), 1u);
+  ASSERT_EQ(a.RequestCount(), 1u);
+  EXPECT_NE(a.Requests()[0].body.find(R"("stream_options":{"include_usage":true})"),
+            std::string::npos);
+  ASSERT_TRUE(observer.WaitForRecords(1, 5s));
+  ASSERT_TRUE(observer.Records()[0].completion_tokens.has_value());
+  EXPECT_EQ(*observer.Records()[0].completion_tokens, 4u);
+}
+
+}  // namespace
+}  // namespace llmproxy
