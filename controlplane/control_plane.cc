@@ -15,6 +15,7 @@
 #include <random>
 
 #include "common/logging.h"
+#include "common/metrics_sd.h"
 #include "controlplane/admin_service.h"
 #include "controlplane/config_publisher.h"
 #include "controlplane/config_watcher.h"
@@ -127,6 +128,23 @@ int RunControlPlane(const CtlOptions& opts) {
   sup_opts.metrics_port_base = initial.server.metrics_port;
   sup_opts.log_format = opts.log_format;
   sup_opts.log_level = opts.log_level;
+  if (!opts.metrics_sd_file.empty()) {
+    // Workers bind their metrics on server.host; this is read once, like server.port.
+    sup_opts.on_started = [path = opts.metrics_sd_file,
+                           sd_host = MetricsSdHost(initial.server.host)](
+                              const std::vector<WorkerEndpoint>& endpoints) {
+      std::vector<MetricsSdWorker> workers;
+      for (const WorkerEndpoint& e : endpoints) workers.push_back({e.id, e.metrics_port});
+      // A failed write must not stop supervision; Prometheus keeps the previous list.
+      if (std::string err = WriteMetricsSdFile(path, RenderMetricsSd(sd_host, workers) + "\n");
+          !err.empty()) {
+        LogWarn("cannot write the metrics target file", {{"path", path}, {"error", err}});
+      } else {
+        LogDebug("metrics target file written",
+                 {{"path", path}, {"workers", static_cast<int64_t>(workers.size())}});
+      }
+    };
+  }
   Supervisor supervisor(sup_opts);
   supervisor.StartAll(Clock::now());
 

@@ -16,6 +16,9 @@ struct CtlOptions {
   std::string worker_bin;  // empty: llmproxy-worker next to this binary
   std::string log_format;  // passed to workers when set
   std::string log_level;
+  // When set, the supervised workers' metrics endpoints are written here as a Prometheus
+  // file_sd target list on every worker start and restart (docs/controlplane.md).
+  std::string metrics_sd_file;
   // How long supervised workers get to finish in-flight requests after SIGTERM before
   // they are killed (a worker's own drain deadline is shorter).
   std::chrono::milliseconds drain_timeout{35000};

@@ -27,6 +27,9 @@ void Usage(std::ostream& out) {
          "  --workers N         start and supervise N workers (default 0)\n"
          "  --worker-bin PATH   worker binary (default: llmproxy-worker next to this binary)\n"
          "  --listen ADDR       gRPC address (default: control_plane.listen)\n"
+         "  --metrics-sd-file PATH\n"
+         "                      write the workers' metrics endpoints to PATH as a Prometheus\n"
+         "                      file_sd target list (atomically, on every worker start/restart)\n"
          "  --log-format F      text | json (default text); passed to workers\n"
          "  --log-level L       debug | info | warn | error (default info); passed to workers\n"
          "  -h, --help          this help\n"
@@ -93,6 +96,13 @@ int main(int argc, char** argv) {
     } else if (flag == "--listen") {
       if (!need()) return 2;
       opts.listen = value;
+    } else if (flag == "--metrics-sd-file") {
+      if (!need()) return 2;
+      if (value.empty()) {
+        std::cerr << "llmproxy-ctl: --metrics-sd-file wants a file path\n";
+        return 2;
+      }
+      opts.metrics_sd_file = value;
     } else if (flag == "--log-format") {
       if (!need()) return 2;
       log_format = value;

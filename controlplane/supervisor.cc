@@ -17,7 +17,9 @@ Supervisor::Supervisor(SupervisorOptions opts) : opts_(std::move(opts)) {
   for (int i = 0; i < opts_.workers; ++i) {
     Slot s;
     s.id = "worker-" + std::to_string(i);
-    s.metrics_port = static_cast<uint16_t>(opts_.metrics_port_base + i);
+    // Base 0 means metrics off for every worker, not ports 1, 2, ... for the others.
+    s.metrics_port =
+        opts_.metrics_port_base == 0 ? 0 : static_cast<uint16_t>(opts_.metrics_port_base + i);
     s.backoff = opts_.min_backoff;
     slots_.push_back(std::move(s));
   }
@@ -78,6 +80,11 @@ bool Supervisor::Spawn(Slot& slot, Clock::time_point now) {
 
 void Supervisor::StartAll(Clock::time_point now) {
   for (Slot& s : slots_) Spawn(s, now);
+  NotifyStarted();
+}
+
+void Supervisor::NotifyStarted() const {
+  if (opts_.on_started) opts_.on_started(Endpoints());
 }
 
 void Supervisor::Reap(Clock::time_point now) {
@@ -112,12 +119,14 @@ void Supervisor::Reap(Clock::time_point now) {
 
 void Supervisor::Tick(Clock::time_point now) {
   if (stopping_) return;
+  bool started = false;
   for (Slot& s : slots_) {
     if (s.pid == 0 && s.restart_at && *s.restart_at <= now) {
       ++restarts_;
-      Spawn(s, now);
+      started = Spawn(s, now) || started;
     }
   }
+  if (started) NotifyStarted();
 }
 
 std::optional<Supervisor::Clock::time_point> Supervisor::NextDeadline() const {

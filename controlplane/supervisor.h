@@ -8,11 +8,19 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace llmproxy {
+
+// Where a supervised worker serves its metrics (a Prometheus file_sd target list).
+struct WorkerEndpoint {
+  std::string id;
+  pid_t pid = 0;  // 0 while waiting for a restart
+  uint16_t metrics_port = 0;
+};
 
 struct SupervisorOptions {
   std::string worker_bin;
@@ -25,13 +33,9 @@ struct SupervisorOptions {
   std::chrono::milliseconds min_backoff{100};
   std::chrono::milliseconds max_backoff{10000};
   std::chrono::milliseconds healthy_after{30000};  // a run this long resets the backoff
-};
-
-// Where a supervised worker serves its metrics (a Prometheus file_sd target list).
-struct WorkerEndpoint {
-  std::string id;
-  pid_t pid = 0;  // 0 while waiting for a restart
-  uint16_t metrics_port = 0;
+  // Called with Endpoints() once after StartAll() (even with 0 workers) and after every
+  // Tick() that restarted a worker: `--metrics-sd-file` rewrites its target list here.
+  std::function<void(const std::vector<WorkerEndpoint>&)> on_started;
 };
 
 class Supervisor {
@@ -65,6 +69,7 @@ class Supervisor {
     std::chrono::milliseconds backoff{0};
   };
   bool Spawn(Slot& slot, Clock::time_point now);
+  void NotifyStarted() const;
 
   SupervisorOptions opts_;
   std::vector<Slot> slots_;
