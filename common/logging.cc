@@ -1,5 +1,7 @@
 #include "common/logging.h"
 
+#include "common/json_escape.h"
+
 #include <unistd.h>
 
 #include <atomic>
@@ -16,34 +18,16 @@ std::atomic<int> g_format{static_cast<int>(LogFormat::kText)};
 
 std::string_view LevelName(LogLevel level) {
   switch (level) {
-    case LogLevel::kDebug: return "debug";
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kWarn: return "warn";
-    case LogLevel::kError: return "error";
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warn";
+    case LogLevel::kError:
+      return "error";
   }
   return "info";
-}
-
-void AppendJsonString(std::string& out, std::string_view s) {
-  out.push_back('"');
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
-    }
-  }
-  out.push_back('"');
 }
 
 // Text values are quoted only when they would be ambiguous on the line.
@@ -85,11 +69,12 @@ void AppendValue(std::string& out, const LogValue& v, bool json) {
       v);
 }
 
-void AppendTimestamp(std::string& out) {
-  auto now = std::chrono::system_clock::now();
-  auto secs = std::chrono::system_clock::to_time_t(now);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() %
-            1000;
+}  // namespace
+
+void AppendLogTimestamp(std::string& out, std::chrono::system_clock::time_point t) {
+  auto secs = std::chrono::system_clock::to_time_t(t);
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count() % 1000;
   std::tm tm{};
   gmtime_r(&secs, &tm);
   char buf[96];
@@ -97,8 +82,6 @@ void AppendTimestamp(std::string& out) {
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
   out += buf;
 }
-
-}  // namespace
 
 std::optional<LogLevel> ParseLogLevel(std::string_view s) {
   if (s == "debug") return LogLevel::kDebug;
@@ -119,7 +102,9 @@ void InitLogging(LogFormat format, LogLevel level) {
   g_level.store(static_cast<int>(level), std::memory_order_relaxed);
 }
 
-LogFormat CurrentLogFormat() { return static_cast<LogFormat>(g_format.load(std::memory_order_relaxed)); }
+LogFormat CurrentLogFormat() {
+  return static_cast<LogFormat>(g_format.load(std::memory_order_relaxed));
+}
 
 bool LogEnabled(LogLevel level) {
   return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed);
@@ -131,7 +116,7 @@ std::string FormatLogRecord(LogFormat format, LogLevel level, std::string_view m
   out.reserve(128 + msg.size());
   if (format == LogFormat::kJson) {
     out += "{\"ts\":\"";
-    AppendTimestamp(out);
+    AppendLogTimestamp(out, std::chrono::system_clock::now());
     out += "\",\"level\":\"";
     out += LevelName(level);
     out += "\",\"msg\":";
@@ -144,7 +129,7 @@ std::string FormatLogRecord(LogFormat format, LogLevel level, std::string_view m
     }
     out += "}\n";
   } else {
-    AppendTimestamp(out);
+    AppendLogTimestamp(out, std::chrono::system_clock::now());
     out.push_back(' ');
     out += LevelName(level);
     out.push_back(' ');

@@ -3,6 +3,7 @@
 // write(2) so lines from several threads never interleave.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <initializer_list>
 #include <optional>
@@ -33,10 +34,8 @@ struct LogField {
   LogField(std::string_view k, bool v) : key(k), value(v) {}
   LogField(std::string_view k, double v) : key(k), value(v) {}
   template <typename T>
-    requires std::is_integral_v<T>
-  LogField(std::string_view k, T v)
-      : key(k),
-        value(std::is_signed_v<T> ? LogValue(int64_t(v)) : LogValue(uint64_t(v))) {}
+  requires std::is_integral_v<T> LogField(std::string_view k, T v)
+      : key(k), value(std::is_signed_v<T> ? LogValue(int64_t(v)) : LogValue(uint64_t(v))) {}
 };
 
 // Writes one record: {"ts":..., "level":..., "msg":..., fields...} or
@@ -59,6 +58,9 @@ inline void LogError(std::string_view m, std::initializer_list<LogField> f = {})
 // Formats a record without writing it (access logs and tests use this).
 std::string FormatLogRecord(LogFormat format, LogLevel level, std::string_view msg,
                             std::initializer_list<LogField> fields);
+
+// Appends t as "2026-12-01T04:00:00.123Z" (UTC, milliseconds), the logs' time format.
+void AppendLogTimestamp(std::string& out, std::chrono::system_clock::time_point t);
 
 // Writes an already formatted line (must end in '\n') to stderr in one write.
 void WriteLogLine(std::string_view line);

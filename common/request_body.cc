@@ -426,40 +426,6 @@ BodyPeek PeekRequestBody(std::string_view body) {
   return peek;
 }
 
-void AppendJsonString(std::string& out, std::string_view value) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out += '"';
-  for (char c : value) {
-    const auto u = static_cast<unsigned char>(c);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (u < 0x20) {
-          out += "\\u00";
-          out += kHex[u >> 4];
-          out += kHex[u & 0xF];
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-}
-
 bool NeedsRewrite(const BodyPeek& peek, const BodyRewrite& rewrite) {
   if (rewrite.model && (!peek.has_model || *rewrite.model != peek.model)) return true;
   return rewrite.add_include_usage && !peek.has_stream_options;

@@ -12,6 +12,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/json_escape.h"  // AppendJsonString, used with these helpers
+
 namespace llmproxy {
 
 inline constexpr size_t kMaxJsonDepth = 256;
@@ -65,9 +67,6 @@ bool NeedsRewrite(const BodyPeek& peek, const BodyRewrite& rewrite);
 // PeekRequestBody(body) and be ok(). Output bytes outside the model value equal the input.
 std::string RewriteRequestBody(std::string_view body, const BodyPeek& peek,
                                const BodyRewrite& rewrite);
-
-// Writes `value` as a JSON string literal (with quotes) to `out`.
-void AppendJsonString(std::string& out, std::string_view value);
 
 // The raw bytes of the value of top-level member `key` of a JSON object text, without
 // validating the rest of the document strictly (used on upstream responses to find

@@ -89,18 +89,6 @@ void AppendJsonEscaped(std::string& out, std::string_view s, size_t limit) {
   }
 }
 
-void AppendTimestamp(std::string& out, std::chrono::system_clock::time_point now) {
-  auto secs = std::chrono::system_clock::to_time_t(now);
-  auto ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-  out += buf;
-}
-
 // Builds one record field by field in either format.
 class LineWriter {
  public:
@@ -109,10 +97,10 @@ class LineWriter {
     out_.reserve(512);
     if (json_) {
       out_ += "{\"ts\":\"";
-      AppendTimestamp(out_, now);
+      AppendLogTimestamp(out_, now);
       out_ += "\",\"level\":\"info\",\"msg\":\"access\"";
     } else {
-      AppendTimestamp(out_, now);
+      AppendLogTimestamp(out_, now);
       out_ += " info access";
     }
   }

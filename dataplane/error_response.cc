@@ -1,40 +1,11 @@
 #include "dataplane/error_response.h"
 
+#include "common/json_escape.h"
+
 #include <cstdint>
 #include <cstdio>
 
 namespace llmproxy {
-
-void AppendJsonEscaped(std::string& out, std::string_view s) {
-  for (char c : s) {
-    auto u = static_cast<unsigned char>(c);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (u < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", u);
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-}
 
 std::string ProxyError::Json() const {
   std::string out;

@@ -22,9 +22,6 @@ struct ProxyError {
   std::string SseEvent() const;
 };
 
-// Appends `s` to `out` as the inside of a JSON string (quotes not included).
-void AppendJsonEscaped(std::string& out, std::string_view s);
-
 // The errors of DESIGN.md "HTTP API", one constructor each so statuses stay consistent.
 ProxyError BadRequestError(std::string message);            // 400 invalid_json etc.
 ProxyError InvalidApiKeyError();                            // 401

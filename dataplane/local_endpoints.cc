@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/json_escape.h"
 #include "dataplane/error_response.h"
 
 namespace llmproxy {

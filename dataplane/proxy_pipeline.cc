@@ -436,6 +436,25 @@ asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
     const auto attempt_start = SteadyClockT::now();
     const bool last_possible = planner.attempts() >= planner.max_attempts();
 
+    // An attempt that ended without an answer to relay (connect error, timeout, broken
+    // read, or the client left): report it once. True when the client is gone.
+    auto report_no_answer = [&](std::error_code ec, std::string_view what) {
+      AttemptResult result =
+          client_gone_ ? AttemptResult::Of(AttemptResult::Kind::kCancelled) : ResultOf(ec);
+      RetryDecision d = ClassifyAttempt(result, std::chrono::system_clock::now());
+      planner.Report(*attempt, d);
+      NotifyAttempt(backend.name, d.outcome);
+      current_call_ = nullptr;
+      if (result.kind == AttemptResult::Kind::kCancelled) {
+        client_gone_ = true;
+        return true;
+      }
+      last_failure_timeout = result.kind == AttemptResult::Kind::kTimeout;
+      last_failure_message = "backend '" + backend.name + "'" + std::string(what) + ec.message();
+      last_error.reset();  // the most recent failure is the one reported
+      return false;
+    };
+
     if (!b.url) {
       LogError("backend url does not parse", {{"backend", backend.name}, {"error", b.url_error}});
       RetryDecision d = ClassifyAttempt(AttemptResult::Of(AttemptResult::Kind::kConnectError),
@@ -459,19 +478,7 @@ asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
     upstream_wait_ += head_latency;
 
     if (ec || client_gone_) {
-      AttemptResult result =
-          client_gone_ ? AttemptResult::Of(AttemptResult::Kind::kCancelled) : ResultOf(ec);
-      RetryDecision d = ClassifyAttempt(result, std::chrono::system_clock::now());
-      planner.Report(*attempt, d);
-      NotifyAttempt(backend.name, d.outcome);
-      current_call_ = nullptr;
-      if (result.kind == AttemptResult::Kind::kCancelled) {
-        client_gone_ = true;
-        co_return;
-      }
-      last_failure_timeout = result.kind == AttemptResult::Kind::kTimeout;
-      last_failure_message = "backend '" + backend.name + "': " + ec.message();
-      last_error.reset();  // the most recent failure is the one reported
+      if (report_no_answer(ec, ": ")) co_return;
       continue;
     }
 
@@ -506,20 +513,7 @@ asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
       }
       upstream_wait_ += SecondsBetween(head_time, SteadyClockT::now());
       if (first_ec || client_gone_) {
-        AttemptResult result =
-            client_gone_ ? AttemptResult::Of(AttemptResult::Kind::kCancelled) : ResultOf(first_ec);
-        RetryDecision d = ClassifyAttempt(result, std::chrono::system_clock::now());
-        planner.Report(*attempt, d);
-        NotifyAttempt(backend.name, d.outcome);
-        current_call_ = nullptr;
-        if (result.kind == AttemptResult::Kind::kCancelled) {
-          client_gone_ = true;
-          co_return;
-        }
-        last_failure_timeout = result.kind == AttemptResult::Kind::kTimeout;
-        last_failure_message =
-            "backend '" + backend.name + "' sent no stream data: " + first_ec.message();
-        last_error.reset();
+        if (report_no_answer(first_ec, " sent no stream data: ")) co_return;
         continue;
       }
       RetryDecision d = ClassifyAttempt(AttemptResult::Response(static_cast<int>(status)),
@@ -537,19 +531,7 @@ asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
     ec = co_await call.ReadAll(body, p_.options_.max_response_bytes, remaining);
     upstream_wait_ += SecondsBetween(body_start, SteadyClockT::now());
     if (ec || client_gone_) {
-      AttemptResult result =
-          client_gone_ ? AttemptResult::Of(AttemptResult::Kind::kCancelled) : ResultOf(ec);
-      RetryDecision d = ClassifyAttempt(result, std::chrono::system_clock::now());
-      planner.Report(*attempt, d);
-      NotifyAttempt(backend.name, d.outcome);
-      current_call_ = nullptr;
-      if (result.kind == AttemptResult::Kind::kCancelled) {
-        client_gone_ = true;
-        co_return;
-      }
-      last_failure_timeout = result.kind == AttemptResult::Kind::kTimeout;
-      last_failure_message = "backend '" + backend.name + "': " + ec.message();
-      last_error.reset();
+      if (report_no_answer(ec, ": ")) co_return;
       continue;
     }
     RetryDecision d = ClassifyAttempt(
