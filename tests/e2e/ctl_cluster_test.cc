@@ -35,7 +35,7 @@ class CtlCluster : public ::testing::Test {
     port_ = e2e::FreePort();
     ctl_port_ = e2e::FreePort();
     ctl_metrics_port_ = e2e::FreePort();
-    metrics_base_ = e2e::FreePort();
+    metrics_base_ = e2e::FreePortRange(2);
     path_ = dir_.File("config.yaml");
     WriteConfig({"m1"});
   }

@@ -24,7 +24,7 @@ class CtlMetricsSd : public ::testing::Test {
     mock_ = std::make_unique<MockLlm>(MockLlmOptions{});
     port_ = e2e::FreePort();
     ctl_port_ = e2e::FreePort();
-    metrics_base_ = e2e::FreePort();
+    metrics_base_ = e2e::FreePortRange(2);
     config_ = dir_.File("config.yaml");
     sd_file_ = dir_.File("llmproxy-workers.json");
     e2e::WriteFileAtomic(

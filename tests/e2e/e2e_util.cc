@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -24,21 +25,38 @@ namespace llmproxy::e2e {
 
 std::string BinDir() { return LLMPROXY_BIN_DIR; }
 
-uint16_t FreePort() {
+namespace {
+
+bool CanBind(uint16_t port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    throw std::runtime_error("bind failed");
-  }
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_port = htons(port);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
   ::close(fd);
-  return ntohs(addr.sin_port);
+  return ok;
 }
+
+}  // namespace
+
+// Ports are drawn at random below Linux's ephemeral range (32768+): a port the kernel
+// handed out for bind(0) could be handed out again to another test running in parallel
+// (or used as a client's source port), and base+1 of such a port is anybody's.
+uint16_t FreePortRange(int count) {
+  static std::mt19937 rng(std::random_device{}() ^ static_cast<unsigned>(::getpid()));
+  std::uniform_int_distribution<int> dist(20000, 32000 - count);
+  for (int tries = 0; tries < 1000; ++tries) {
+    const int base = dist(rng);
+    bool ok = true;
+    for (int i = 0; i < count && ok; ++i) ok = CanBind(static_cast<uint16_t>(base + i));
+    if (ok) return static_cast<uint16_t>(base);
+  }
+  throw std::runtime_error("no free port range");
+}
+
+uint16_t FreePort() { return FreePortRange(1); }
 
 bool WaitUntil(const std::function<bool()>& cond, std::chrono::milliseconds timeout,
                std::chrono::milliseconds poll) {

@@ -14,6 +14,8 @@ namespace llmproxy::e2e {
 
 std::string BinDir();  // LLMPROXY_BIN_DIR
 uint16_t FreePort();   // a port nobody listens on right now (127.0.0.1)
+// The first of `count` consecutive free ports (supervised workers use metrics_port + i).
+uint16_t FreePortRange(int count);
 
 // Polls `cond` every `poll` until it holds (true) or `timeout` passes (false).
 bool WaitUntil(const std::function<bool()>& cond, std::chrono::milliseconds timeout,
