@@ -1,5 +1,7 @@
 #include "dataplane/upstream_pool.h"
 
+#include "common/logging.h"
+
 #include <string>
 #include <utility>
 #include <variant>
@@ -35,7 +37,19 @@ void UpstreamCancelState::Cancel() {
 }
 
 UpstreamPool::UpstreamPool(asio::any_io_executor executor, UpstreamPoolOptions options)
-    : executor_(std::move(executor)), options_(std::move(options)), tls_(options_.tls) {}
+    : executor_(std::move(executor)), options_(std::move(options)) {}
+
+// Built on the first https connection: parsing the system CA bundle costs tens of
+// milliseconds, which plain-http backends (and each thread's first request) need not pay.
+TlsContext& UpstreamPool::tls() {
+  if (!tls_) {
+    tls_.emplace(options_.tls);
+    if (!tls_->load_error().empty()) {
+      LogWarn("TLS trust store incomplete", {{"error", tls_->load_error()}});
+    }
+  }
+  return *tls_;
+}
 
 UpstreamPool::~UpstreamPool() = default;
 
@@ -137,7 +151,7 @@ asio::awaitable<UpstreamPool::Acquired> UpstreamPool::Acquire(
 
   ++connects_started_;
   auto conn = std::make_unique<UpstreamConnection>(
-      executor_, url.tls ? &tls_.Get(tls_insecure) : nullptr, key);
+      executor_, url.tls ? &tls().Get(tls_insecure) : nullptr, key);
   cancel.connecting = conn.get();
   out.ec = co_await conn->Connect(endpoints, url.host, tls_insecure, deadline);
   cancel.connecting = nullptr;

@@ -4,7 +4,7 @@
 // no lock. The pipeline uses it through UpstreamCall (upstream_call.h); it only
 // constructs one pool per io thread and passes it to each UpstreamCall. The pool must
 // outlive every UpstreamCall made from it (calls return connections to it on destruction).
-// Log tls().load_error() once after construction when it is not empty.
+// The TLS context (system CA bundle) is built on the first https connection only.
 #pragma once
 
 #include <chrono>
@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <unordered_map>
@@ -67,7 +68,7 @@ class UpstreamPool {
 
   boost::asio::any_io_executor executor() const { return executor_; }
   const UpstreamPoolOptions& options() const { return options_; }
-  TlsContext& tls() { return tls_; }
+  TlsContext& tls();  // created on first use, logging a trust-store error once
 
   // Observability and tests.
   size_t idle_count() const;
@@ -90,7 +91,7 @@ class UpstreamPool {
 
   boost::asio::any_io_executor executor_;
   UpstreamPoolOptions options_;
-  TlsContext tls_;
+  std::optional<TlsContext> tls_;
   std::unordered_map<std::string, std::deque<std::unique_ptr<UpstreamConnection>>> idle_;
   std::unordered_map<std::string, DnsEntry> dns_;
   uint64_t connects_started_ = 0;
