@@ -2,6 +2,7 @@
 
 #include "common/logging.h"
 
+#include <cstdlib>
 #include <string>
 #include <utility>
 #include <variant>
@@ -37,7 +38,13 @@ void UpstreamCancelState::Cancel() {
 }
 
 UpstreamPool::UpstreamPool(asio::any_io_executor executor, UpstreamPoolOptions options)
-    : executor_(std::move(executor)), options_(std::move(options)) {}
+    : executor_(std::move(executor)), options_(std::move(options)) {
+  // The environment is read now, as at process start, even though the context is built
+  // later: a pool's trust settings must not depend on when its first https call happens.
+  if (options_.tls.extra_ca_file.empty()) {
+    if (const char* env = std::getenv("LLMPROXY_EXTRA_CA_FILE")) options_.tls.extra_ca_file = env;
+  }
+}
 
 // Built on the first https connection: parsing the system CA bundle costs tens of
 // milliseconds, which plain-http backends (and each thread's first request) need not pay.
