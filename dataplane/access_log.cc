@@ -1,5 +1,7 @@
 #include "dataplane/access_log.h"
 
+#include "common/json_escape.h"
+
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -45,7 +47,7 @@ size_t Utf8SequenceLength(std::string_view s, size_t i) {
 // backslashes and control bytes, replaces invalid UTF-8 with U+FFFD so every
 // line parses, and stops before `limit` input bytes without splitting a
 // character.
-void AppendJsonEscaped(std::string& out, std::string_view s, size_t limit) {
+void AppendSanitizedJson(std::string& out, std::string_view s, size_t limit) {
   size_t i = 0;
   while (i < s.size()) {
     size_t len = Utf8SequenceLength(s, i);
@@ -60,32 +62,8 @@ void AppendJsonEscaped(std::string& out, std::string_view s, size_t limit) {
       i += len;
       continue;
     }
-    unsigned char c = static_cast<unsigned char>(s[i++]);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
-    }
+    // One ASCII byte: the shared escaper's rules, so logs and error bodies agree.
+    AppendJsonEscaped(out, s.substr(i++, 1));
   }
 }
 
@@ -109,7 +87,7 @@ class LineWriter {
     Key(key);
     if (json_) {
       out_.push_back('"');
-      AppendJsonEscaped(out_, value, limit);
+      AppendSanitizedJson(out_, value, limit);
       out_.push_back('"');
     } else if (value.empty()) {
       out_.push_back('-');
@@ -117,7 +95,7 @@ class LineWriter {
       out_ += value;
     } else {
       out_.push_back('"');
-      AppendJsonEscaped(out_, value, limit);
+      AppendSanitizedJson(out_, value, limit);
       out_.push_back('"');
     }
   }
