@@ -1,6 +1,8 @@
 #include "common/sse_parser.h"
 
+#include <charconv>
 #include <cstring>
+#include <system_error>
 
 #include <nlohmann/json.hpp>
 
@@ -58,6 +60,266 @@ std::optional<TokenUsage> UsageFromJson(const nlohmann::json& usage) {
   return out;
 }
 
+// The DOM-free reading of a usage object, for the non-streamed response path (one per
+// request, so no nlohmann::json allocation per request). Same results as
+// UsageFromJson(nlohmann::json::parse(text)): the last of duplicate keys wins; a count is
+// a JSON integer (negative clamps to 0) or null/absent (0); a fraction, an exponent, a
+// string, a bool, an array or an object makes the whole usage unusable (nullopt), and so
+// does an integer outside uint64 (above 2^64-1, or below -2^63: nlohmann turns those into
+// doubles). One difference: lone surrogate escapes inside usage are not rejected.
+class UsageScanner {
+ public:
+  explicit UsageScanner(std::string_view text) : t_(text) {}
+
+  std::optional<TokenUsage> Scan() {
+    if (!Eat('{')) return std::nullopt;
+    Count prompt, completion;
+    SkipWs();
+    if (Peek() == '}') return std::nullopt;  // neither key present
+    while (true) {
+      SkipWs();
+      std::string_view raw;
+      bool escaped = false;
+      if (!String(&raw, &escaped) || !Eat(':')) return std::nullopt;
+      SkipWs();
+      Count* target = nullptr;
+      if (KeyIs(raw, escaped, "prompt_tokens")) {
+        target = &prompt;
+      } else if (KeyIs(raw, escaped, "completion_tokens")) {
+        target = &completion;
+      }
+      if (target) {
+        if (!ReadCount(target)) return std::nullopt;
+      } else if (!SkipValue()) {
+        return std::nullopt;
+      }
+      SkipWs();
+      if (Peek() == ',') {
+        ++pos_;
+        continue;
+      }
+      if (Peek() != '}') return std::nullopt;
+      ++pos_;
+      break;
+    }
+    if (!prompt.present && !completion.present) return std::nullopt;
+    if (!prompt.valid || !completion.valid) return std::nullopt;
+    return TokenUsage{prompt.value, completion.value};
+  }
+
+ private:
+  struct Count {
+    bool present = false;
+    bool valid = true;
+    uint64_t value = 0;
+  };
+
+  char Peek() const { return pos_ < t_.size() ? t_[pos_] : '\0'; }
+
+  void SkipWs() {
+    while (pos_ < t_.size() &&
+           (t_[pos_] == ' ' || t_[pos_] == '\n' || t_[pos_] == '\r' || t_[pos_] == '\t')) {
+      ++pos_;
+    }
+  }
+
+  bool Eat(char c) {
+    SkipWs();
+    if (Peek() != c) return false;
+    ++pos_;
+    return true;
+  }
+
+  static bool IsHex(char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+  }
+
+  // At a '"': moves past the string; `raw` is the bytes between the quotes.
+  bool String(std::string_view* raw, bool* escaped) {
+    if (Peek() != '"') return false;
+    const size_t begin = ++pos_;
+    bool any_escape = false;
+    while (true) {
+      if (pos_ >= t_.size()) return false;
+      const unsigned char c = static_cast<unsigned char>(t_[pos_]);
+      if (c == '"') break;
+      if (c < 0x20) return false;
+      if (c != '\\') {
+        ++pos_;
+        continue;
+      }
+      any_escape = true;
+      if (++pos_ >= t_.size()) return false;
+      const char e = t_[pos_];
+      if (e == 'u') {
+        if (pos_ + 4 >= t_.size()) return false;
+        for (size_t k = 1; k <= 4; ++k) {
+          if (!IsHex(t_[pos_ + k])) return false;
+        }
+        pos_ += 5;
+      } else if (e != '\0' && std::strchr("\"\\/bfnrt", e) != nullptr) {
+        ++pos_;
+      } else {
+        return false;
+      }
+    }
+    if (raw) *raw = t_.substr(begin, pos_ - begin);
+    if (escaped) *escaped = any_escape;
+    ++pos_;
+    return true;
+  }
+
+  // Compares a key (escapes possible) with an ASCII name. Escaped keys are decoded only
+  // as far as ASCII goes: a non-ASCII \u escape can never equal our names anyway.
+  static bool KeyIs(std::string_view raw, bool escaped, std::string_view name) {
+    if (!escaped) return raw == name;
+    size_t n = 0;
+    for (size_t i = 0; i < raw.size(); ++i, ++n) {
+      char c = raw[i];
+      if (c == '\\') {
+        const char e = raw[++i];
+        if (e == 'u') {
+          unsigned v = 0;
+          for (size_t k = 1; k <= 4; ++k) {
+            const char h = raw[i + k];
+            v = v * 16 + static_cast<unsigned>(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
+          }
+          i += 4;
+          if (v >= 0x80) return false;
+          c = static_cast<char>(v);
+        } else {
+          static constexpr std::string_view kFrom = "bfnrt", kTo = "\b\f\n\r\t";
+          const size_t at = kFrom.find(e);
+          c = at == std::string_view::npos ? e : kTo[at];
+        }
+      }
+      if (n >= name.size() || name[n] != c) return false;
+    }
+    return n == name.size();
+  }
+
+  // A JSON number token at pos_; `integer` tells whether it has no fraction or exponent.
+  bool Number(bool* integer) {
+    const size_t n = t_.size();
+    auto digit = [&](size_t i) { return i < n && t_[i] >= '0' && t_[i] <= '9'; };
+    if (Peek() == '-') ++pos_;
+    if (!digit(pos_)) return false;
+    if (t_[pos_] == '0') {
+      ++pos_;
+    } else {
+      while (digit(pos_)) ++pos_;
+    }
+    *integer = true;
+    if (Peek() == '.') {
+      *integer = false;
+      if (!digit(++pos_)) return false;
+      while (digit(pos_)) ++pos_;
+    }
+    if (Peek() == 'e' || Peek() == 'E') {
+      *integer = false;
+      ++pos_;
+      if (Peek() == '+' || Peek() == '-') ++pos_;
+      if (!digit(pos_)) return false;
+      while (digit(pos_)) ++pos_;
+    }
+    return true;
+  }
+
+  bool Literal(std::string_view word) {
+    if (t_.substr(pos_, word.size()) != word) return false;
+    pos_ += word.size();
+    return true;
+  }
+
+  // The value of a count key: overwrites `out` (the last duplicate wins).
+  bool ReadCount(Count* out) {
+    *out = Count{};
+    out->present = true;
+    const char c = Peek();
+    if (c == 'n') return Literal("null");
+    if (c != '-' && !(c >= '0' && c <= '9')) {
+      out->valid = false;
+      return SkipValue();
+    }
+    const size_t begin = pos_;
+    bool integer = false;
+    if (!Number(&integer)) return false;
+    if (!integer) {
+      out->valid = false;
+      return true;
+    }
+    std::string_view digits = t_.substr(begin, pos_ - begin);
+    const bool negative = digits.front() == '-';
+    if (negative) digits.remove_prefix(1);
+    uint64_t v = 0;
+    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+    if (ec != std::errc() || end != digits.data() + digits.size()) {
+      out->valid = false;  // beyond uint64
+      return true;
+    }
+    if (negative) {
+      // nlohmann keeps -2^63..-1 as an integer (clamped to 0 here); below is a double.
+      if (v > (uint64_t{1} << 63)) out->valid = false;
+      return true;
+    }
+    out->value = v;
+    return true;
+  }
+
+  // Skips one value of any kind, containers iteratively (bounded depth, no recursion).
+  bool SkipValue() {
+    std::string stack;  // '{' or '[' per open container; usually empty or tiny
+    while (true) {
+      SkipWs();
+      const char c = Peek();
+      if (c == '{' || c == '[') {
+        if (stack.size() >= kMaxJsonDepth) return false;
+        stack.push_back(c);
+        ++pos_;
+        SkipWs();
+        if (Peek() == (c == '{' ? '}' : ']')) {
+          ++pos_;
+          stack.pop_back();
+        } else {
+          if (c == '{' && (!String(nullptr, nullptr) || !Eat(':'))) return false;
+          continue;
+        }
+      } else if (c == '"') {
+        if (!String(nullptr, nullptr)) return false;
+      } else if (c == 't' || c == 'f' || c == 'n') {
+        if (!Literal(c == 't' ? "true" : c == 'f' ? "false" : "null")) return false;
+      } else {
+        bool integer = false;
+        if (!Number(&integer)) return false;
+      }
+      // After a value: close containers or go on to the next element.
+      while (true) {
+        if (stack.empty()) return true;
+        SkipWs();
+        const char d = Peek();
+        if (d == ',') {
+          ++pos_;
+          if (stack.back() == '{') {
+            SkipWs();
+            if (!String(nullptr, nullptr) || !Eat(':')) return false;
+          }
+          break;
+        }
+        if (d != (stack.back() == '{' ? '}' : ']')) return false;
+        ++pos_;
+        stack.pop_back();
+      }
+    }
+  }
+
+  std::string_view t_;
+  size_t pos_ = 0;
+};
+
+std::optional<TokenUsage> UsageFromObjectText(std::string_view text) {
+  return UsageScanner(text).Scan();
+}
+
 // Only events where some "usage" key has an object value are worth a JSON parse: several
 // providers send "usage":null in every chunk. Works on a raw event too: whitespace, line
 // ends and a "data:" continuation prefix between the key and its value are skipped.
@@ -91,11 +353,11 @@ bool MayCarryUsage(std::string_view text) {
 }  // namespace
 
 std::optional<TokenUsage> ExtractUsageFromJson(std::string_view json_body) {
+  // FindTopLevelJsonValue only hands back a value its validating scanner accepted, so the
+  // object scan below runs over well-formed JSON; it still rejects anything odd itself.
   const std::optional<std::string_view> raw = FindTopLevelJsonValue(json_body, "usage");
   if (!raw || raw->empty() || raw->front() != '{') return std::nullopt;
-  const nlohmann::json usage = nlohmann::json::parse(*raw, nullptr, /*allow_exceptions=*/false);
-  if (usage.is_discarded()) return std::nullopt;
-  return UsageFromJson(usage);
+  return UsageFromObjectText(*raw);
 }
 
 SseEventInfo InspectSseEvent(std::string_view event) {

@@ -2,7 +2,11 @@
 // usage-only chunk that stream_usage: request hides.
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/sse_parser.h"
@@ -208,6 +212,144 @@ TEST(Usage, FromPlainJsonBody) {
   EXPECT_FALSE(ExtractUsageFromJson(R"({"choices":[]})").has_value());
   EXPECT_FALSE(ExtractUsageFromJson("not json").has_value());
   EXPECT_FALSE(ExtractUsageFromJson(R"({"usage":{"prompt_tokens":"many"}})").has_value());
+}
+
+std::optional<TokenUsage> Usage(std::string_view body) { return ExtractUsageFromJson(body); }
+
+TEST(Usage, KeyInsideStringsOrNestedObjectsIsNotTheUsage) {
+  // "usage" only as a string value, or only nested: no top-level usage.
+  EXPECT_FALSE(Usage(R"({"note":"usage","x":{"usage":{"prompt_tokens":1}}})").has_value());
+  EXPECT_FALSE(Usage(R"({"choices":[{"message":{"content":"{\"usage\":{\"prompt_tokens\":5}}"}}]})")
+                   .has_value());
+  // A nested decoy before the real one.
+  EXPECT_EQ(Usage(R"({"meta":{"usage":{"prompt_tokens":100}},"usage":{"prompt_tokens":3,)"
+                  R"("completion_tokens":4}})"),
+            (TokenUsage{3, 4}));
+  // Keys inside usage's own nested objects do not count.
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens_details":{"cached_tokens":7,"prompt_tokens":99},)"
+                  R"("completion_tokens_details":{"reasoning_tokens":2,"completion_tokens":98},)"
+                  R"("prompt_tokens":11,"completion_tokens":12,"total_tokens":23}})"),
+            (TokenUsage{11, 12}));
+  EXPECT_EQ(Usage(R"({"usage":{"extra":[1,{"prompt_tokens":5},[[]],"]}",null,true,-1.5e3],)"
+                  R"("completion_tokens":6}})"),
+            (TokenUsage{0, 6}));
+}
+
+TEST(Usage, WhitespaceKeyOrderEscapesAndDuplicates) {
+  EXPECT_EQ(Usage(" \n{ \"usage\" :\t{\r\n \"completion_tokens\" : 2 ,\n \"prompt_tokens\":1 } } "),
+            (TokenUsage{1, 2}));
+  EXPECT_EQ(Usage(R"({"usage":{"completion_tokens":8,"prompt_tokens":7},"id":"z"})"),
+            (TokenUsage{7, 8}));
+  // Escaped quotes and backslashes in strings around and inside usage.
+  EXPECT_EQ(Usage(R"({"a":"x\"}\\","usage":{"name":"q\"\\\"","prompt_tokens":5}})"),
+            (TokenUsage{5, 0}));
+  // Escaped key spelling is the same key.
+  EXPECT_EQ(Usage(R"({"usage":{"prompt\u005ftokens":6,"\u0063ompletion_tokens":1}})"),
+            (TokenUsage{6, 1}));
+  EXPECT_EQ(Usage(R"({"\u0075sage":{"prompt_tokens":2}})"), (TokenUsage{2, 0}));
+  // Duplicate keys: the last one wins, like the JSON parsers upstreams are tested with.
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":"x","prompt_tokens":4}})"), (TokenUsage{4, 0}));
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":1},"usage":{"completion_tokens":9}})"),
+            (TokenUsage{0, 9}));
+}
+
+TEST(Usage, CountValues) {
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":null,"completion_tokens":3}})"), (TokenUsage{0, 3}));
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":-5,"completion_tokens":0}})"), (TokenUsage{0, 0}));
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":-0}})"), (TokenUsage{0, 0}));
+  // Neither count present, or empty: no usage.
+  EXPECT_FALSE(Usage(R"({"usage":{}})").has_value());
+  EXPECT_FALSE(Usage(R"({"usage":{"total_tokens":5}})").has_value());
+  // Non-integers make the usage unusable.
+  for (const char* bad : {"1.5", "1e3", "1.0", "true", "\"7\"", "[1]", "{}", "-2.5"}) {
+    const std::string body =
+        std::string(R"({"usage":{"completion_tokens":1,"prompt_tokens":)") + bad + "}}";
+    EXPECT_FALSE(Usage(body).has_value()) << body;
+  }
+  // Malformed usage objects.
+  for (const char* bad : {R"({"usage":{"prompt_tokens":1,}})", R"({"usage":{"prompt_tokens":01}})",
+                          R"({"usage":{"prompt_tokens":1)", R"({"usage":{"prompt_tokens"1}})",
+                          R"({"usage":{prompt_tokens:1}})", R"({"usage":[{"prompt_tokens":1}]})",
+                          R"({"usage":"{\"prompt_tokens\":1}"})"}) {
+    EXPECT_FALSE(Usage(bad).has_value()) << bad;
+  }
+}
+
+// Huge numbers: counts up to 2^64-1 are read exactly; beyond that (or a negative below
+// -2^63) the usage is rejected (nullopt), never wrapped or clamped.
+TEST(Usage, HugeNumbersAreExactOrRejected) {
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":18446744073709551615}})"),
+            (TokenUsage{18446744073709551615ULL, 0}));
+  EXPECT_FALSE(Usage(R"({"usage":{"prompt_tokens":18446744073709551616}})").has_value());
+  EXPECT_FALSE(
+      Usage(R"({"usage":{"prompt_tokens":1,"completion_tokens":99999999999999999999999999}})")
+          .has_value());
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":-9223372036854775808}})"), (TokenUsage{0, 0}));
+  EXPECT_FALSE(Usage(R"({"usage":{"prompt_tokens":-9223372036854775809}})").has_value());
+}
+
+// Deep nesting inside usage is skipped without recursion; beyond the limit it is rejected
+// rather than risking the stack.
+TEST(Usage, DeepNestingInsideUsage) {
+  const std::string deep = std::string(200, '[') + std::string(200, ']');
+  EXPECT_EQ(Usage(R"({"usage":{"x":)" + deep + R"(,"prompt_tokens":1}})"), (TokenUsage{1, 0}));
+  const std::string too_deep = std::string(100000, '[') + std::string(100000, ']');
+  EXPECT_FALSE(Usage(R"({"usage":{"x":)" + too_deep + R"(,"prompt_tokens":1}})").has_value());
+}
+
+// The DOM reading this replaced (nlohmann::json), kept as the reference: both must agree.
+std::optional<TokenUsage> DomUsage(std::string_view body) {
+  const nlohmann::json doc = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object()) return std::nullopt;
+  const auto usage = doc.find("usage");
+  if (usage == doc.end() || !usage->is_object()) return std::nullopt;
+  if (!usage->contains("prompt_tokens") && !usage->contains("completion_tokens")) {
+    return std::nullopt;
+  }
+  TokenUsage out;
+  for (auto [key, dst] : {std::pair<const char*, uint64_t*>{"prompt_tokens", &out.prompt_tokens},
+                          {"completion_tokens", &out.completion_tokens}}) {
+    const auto it = usage->find(key);
+    if (it == usage->end() || it->is_null()) continue;
+    if (it->is_number_unsigned()) {
+      *dst = it->get<uint64_t>();
+    } else if (it->is_number_integer()) {
+      *dst = it->get<int64_t>() < 0 ? 0 : static_cast<uint64_t>(it->get<int64_t>());
+    } else {
+      return std::nullopt;
+    }
+  }
+  return out;
+}
+
+TEST(Usage, AgreesWithADomParser) {
+  const std::vector<std::string> bodies = {
+      R"({"usage":{"prompt_tokens":9,"completion_tokens":10,"total_tokens":19}})",
+      R"({"usage":{"prompt_tokens":"x","prompt_tokens":4}})",
+      R"({"usage":{"prompt_tokens":4,"prompt_tokens":"x"}})",
+      R"({"usage":{"prompt_tokens":1},"usage":{"completion_tokens":9}})",
+      R"({"usage":{"prompt_tokens":null}})",
+      R"({"usage":{"completion_tokens":-7,"prompt_tokens":-0}})",
+      R"({"usage":{"prompt_tokens":18446744073709551615}})",
+      R"({"usage":{"prompt_tokens":18446744073709551616}})",
+      R"({"usage":{"prompt_tokens":-9223372036854775808}})",
+      R"({"usage":{"prompt_tokens":-9223372036854775809}})",
+      R"({"usage":{"prompt_tokens":1.0}})",
+      R"({"usage":{"prompt_tokens":1E2}})",
+      R"({"usage":{"prompt_tokens":false}})",
+      R"({"usage":{"prompt_tokens":{"n":1}}})",
+      R"({"usage":{"prompt\u005ftokens":6}})",
+      R"({"usage":{"prompt_tokens_details":{"cached_tokens":1},"completion_tokens":3}})",
+      R"({"usage":{"total_tokens":3}})",
+      R"({"usage":{}})",
+      R"({"usage":[]})",
+      R"({"usage":null})",
+      R"( { "usage" : { "completion_tokens" : 2 , "prompt_tokens" : 1 } } )",
+      R"({"a":"\"usage\":{\"prompt_tokens\":1}","usage":{"prompt_tokens":2}})",
+  };
+  for (const std::string& body : bodies) {
+    EXPECT_EQ(ExtractUsageFromJson(body), DomUsage(body)) << body;
+  }
 }
 
 TEST(SseErrorEvent, IsOneDataEvent) {
