@@ -1,10 +1,13 @@
 #include "dataplane/access_log.h"
 
-#include "common/json_escape.h"
+#include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
+#include <charconv>
 #include <cmath>
-#include <cstdio>
-#include <ctime>
+
+#include "common/json_escape.h"
 
 namespace llmproxy {
 namespace {
@@ -70,9 +73,8 @@ void AppendSanitizedJson(std::string& out, std::string_view s, size_t limit) {
 // Builds one record field by field in either format.
 class LineWriter {
  public:
-  LineWriter(LogFormat format, std::chrono::system_clock::time_point now)
-      : json_(format == LogFormat::kJson) {
-    out_.reserve(512);
+  LineWriter(std::string& out, LogFormat format, std::chrono::system_clock::time_point now)
+      : json_(format == LogFormat::kJson), out_(out) {
     if (json_) {
       out_ += "{\"ts\":\"";
       AppendLogTimestamp(out_, now);
@@ -102,7 +104,9 @@ class LineWriter {
 
   void Uint(std::string_view key, uint64_t value) {
     Key(key);
-    out_ += std::to_string(value);
+    char buf[24];
+    const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
+    out_.append(buf, ec == std::errc() ? end : buf);
   }
 
   void OptionalUint(std::string_view key, const std::optional<uint64_t>& value) {
@@ -119,9 +123,12 @@ class LineWriter {
       out_ += json_ ? "null" : "-";
       return;
     }
+    // printf's %g style with 7 significant digits ("0.000183", "3.5", "1e-07": valid JSON
+    // numbers, within 1e-6 relative) without printf's locale and format parsing.
     char buf[32];
-    std::snprintf(buf, sizeof buf, "%.6g", value);
-    out_ += buf;
+    const auto [end, ec] =
+        std::to_chars(buf, buf + sizeof buf, value, std::chars_format::general, 7);
+    out_.append(buf, ec == std::errc() ? end : buf);
   }
 
   void OptionalSeconds(std::string_view key, const std::optional<double>& value) {
@@ -137,10 +144,7 @@ class LineWriter {
     out_ += value ? "true" : "false";
   }
 
-  std::string Finish() {
-    out_ += json_ ? "}\n" : "\n";
-    return std::move(out_);
-  }
+  void Finish() { out_ += json_ ? "}\n" : "\n"; }
 
  private:
   static bool PlainText(std::string_view s) {
@@ -168,14 +172,14 @@ class LineWriter {
   }
 
   bool json_;
-  std::string out_;
+  std::string& out_;
 };
 
 }  // namespace
 
-std::string FormatAccessLogLine(const RequestRecord& r, LogFormat format,
-                                std::chrono::system_clock::time_point now) {
-  LineWriter w(format, now);
+void AppendAccessLogLine(std::string& out, const RequestRecord& r, LogFormat format,
+                         std::chrono::system_clock::time_point now) {
+  LineWriter w(out, format, now);
   w.String("request_id", r.request_id);
   w.String("method", r.method);
   w.String("path", r.path);
@@ -194,18 +198,131 @@ std::string FormatAccessLogLine(const RequestRecord& r, LogFormat format,
   w.Uint("bytes_out", r.bytes_out);
   w.String("client", r.client_address);
   if (!r.error.empty()) w.String("error", r.error, kMaxErrorString);
-  return w.Finish();
+  w.Finish();
 }
 
-AccessLog::AccessLog() : sink_(WriteLogLine) {}
+std::string FormatAccessLogLine(const RequestRecord& r, LogFormat format,
+                                std::chrono::system_clock::time_point now) {
+  std::string out;
+  out.reserve(512);
+  AppendAccessLogLine(out, r, format, now);
+  return out;
+}
+
+namespace {
+std::atomic<uint64_t> g_next_log_id{1};
+}  // namespace
+
+AccessLog::AccessLog() : AccessLog(AccessLogBufferOptions{}) {}
+
+AccessLog::AccessLog(AccessLogBufferOptions options)
+    : format_(options.format), options_(options), id_(g_next_log_id.fetch_add(1)) {
+  flusher_ = std::thread([this] { FlusherLoop(); });
+}
 
 AccessLog::AccessLog(Sink sink, std::optional<LogFormat> format)
-    : sink_(std::move(sink)), format_(format) {}
+    : sink_(std::move(sink)), format_(format), id_(g_next_log_id.fetch_add(1)) {}
+
+AccessLog::~AccessLog() {
+  if (flusher_.joinable()) {
+    {
+      std::lock_guard lock(stop_mu_);
+      stop_ = true;
+    }
+    stop_cv_.notify_all();
+    flusher_.join();
+  }
+  Flush();
+}
 
 void AccessLog::OnRequestDone(const RequestRecord& record) {
   if (!LogEnabled(LogLevel::kInfo)) return;
-  sink_(FormatAccessLogLine(record, format_.value_or(CurrentLogFormat()),
-                            std::chrono::system_clock::now()));
+  const LogFormat format = format_.value_or(CurrentLogFormat());
+  const auto now = std::chrono::system_clock::now();
+  if (sink_) {
+    sink_(FormatAccessLogLine(record, format, now));
+    return;
+  }
+  Slot& slot = ThisThreadSlot();
+  const auto steady_now = std::chrono::steady_clock::now();
+  std::lock_guard lock(slot.mu);
+  if (slot.buffer.empty()) {
+    slot.oldest = steady_now;
+    // Room for a full buffer plus the line that crosses the mark: one allocation per
+    // thread for the life of the log.
+    if (slot.buffer.capacity() < options_.buffer_bytes + 4096) {
+      slot.buffer.reserve(options_.buffer_bytes + 4096);
+    }
+  }
+  AppendAccessLogLine(slot.buffer, record, format, now);
+  if (slot.buffer.size() >= options_.buffer_bytes || steady_now - slot.oldest >= options_.max_age) {
+    WriteOut(slot);
+  }
+}
+
+void AccessLog::Flush() { FlushOlderThan(std::chrono::steady_clock::duration::zero()); }
+
+AccessLog::Slot& AccessLog::ThisThreadSlot() {
+  // One entry per thread: a worker has one AccessLog, so after a thread's first line this
+  // is a compare and a pointer, no lock. The id (never reused, unlike an address) keeps a
+  // thread from touching a slot of a destroyed log.
+  struct Cache {
+    uint64_t log_id = 0;
+    Slot* slot = nullptr;
+  };
+  thread_local Cache cache;
+  if (cache.log_id == id_) return *cache.slot;
+  const std::thread::id me = std::this_thread::get_id();
+  std::lock_guard lock(slots_mu_);
+  Slot* slot = nullptr;
+  for (const auto& s : slots_) {
+    if (s->owner == me) {
+      slot = s.get();
+      break;
+    }
+  }
+  if (!slot) {
+    slots_.push_back(std::make_unique<Slot>());
+    slot = slots_.back().get();
+    slot->owner = me;
+  }
+  cache = Cache{id_, slot};
+  return *slot;
+}
+
+void AccessLog::WriteOut(Slot& slot) {
+  std::string_view data = slot.buffer;
+  std::lock_guard lock(write_mu_);
+  while (!data.empty()) {
+    const ssize_t n = ::write(options_.fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;  // stderr gone or full (non-blocking): drop rather than grow without bound
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  slot.buffer.clear();
+}
+
+void AccessLog::FlushOlderThan(std::chrono::steady_clock::duration age) {
+  const auto now = std::chrono::steady_clock::now();
+  // slots_mu_ is held throughout so slots_ cannot change; lock order is always
+  // slots_mu_ -> Slot::mu -> write_mu_ (the request path never holds slots_mu_ and a slot).
+  std::lock_guard slots_lock(slots_mu_);
+  for (const auto& slot : slots_) {
+    std::lock_guard lock(slot->mu);
+    if (!slot->buffer.empty() && now - slot->oldest >= age) WriteOut(*slot);
+  }
+}
+
+void AccessLog::FlusherLoop() {
+  std::unique_lock lock(stop_mu_);
+  while (!stop_) {
+    if (stop_cv_.wait_for(lock, options_.flush_interval, [this] { return stop_; })) break;
+    lock.unlock();
+    FlushOlderThan(options_.max_age);
+    lock.lock();
+  }
 }
 
 }  // namespace llmproxy

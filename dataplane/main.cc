@@ -322,6 +322,7 @@ int Run(int argc, char** argv) {
   if (control_plane) control_plane->Stop();
   if (metrics_server) metrics_server->Stop();
   worker.reset();
+  access_log.Flush();  // buffered lines of the drained requests, before "stopped"
   LogInfo("stopped");
   return 0;
 }
