@@ -2,6 +2,8 @@
 
 #include <sys/socket.h>
 
+#include <array>
+#include <cerrno>
 #include <future>
 #include <list>
 
@@ -10,13 +12,15 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/http/read.hpp>
-#include <boost/beast/http/write.hpp>
 
 #include "common/logging.h"
 #include "dataplane/cors.h"
 #include "dataplane/error_response.h"
+#include "dataplane/http_head.h"
 
 namespace llmproxy {
 
@@ -27,6 +31,7 @@ struct HttpServer::Thread {
   size_t index = 0;
   asio::io_context io{1};  // one thread runs it: lets Asio skip internal locking
   tcp::acceptor acceptor{io};
+  asio::steady_timer sweep_timer{io};
   std::thread thread;
   // Connections of this thread (touched only on it), so a drain can close idle ones.
   std::list<ClientConnection*> connections;
@@ -67,6 +72,7 @@ std::string HttpServer::Start() {
   port_ = port;
   for (auto& t : threads_) {
     asio::co_spawn(t->io, AcceptLoop(*t), asio::detached);
+    asio::co_spawn(t->io, SweepLoop(*t), asio::detached);
     t->thread = std::thread([io = &t->io] {
       auto guard = asio::make_work_guard(*io);
       io->run();
@@ -87,9 +93,10 @@ void HttpServer::CloseConnections(bool all) {
     asio::post(t->io, [t = t.get(), all] {
       boost::system::error_code ignored;
       t->acceptor.close(ignored);
+      if (all) t->sweep_timer.cancel();
       for (ClientConnection* c : t->connections) {
         c->closing = true;
-        if (all || c->idle) c->stream.close();
+        if (all || c->idle) c->Close();
       }
     });
   }
@@ -145,6 +152,112 @@ asio::awaitable<void> HttpServer::AcceptLoop(Thread& thread) {
   }
 }
 
+// Closes connections whose deadline has passed. A sweep is a walk over this thread's
+// connections comparing one time each; it replaces a timer per read and write.
+asio::awaitable<void> HttpServer::SweepLoop(Thread& thread) {
+  for (;;) {
+    thread.sweep_timer.expires_after(options_.limits.sweep_interval);
+    boost::system::error_code ec;
+    co_await thread.sweep_timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return;  // Stop() cancelled the timer
+    const auto now = ClientConnection::Clock::now();
+    for (ClientConnection* c : thread.connections) {
+      if (c->deadline <= now && !c->timed_out) {
+        c->timed_out = true;
+        c->Close();
+      }
+    }
+  }
+}
+
+void ClientConnection::Close() {
+  boost::system::error_code ignored;
+  socket.close(ignored);
+}
+
+namespace {
+
+constexpr size_t kWatchBufferLimit = 64 * 1024;  // pipelined bytes kept while proxying
+
+void FinishWatchRead(ClientWatchState& watch, boost::system::error_code ec) {
+  if (ec) watch.read_error = ec;
+  if (watch.waiting) watch.wakeup.cancel();
+}
+
+void ArmWatch(ClientConnection& conn) {
+  ClientWatchState& state = *conn.watch;
+  if (state.pending || state.read_error) return;
+  state.pending = true;
+  state.conn = &conn;
+  conn.socket.async_read_some(
+      conn.buffer.prepare(4096),
+      [watch = conn.watch, generation = state.generation](const boost::system::error_code& ec,
+                                                          size_t n) {
+        if (generation != watch->generation) return;  // disowned by StopClientWatch
+        watch->pending = false;
+        // Aborted: the socket was closed (timeout, drain, session end); `conn` may be gone.
+        if (ec == asio::error::operation_aborted) return FinishWatchRead(*watch, ec);
+        ClientConnection& c = *watch->conn;
+        if (!ec && n > 0) {
+          c.buffer.commit(n);
+          // Bytes of a pipelined request while we proxy: keep reading (bounded), so a
+          // disconnect behind them is still seen.
+          if (watch->active && c.buffer.size() <= kWatchBufferLimit) return ArmWatch(c);
+          return FinishWatchRead(*watch, {});
+        }
+        // EOF or a reset: the client left.
+        const boost::system::error_code gone = ec ? ec : asio::error::eof;
+        if (watch->active) {
+          watch->active = false;
+          if (watch->on_gone) watch->on_gone(watch->ctx);
+        }
+        FinishWatchRead(*watch, gone);
+      });
+}
+
+// Waits for the read the watch left armed: ok when bytes were added to conn.buffer.
+asio::awaitable<boost::system::error_code> AwaitWatchRead(ClientConnection& conn) {
+  ClientWatchState& watch = *conn.watch;
+  if (watch.read_error) co_return watch.read_error;
+  if (!watch.pending) co_return boost::system::error_code{};
+  // A shared_ptr copy: the read's handler may outlive this connection's frame.
+  std::shared_ptr<ClientWatchState> hold = conn.watch;
+  watch.waiting = true;
+  watch.wakeup.expires_at(asio::steady_timer::time_point::max());
+  while (watch.pending) {
+    boost::system::error_code ignored;
+    co_await watch.wakeup.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  }
+  watch.waiting = false;
+  co_return watch.read_error;
+}
+
+}  // namespace
+
+void StartClientWatch(ClientConnection& conn, void (*on_gone)(void*), void* ctx) {
+  if (!conn.watch) conn.watch = std::make_shared<ClientWatchState>(conn.socket.get_executor());
+  conn.watch->on_gone = on_gone;
+  conn.watch->ctx = ctx;
+  conn.watch->active = true;
+  if (conn.buffer.size() <= kWatchBufferLimit) ArmWatch(conn);
+}
+
+void StopClientWatch(ClientConnection& conn) {
+  if (!conn.watch) return;
+  ClientWatchState& watch = *conn.watch;
+  watch.active = false;
+  watch.on_gone = nullptr;
+  watch.ctx = nullptr;
+  if (watch.pending && conn.buffer.size() > 0) {
+    // A pipelined request is already buffered: the session parses it next and may read
+    // more itself, so this read must not stay armed beside that one.
+    ++watch.generation;
+    watch.pending = false;
+    boost::system::error_code ignored;
+    conn.socket.cancel(ignored);
+  }
+}
+
 namespace {
 
 // A proxy-made error answer for a request we could not even parse; always closes.
@@ -166,8 +279,8 @@ asio::awaitable<void> HttpServer::RunSession(Thread& thread, tcp::socket socket)
   conn.thread_index = thread.index;
   {
     boost::system::error_code ec;
-    conn.stream.socket().set_option(tcp::no_delay(true), ec);
-    auto remote = conn.stream.socket().remote_endpoint(ec);
+    conn.socket.set_option(tcp::no_delay(true), ec);
+    auto remote = conn.socket.remote_endpoint(ec);
     if (!ec) conn.remote_address = remote.address().to_string();
   }
   thread.connections.push_front(&conn);
@@ -182,12 +295,18 @@ asio::awaitable<void> HttpServer::RunSession(Thread& thread, tcp::socket socket)
     // request, the whole header must arrive within the header timeout.
     if (conn.buffer.size() == 0) {
       conn.idle = true;
-      conn.stream.expires_after(first ? limits.header_timeout : limits.idle_timeout);
-      size_t n = co_await conn.stream.async_read_some(
-          conn.buffer.prepare(4096), asio::redirect_error(asio::use_awaitable, ec));
+      conn.ExpiresAfter(first ? limits.header_timeout : limits.idle_timeout);
+      if (conn.watch && (conn.watch->pending || conn.watch->read_error)) {
+        // The last request's watch read is still armed: it is this wait.
+        ec = co_await AwaitWatchRead(conn);
+      } else {
+        size_t n = co_await conn.socket.async_read_some(
+            conn.buffer.prepare(4096), asio::redirect_error(asio::use_awaitable, ec));
+        if (!ec) conn.buffer.commit(n);
+      }
       conn.idle = false;
       if (ec) break;
-      conn.buffer.commit(n);
+      if (conn.buffer.size() == 0) continue;
     }
     first = false;
 
@@ -196,11 +315,20 @@ asio::awaitable<void> HttpServer::RunSession(Thread& thread, tcp::socket socket)
     // The body limit is the handler's (it depends on the routing table): lift Beast's
     // 1 MB default so a large Content-Length does not fail the header read itself.
     parser.body_limit(boost::none);
-    conn.stream.expires_after(limits.header_timeout);
-    co_await http::async_read_header(conn.stream, conn.buffer, parser,
-                                     asio::redirect_error(asio::use_awaitable, ec));
+    conn.ExpiresAfter(limits.header_timeout);
+    // Usually the whole header is already buffered: parse it in place, and read more
+    // only when it is not.
+    size_t used = parser.put(conn.buffer.data(), ec);
+    conn.buffer.consume(used);
+    if (ec == http::error::need_more) {
+      ec = {};
+      co_await http::async_read_header(conn.socket, conn.buffer, parser,
+                                       asio::redirect_error(asio::use_awaitable, ec));
+    }
     if (ec) {
-      if (ec == http::error::header_limit) {
+      if (conn.timed_out) {
+        // Too slow: the sweeper closed the connection; nothing to answer on.
+      } else if (ec == http::error::header_limit) {
         co_await SendParseError(conn, 431, BadRequestError("Request header fields too large."));
       } else if (ec != http::error::end_of_stream && ec != beast::error::timeout &&
                  ec != asio::error::eof && ec != asio::error::connection_reset &&
@@ -209,14 +337,16 @@ asio::awaitable<void> HttpServer::RunSession(Thread& thread, tcp::socket socket)
       }
       break;
     }
-    conn.stream.expires_never();
+    conn.ExpiresNever();
     bool keep_alive = co_await handler_.Handle(conn, parser);
     if (!keep_alive || conn.closing) break;
   }
 
+  if (conn.watch) conn.watch->active = false;
   boost::system::error_code ignored;
-  conn.stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
-  conn.stream.socket().close(ignored);
+  conn.socket.shutdown(tcp::socket::shutdown_send, ignored);
+  // Closing aborts a pending watch read before `conn` (and its buffer) goes away.
+  conn.socket.close(ignored);
   thread.connections.erase(registration);
   --open_connections_;
 }
@@ -225,26 +355,37 @@ asio::awaitable<void> LingeringClose(ClientConnection& conn) {
   constexpr std::chrono::milliseconds kLingerTime{2000};
   constexpr size_t kLingerBytes = 64u << 20;
   boost::system::error_code ec;
-  conn.stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-  auto deadline = std::chrono::steady_clock::now() + kLingerTime;
+  conn.socket.shutdown(tcp::socket::shutdown_send, ec);
   size_t discarded = 0;
   char sink[16384];
+  conn.ExpiresAfter(kLingerTime);
   while (!ec && discarded < kLingerBytes) {
-    conn.stream.expires_at(deadline);
-    discarded += co_await conn.stream.async_read_some(
+    discarded += co_await conn.socket.async_read_some(
         asio::buffer(sink), asio::redirect_error(asio::use_awaitable, ec));
   }
-  conn.stream.expires_never();
+  conn.ExpiresNever();
+}
+
+asio::awaitable<bool> WriteRaw(ClientConnection& conn, std::string_view head,
+                               std::string_view body, std::chrono::milliseconds timeout) {
+  boost::system::error_code ec;
+  conn.ExpiresAfter(timeout);
+  const std::array<asio::const_buffer, 2> buffers{asio::buffer(head.data(), head.size()),
+                                                  asio::buffer(body.data(), body.size())};
+  co_await asio::async_write(conn.socket, buffers, asio::redirect_error(asio::use_awaitable, ec));
+  conn.ExpiresNever();
+  co_return !ec;
 }
 
 asio::awaitable<bool> WriteResponse(ClientConnection& conn,
                                     http::response<http::string_body>& response,
                                     std::chrono::milliseconds timeout) {
-  boost::system::error_code ec;
-  conn.stream.expires_after(timeout);
-  co_await http::async_write(conn.stream, response, asio::redirect_error(asio::use_awaitable, ec));
-  conn.stream.expires_never();
-  co_return !ec;
+  std::string& head = conn.head_scratch;
+  head.clear();
+  AppendStatusLine(head, response.version(), response.result_int());
+  AppendFields(head, response.base());
+  head += "\r\n";
+  co_return co_await WriteRaw(conn, head, response.body(), timeout);
 }
 
 }  // namespace llmproxy

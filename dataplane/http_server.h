@@ -18,8 +18,9 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/message.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 
@@ -30,6 +31,9 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 
 struct ServerLimits {
+  // How often each server thread checks its connections' deadlines: a timeout fires
+  // up to this much late.
+  std::chrono::milliseconds sweep_interval{50};
   size_t header_limit = 16 * 1024;                  // request line + headers (431 beyond)
   std::chrono::milliseconds header_timeout{10000};  // whole header of a request, slow clients
   std::chrono::milliseconds idle_timeout{60000};    // keep-alive wait for the next request
@@ -37,18 +41,67 @@ struct ServerLimits {
 
 using RequestParser = http::request_parser<http::string_body>;
 
+struct ClientConnection;
+
+// The connection's read that stays armed while a proxied request waits on its upstream
+// and then becomes the wait for the next request (StartClientWatch).
+struct ClientWatchState {
+  ClientConnection* conn = nullptr;  // valid while the read is pending
+  bool active = false;               // a request is watching: EOF/reset runs on_gone
+  bool pending = false;              // the read is in flight
+  uint32_t generation = 0;           // bumped to disown a read cancelled on purpose
+  boost::system::error_code read_error;  // how a read ended that nobody waited for
+  void (*on_gone)(void*) = nullptr;
+  void* ctx = nullptr;
+  // The session waits for the pending read (its next request) on this timer, which
+  // never expires: the read's handler cancels it.
+  explicit ClientWatchState(const asio::any_io_executor& executor) : wakeup(executor) {}
+  asio::steady_timer wakeup;
+  bool waiting = false;
+};
+
 // One accepted client connection, handed to the handler for each request on it. Lives
 // on its thread's io_context; only that thread touches it.
+//
+// Deadlines are a time stored on the connection, not a timer armed per operation: the
+// server thread sweeps its connections a few times a second and closes the ones whose
+// deadline has passed (pending operations then fail and `timed_out` says why). Setting
+// or clearing a deadline is a store, so the per-request path arms no timers.
 struct ClientConnection {
-  explicit ClientConnection(asio::ip::tcp::socket socket) : stream(std::move(socket)) {}
+  using Clock = std::chrono::steady_clock;
 
-  beast::tcp_stream stream;
+  explicit ClientConnection(asio::ip::tcp::socket s) : socket(std::move(s)) {}
+
+  // The next operations must finish within `timeout` from now.
+  void ExpiresAfter(std::chrono::milliseconds timeout) { deadline = Clock::now() + timeout; }
+  void ExpiresAt(Clock::time_point at) { deadline = at; }
+  void ExpiresNever() { deadline = Clock::time_point::max(); }
+  // Closes the socket now: pending operations complete with an error.
+  void Close();
+
+  asio::ip::tcp::socket socket;
   beast::flat_buffer buffer;  // bytes read past the current request (pipelining) stay here
+  std::string head_scratch;   // response heads are serialized here (capacity is reused)
+  std::string upstream_scratch;  // the upstream request head, likewise
   std::string remote_address;
   size_t thread_index = 0;
-  bool idle = false;     // waiting for the next request: the drain closes idle connections
-  bool closing = false;  // the server is draining: answer this request, then close
+  Clock::time_point deadline = Clock::time_point::max();
+  bool timed_out = false;  // the sweeper closed the connection because of its deadline
+  bool idle = false;       // waiting for the next request: the drain closes idle connections
+  bool closing = false;    // the server is draining: answer this request, then close
+  // Made by the first proxied request (StartClientWatch); outlives the connection in a
+  // pending wait handler.
+  std::shared_ptr<ClientWatchState> watch;
 };
+
+// While a proxied request waits on its upstream, nothing else reads the client socket:
+// the watch keeps one read armed on it, which notices EOF or a reset (the client left, so
+// `on_gone(ctx)` runs once and the upstream can be cancelled) and keeps bytes of a
+// pipelined next request in conn.buffer. After the response the session waits on that
+// same read for the next request, so watching costs no extra syscall per request.
+void StartClientWatch(ClientConnection& conn, void (*on_gone)(void*), void* ctx);
+// The request is done with the connection; on_gone will not run after this.
+void StopClientWatch(ClientConnection& conn);
 
 class RequestHandler {
  public:
@@ -100,6 +153,7 @@ class HttpServer {
   struct Thread;
   asio::awaitable<void> AcceptLoop(Thread& thread);
   asio::awaitable<void> RunSession(Thread& thread, asio::ip::tcp::socket socket);
+  asio::awaitable<void> SweepLoop(Thread& thread);
   void CloseConnections(bool all);
 
   HttpServerOptions options_;
@@ -116,6 +170,11 @@ class HttpServer {
 asio::awaitable<bool> WriteResponse(ClientConnection& conn,
                                     http::response<http::string_body>& response,
                                     std::chrono::milliseconds timeout);
+
+// Sends `head` (a complete serialized head) and `body` in one gather write within
+// `timeout`; false when the client is gone or too slow.
+asio::awaitable<bool> WriteRaw(ClientConnection& conn, std::string_view head,
+                               std::string_view body, std::chrono::milliseconds timeout);
 
 // Before closing a connection whose request was not read to its end (413, 431, 400):
 // shut down our sending side and discard what the client still sends, for a short

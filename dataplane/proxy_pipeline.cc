@@ -1,6 +1,7 @@
 #include "dataplane/proxy_pipeline.h"
 
 #include <algorithm>
+#include <array>
 #include <cinttypes>
 #include <cstdio>
 #include <limits>
@@ -14,10 +15,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/string.hpp>
-#include <boost/beast/http/chunk_encode.hpp>
-#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
-#include <boost/beast/http/write.hpp>
 
 #include "common/logging.h"
 #include "common/request_body.h"
@@ -26,6 +24,7 @@
 #include "dataplane/client_auth.h"
 #include "dataplane/cors.h"
 #include "dataplane/error_response.h"
+#include "dataplane/http_head.h"
 #include "dataplane/routing/attempt_planner.h"
 #include "dataplane/routing/model_resolver.h"
 #include "dataplane/routing/random.h"
@@ -41,7 +40,6 @@ using Seconds = std::chrono::duration<double>;
 
 constexpr size_t kRouteCount = 3;
 constexpr std::string_view kRequestIdHeader = "x-request-id";
-constexpr size_t kWatchBufferLimit = 64 * 1024;  // pipelined bytes kept while proxying
 constexpr std::chrono::milliseconds kErrorWriteTimeout{10000};
 
 size_t RouteIndex(ProxyRoute route) { return static_cast<size_t>(route); }
@@ -123,6 +121,7 @@ struct ProxyPipeline::ThreadState {
     std::optional<UpstreamUrl> url;
     std::string url_error;
     std::string targets[kRouteCount];
+    std::string host_header;
     std::string bearer;
   };
 
@@ -141,6 +140,7 @@ struct ProxyPipeline::ThreadState {
       Backend& b = backends[i];
       b.url = ParseUpstreamUrl(cfg.url, &b.url_error);
       if (b.url) {
+        b.host_header = b.url->HostHeader();
         for (size_t r = 0; r < kRouteCount; ++r) {
           b.targets[r] =
               b.url->Target(UpstreamEndpointSuffix(RoutePath(static_cast<ProxyRoute>(r))));
@@ -176,7 +176,7 @@ void ProxyPipeline::ReleaseThread(size_t thread_index, bool clean) {
 
 ProxyPipeline::ThreadState& ProxyPipeline::StateFor(ClientConnection& conn) {
   ThreadState& ts = *threads_.at(conn.thread_index);
-  if (!ts.pool) ts.pool = std::make_unique<UpstreamPool>(conn.stream.get_executor(), options_.pool);
+  if (!ts.pool) ts.pool = std::make_unique<UpstreamPool>(conn.socket.get_executor(), options_.pool);
   return ts;
 }
 
@@ -190,8 +190,7 @@ class ProxyRequest {
         parser_(parser),
         route_(route),
         ts_(pipeline.StateFor(conn)),
-        start_(SteadyClockT::now()),
-        watch_done_timer_(conn.stream.get_executor()) {}
+        start_(SteadyClockT::now()) {}
 
   asio::awaitable<bool> Run();
 
@@ -208,21 +207,22 @@ class ProxyRequest {
   void Done();
 
   // Helpers.
-  http::request<http::string_body> BuildUpstreamRequest(
-      const Attempt& attempt, const ProxyPipeline::ThreadState::Backend& b,
-      bool last_possible_attempt);
-  void AddProxyHeaders(http::fields& fields) const;
+  // Serializes the upstream request head into conn_.upstream_scratch; returns the body
+  // to send (the client's, or a rewritten copy kept in rewritten_body_).
+  std::string_view BuildUpstreamRequest(const Attempt& attempt,
+                                        const ProxyPipeline::ThreadState::Backend& b);
+  // Response head up to (not including) Content-Length / Transfer-Encoding and the blank
+  // line: status line, kept upstream headers, request id, x-llmproxy-*, CORS, Connection.
+  std::string& StartResponseHead(unsigned status, const http::fields* upstream_head);
   asio::awaitable<void> SendError(const ProxyError& error);
   asio::awaitable<void> SendUpstreamResponse(unsigned status, const http::fields& upstream_head,
-                                             std::string body);
-  asio::awaitable<bool> WriteToClient(asio::const_buffer data, bool chunk);
+                                             std::string_view body);
+  asio::awaitable<bool> WriteToClient(std::string_view data, bool chunk);
   asio::awaitable<void> Linger();
   void NotifyAttempt(const std::string& backend, AttemptOutcome outcome);
 
   // Watching the client while upstream work runs: a disconnect cancels the upstream.
-  void StartWatch();
-  asio::awaitable<void> StopWatch();
-  asio::awaitable<void> WatchClient();
+  static void OnClientGone(void* self);
 
   ProxyPipeline& p_;
   ClientConnection& conn_;
@@ -234,6 +234,7 @@ class ProxyRequest {
   RequestRecord record_;
   std::shared_ptr<const RoutingTable> table_;
   std::string body_;
+  std::string rewritten_body_;
   BodyPeek peek_;
   bool keep_alive_ = false;
   bool responded_ = false;  // response bytes went to the client
@@ -242,10 +243,6 @@ class ProxyRequest {
   double client_wait_ = 0;    // seconds spent waiting for the client to take stream bytes
 
   UpstreamCall* current_call_ = nullptr;
-  bool watching_ = false;
-  bool watch_stop_ = false;
-  bool watch_done_ = true;
-  asio::steady_timer watch_done_timer_;
 };
 
 asio::awaitable<bool> ProxyPipeline::Handle(ClientConnection& conn, RequestParser& parser,
@@ -301,9 +298,9 @@ asio::awaitable<bool> ProxyRequest::Run() {
     co_return keep_alive_&& responded_;
   }
 
-  StartWatch();
+  StartClientWatch(conn_, &ProxyRequest::OnClientGone, this);
   co_await AttemptLoop(std::move(plan));
-  co_await StopWatch();
+  StopClientWatch(conn_);
   Done();
   co_return keep_alive_&& responded_ && !client_gone_ && !conn_.closing;
 }
@@ -316,11 +313,23 @@ asio::awaitable<bool> ProxyRequest::ReadBody() {
   // Checked before reading: Beast reserves Content-Length bytes when the body starts.
   if (auto length = parser_.content_length(); length && *length > limit) {
     ec = http::error::body_limit;
-  } else if (!parser_.is_done()) {
-    conn_.stream.expires_after(p_.options_.body_read_timeout);
-    co_await http::async_read(conn_.stream, conn_.buffer, parser_,
+  } else {
+    // Small bodies usually arrived with the header: parse what is buffered first.
+    while (!parser_.is_done() && conn_.buffer.size() > 0) {
+      const size_t used = parser_.put(conn_.buffer.data(), ec);
+      conn_.buffer.consume(used);
+      if (ec == http::error::need_more) {
+        ec = {};
+        break;
+      }
+      if (ec || used == 0) break;
+    }
+  }
+  if (!ec && !parser_.is_done()) {
+    conn_.ExpiresAfter(p_.options_.body_read_timeout);
+    co_await http::async_read(conn_.socket, conn_.buffer, parser_,
                               asio::redirect_error(asio::use_awaitable, ec));
-    conn_.stream.expires_never();
+    conn_.ExpiresNever();
   }
   if (ec == http::error::body_limit) {
     keep_alive_ = false;
@@ -330,7 +339,7 @@ asio::awaitable<bool> ProxyRequest::ReadBody() {
   }
   if (ec) {
     keep_alive_ = false;
-    if (ec == beast::error::timeout || ec == http::error::partial_message ||
+    if (conn_.timed_out || ec == http::error::partial_message ||
         ec == asio::error::eof || ec == asio::error::connection_reset ||
         ec == http::error::end_of_stream) {
       client_gone_ = true;
@@ -372,24 +381,44 @@ bool ProxyRequest::ResolvePlan(ModelPlan& plan) {
   return true;
 }
 
-http::request<http::string_body> ProxyRequest::BuildUpstreamRequest(
-    const Attempt& attempt, const ProxyPipeline::ThreadState::Backend& b,
-    bool last_possible_attempt) {
+std::string_view ProxyRequest::BuildUpstreamRequest(
+    const Attempt& attempt, const ProxyPipeline::ThreadState::Backend& b) {
   const auto& client = parser_.get();
   const BackendConfig& backend = table_->backend(attempt.backend);
-  http::request<http::string_body> req{http::verb::post, b.targets[RouteIndex(route_)], 11};
+  std::string& head = conn_.upstream_scratch;
+  head.clear();
+  AppendRequestLine(head, "POST", b.targets[RouteIndex(route_)]);
+  bool backend_sets_host = false;
+  bool has_request_id = false;
+  for (const auto& [name, value] : backend.headers) {
+    if (beast::iequals(name, "host")) backend_sets_host = true;
+    if (beast::iequals(name, kRequestIdHeader)) has_request_id = true;
+  }
+  if (!backend_sets_host) AppendField(head, "Host", b.host_header);
+  bool has_content_type = false;
   for (const auto& f : client) {
     if (DropRequestHeader(f)) continue;
-    req.insert(f.name_string(), f.value());
+    std::string_view name = f.name_string();
+    // A backend's configured header replaces the client's of the same name.
+    bool overridden = false;
+    for (const auto& [override_name, value] : backend.headers) {
+      if (beast::iequals(name, override_name)) {
+        overridden = true;
+        break;
+      }
+    }
+    if (overridden) continue;
+    if (f.name() == http::field::content_type) has_content_type = true;
+    if (beast::iequals(name, kRequestIdHeader)) has_request_id = true;
+    AppendField(head, name, f.value());
   }
-  if (client[kRequestIdHeader].empty()) {
-    req.set(kRequestIdHeader, record_.request_id);
+  if (!has_request_id) AppendField(head, kRequestIdHeader, record_.request_id);
+  for (const auto& [name, value] : backend.headers) {
+    if (beast::iequals(name, "content-type")) has_content_type = true;
+    AppendField(head, name, value);
   }
-  for (const auto& [name, value] : backend.headers) req.set(name, value);
-  req.set(http::field::authorization, b.bearer);
-  if (client[http::field::content_type].empty()) {
-    req.set(http::field::content_type, "application/json");
-  }
+  AppendField(head, "Authorization", b.bearer);
+  if (!has_content_type) AppendField(head, "Content-Type", "application/json");
 
   BodyRewrite rewrite;
   if (attempt.rewrite_model) rewrite.model = attempt.model;
@@ -397,14 +426,14 @@ http::request<http::string_body> ProxyRequest::BuildUpstreamRequest(
       !peek_.has_stream_options) {
     rewrite.add_include_usage = true;
   }
+  std::string_view body = body_;
   if (NeedsRewrite(peek_, rewrite)) {
-    req.body() = RewriteRequestBody(body_, peek_, rewrite);
-  } else if (last_possible_attempt) {
-    req.body() = std::move(body_);  // no later attempt needs it
-  } else {
-    req.body() = body_;
+    rewritten_body_ = RewriteRequestBody(body_, peek_, rewrite);
+    body = rewritten_body_;
   }
-  return req;
+  AppendField(head, "Content-Length", static_cast<uint64_t>(body.size()));
+  head += "\r\n";
+  return body;
 }
 
 void ProxyRequest::NotifyAttempt(const std::string& backend, AttemptOutcome outcome) {
@@ -434,7 +463,6 @@ asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
     record_.model_resolved = attempt->model;
     const std::chrono::milliseconds timeout = backend.timeout.value_or(config.timeout);
     const auto attempt_start = SteadyClockT::now();
-    const bool last_possible = planner.attempts() >= planner.max_attempts();
 
     // An attempt that ended without an answer to relay (connect error, timeout, broken
     // read, or the client left): report it once. True when the client is gone.
@@ -468,8 +496,9 @@ asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
 
     UpstreamCall call(*ts_.pool);
     current_call_ = &call;
-    std::error_code ec = co_await call.Start(
-        *b.url, BuildUpstreamRequest(*attempt, b, last_possible),
+    const std::string_view upstream_body = BuildUpstreamRequest(*attempt, b);
+    std::error_code ec = co_await call.StartRaw(
+        *b.url, conn_.upstream_scratch, upstream_body,
         UpstreamCallOptions{.connect_timeout = config.connect_timeout,
                             .response_timeout = timeout,
                             .tls_insecure_skip_verify = backend.tls_insecure_skip_verify});
@@ -555,12 +584,8 @@ asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
         record_.completion_tokens = usage->completion_tokens;
       }
     }
-    http::fields head;
-    for (const auto& f : call.head()) {
-      if (KeepResponseHeader(f)) head.insert(f.name_string(), f.value());
-    }
-    call.Release();  // back to the pool before the client write
-    co_await SendUpstreamResponse(status, head, std::move(body));
+    call.Release();  // back to the pool before the client write (the head stays readable)
+    co_await SendUpstreamResponse(status, call.head(), body);
     co_return;
   }
 
@@ -569,8 +594,7 @@ asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
   if (planner.attempts() == 0) {
     co_await SendError(NoHealthyBackendError(peek_.model));
   } else if (last_error) {
-    co_await SendUpstreamResponse(last_error->status, last_error->head,
-                                  std::move(last_error->body));
+    co_await SendUpstreamResponse(last_error->status, last_error->head, last_error->body);
   } else if (last_failure_timeout) {
     co_await SendError(
         UpstreamTimeoutError("No backend answered in time (last: " + last_failure_message + ")."));
@@ -594,27 +618,16 @@ asio::awaitable<void> ProxyRequest::RelayStream(UpstreamCall& call, const std::s
                                        peek_.stream && !peek_.has_stream_options;
   SseParser sse_parser(sse_options);
 
-  http::response<http::empty_body> res{static_cast<http::status>(call.status()), req.version()};
-  for (const auto& f : call.head()) {
-    if (KeepResponseHeader(f)) res.insert(f.name_string(), f.value());
-  }
-  if (res[kRequestIdHeader].empty()) res.set(kRequestIdHeader, record_.request_id);
-  AddProxyHeaders(res);
-  res.set(http::field::cache_control, "no-cache");
-  res.keep_alive(keep_alive_);
-  if (chunked) res.chunked(true);
   record_.status = static_cast<int>(call.status());
+  std::string& head = StartResponseHead(call.status(), &call.head());
+  AppendField(head, "Cache-Control", "no-cache");
+  if (chunked) head += "Transfer-Encoding: chunked\r\n";
+  head += "\r\n";
 
-  boost::system::error_code wec;
-  http::response_serializer<http::empty_body> sr{res};
   auto write_start = SteadyClockT::now();
-  conn_.stream.expires_after(idle_timeout);
-  co_await http::async_write_header(conn_.stream, sr,
-                                    asio::redirect_error(asio::use_awaitable, wec));
-  conn_.stream.expires_never();
+  bool ok = co_await WriteRaw(conn_, head, {}, idle_timeout);
   client_wait_ += SecondsBetween(write_start, SteadyClockT::now());
   responded_ = true;
-  bool ok = !wec;
 
   std::string_view piece = first_piece;
   bool done = first_done;
@@ -622,7 +635,7 @@ asio::awaitable<void> ProxyRequest::RelayStream(UpstreamCall& call, const std::s
   while (ok) {
     std::string_view out = sse ? sse_parser.Feed(piece) : piece;
     if (!out.empty()) {
-      ok = co_await WriteToClient(asio::buffer(out.data(), out.size()), chunked);
+      ok = co_await WriteToClient(out, chunked);
       if (!ok) break;
     }
     if (done) break;
@@ -659,14 +672,12 @@ asio::awaitable<void> ProxyRequest::RelayStream(UpstreamCall& call, const std::s
         StreamBrokenError("The upstream stream broke: " + upstream_ec.message()).SseEvent();
     record_.error = "upstream stream broke";
     NotifyAttempt(backend, AttemptOutcome::kBrokenStream);
-    if (co_await WriteToClient(asio::buffer(event), chunked) && chunked) {
-      co_await WriteToClient(asio::const_buffer(), true);
-    }
+    if (co_await WriteToClient(event, chunked) && chunked) co_await WriteToClient({}, true);
     co_return;
   }
   std::string_view rest = sse ? sse_parser.Finish() : std::string_view();
-  if (!rest.empty()) ok = co_await WriteToClient(asio::buffer(rest.data(), rest.size()), chunked);
-  if (ok && chunked) ok = co_await WriteToClient(asio::const_buffer(), true);
+  if (!rest.empty()) ok = co_await WriteToClient(rest, chunked);
+  if (ok && chunked) ok = co_await WriteToClient({}, true);
   if (!ok) {
     keep_alive_ = false;
     client_gone_ = true;
@@ -674,47 +685,61 @@ asio::awaitable<void> ProxyRequest::RelayStream(UpstreamCall& call, const std::s
   NotifyAttempt(backend, AttemptOutcome::kSuccess);
 }
 
-// One piece to the client; an empty buffer with `chunk` is the terminating chunk.
-asio::awaitable<bool> ProxyRequest::WriteToClient(asio::const_buffer data, bool chunk) {
+// One piece to the client; an empty piece with `chunk` is the terminating chunk.
+asio::awaitable<bool> ProxyRequest::WriteToClient(std::string_view data, bool chunk) {
   boost::system::error_code ec;
   auto write_start = SteadyClockT::now();
-  conn_.stream.expires_after(table_->config.stream_idle_timeout);
+  conn_.ExpiresAfter(table_->config.stream_idle_timeout);
   if (!chunk) {
-    co_await asio::async_write(conn_.stream, data, asio::redirect_error(asio::use_awaitable, ec));
-  } else if (data.size() == 0) {
-    co_await asio::async_write(conn_.stream, http::make_chunk_last(),
+    co_await asio::async_write(conn_.socket, asio::buffer(data.data(), data.size()),
+                               asio::redirect_error(asio::use_awaitable, ec));
+  } else if (data.empty()) {
+    co_await asio::async_write(conn_.socket, asio::buffer("0\r\n\r\n", 5),
                                asio::redirect_error(asio::use_awaitable, ec));
   } else {
-    co_await asio::async_write(conn_.stream, http::make_chunk(data),
-                               asio::redirect_error(asio::use_awaitable, ec));
+    char size_line[24];
+    int n = std::snprintf(size_line, sizeof size_line, "%zx\r\n", data.size());
+    const std::array<asio::const_buffer, 3> pieces{
+        asio::buffer(size_line, static_cast<size_t>(n)), asio::buffer(data.data(), data.size()),
+        asio::buffer("\r\n", 2)};
+    co_await asio::async_write(conn_.socket, pieces, asio::redirect_error(asio::use_awaitable, ec));
   }
-  conn_.stream.expires_never();
+  conn_.ExpiresNever();
   client_wait_ += SecondsBetween(write_start, SteadyClockT::now());
   if (!ec) record_.bytes_out += data.size();
   co_return !ec;
 }
 
-void ProxyRequest::AddProxyHeaders(http::fields& fields) const {
-  fields.set("x-llmproxy-backend", record_.backend.empty() ? "none" : record_.backend);
-  fields.set("x-llmproxy-attempts", std::to_string(record_.attempts));
-  AddCorsHeaders(fields);
+std::string& ProxyRequest::StartResponseHead(unsigned status, const http::fields* upstream_head) {
+  const unsigned version = parser_.get().version();
+  std::string& head = conn_.head_scratch;
+  head.clear();
+  AppendStatusLine(head, version, status);
+  bool has_request_id = false;
+  if (upstream_head) {
+    for (const auto& f : *upstream_head) {
+      if (!KeepResponseHeader(f)) continue;
+      if (beast::iequals(f.name_string(), kRequestIdHeader)) has_request_id = true;
+      AppendField(head, f.name_string(), f.value());
+    }
+  }
+  if (!has_request_id) AppendField(head, kRequestIdHeader, record_.request_id);
+  AppendField(head, "x-llmproxy-backend", record_.backend.empty() ? "none" : record_.backend);
+  AppendField(head, "x-llmproxy-attempts", static_cast<uint64_t>(record_.attempts));
+  head += CorsFieldBlock();
+  AppendConnection(head, version, keep_alive_);
+  return head;
 }
 
 asio::awaitable<void> ProxyRequest::SendUpstreamResponse(unsigned status,
                                                          const http::fields& upstream_head,
-                                                         std::string body) {
-  http::response<http::string_body> res;
-  res.version(parser_.get().version());
-  res.result(status);
-  for (const auto& f : upstream_head) res.insert(f.name_string(), f.value());
-  if (res[kRequestIdHeader].empty()) res.set(kRequestIdHeader, record_.request_id);
-  AddProxyHeaders(res);
-  res.keep_alive(keep_alive_);
+                                                         std::string_view body) {
   record_.status = static_cast<int>(status);
   record_.bytes_out = body.size();
-  res.body() = std::move(body);
-  res.prepare_payload();
-  bool ok = co_await WriteResponse(conn_, res, table_->config.stream_idle_timeout);
+  std::string& head = StartResponseHead(status, &upstream_head);
+  AppendField(head, "Content-Length", static_cast<uint64_t>(body.size()));
+  head += "\r\n";
+  bool ok = co_await WriteRaw(conn_, head, body, table_->config.stream_idle_timeout);
   responded_ = true;
   if (!ok) {
     client_gone_ = true;
@@ -725,16 +750,13 @@ asio::awaitable<void> ProxyRequest::SendUpstreamResponse(unsigned status,
 asio::awaitable<void> ProxyRequest::SendError(const ProxyError& error) {
   record_.status = error.status;
   record_.error = error.message;
-  http::response<http::string_body> res{static_cast<http::status>(error.status),
-                                        parser_.get().version()};
-  res.set(http::field::content_type, "application/json");
-  res.set(kRequestIdHeader, record_.request_id);
-  AddProxyHeaders(res);
-  res.keep_alive(keep_alive_);
-  res.body() = error.Json();
-  record_.bytes_out = res.body().size();
-  res.prepare_payload();
-  bool ok = co_await WriteResponse(conn_, res, kErrorWriteTimeout);
+  const std::string body = error.Json();
+  record_.bytes_out = body.size();
+  std::string& head = StartResponseHead(static_cast<unsigned>(error.status), nullptr);
+  AppendField(head, "Content-Type", "application/json");
+  AppendField(head, "Content-Length", static_cast<uint64_t>(body.size()));
+  head += "\r\n";
+  bool ok = co_await WriteRaw(conn_, head, body, kErrorWriteTimeout);
   responded_ = true;
   if (!ok) {
     client_gone_ = true;
@@ -744,51 +766,12 @@ asio::awaitable<void> ProxyRequest::SendError(const ProxyError& error) {
 
 asio::awaitable<void> ProxyRequest::Linger() { co_await LingeringClose(conn_); }
 
-void ProxyRequest::StartWatch() {
-  watching_ = true;
-  watch_stop_ = false;
-  watch_done_ = false;
-  watch_done_timer_.expires_at(asio::steady_timer::time_point::max());
-  asio::co_spawn(conn_.stream.get_executor(), WatchClient(), [this](std::exception_ptr) {
-    watch_done_ = true;
-    watch_done_timer_.cancel();
-  });
-}
-
-asio::awaitable<void> ProxyRequest::StopWatch() {
-  if (!watching_) co_return;
-  watch_stop_ = true;
-  if (!watch_done_) {
-    boost::system::error_code ec;
-    conn_.stream.socket().cancel(ec);
-  }
-  while (!watch_done_) {
-    boost::system::error_code ec;
-    co_await watch_done_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
-  watching_ = false;
-}
-
-// Reads the client socket while the upstream works: EOF or an error means the client
-// left, and the upstream request is cancelled at once (tokens cost money). Bytes that
-// arrive (a pipelined next request) are kept in the connection's buffer.
-asio::awaitable<void> ProxyRequest::WatchClient() {
-  while (!watch_stop_) {
-    boost::system::error_code ec;
-    size_t n = co_await conn_.stream.socket().async_read_some(
-        conn_.buffer.prepare(4096), asio::redirect_error(asio::use_awaitable, ec));
-    if (watch_stop_) {
-      if (!ec) conn_.buffer.commit(n);
-      co_return;
-    }
-    if (ec) {
-      client_gone_ = true;
-      if (current_call_ != nullptr) current_call_->Cancel();
-      co_return;
-    }
-    conn_.buffer.commit(n);
-    if (conn_.buffer.size() > kWatchBufferLimit) co_return;
-  }
+// The client closed or reset its connection while we wait on the upstream: tokens cost
+// money, so the upstream request is cancelled at once.
+void ProxyRequest::OnClientGone(void* self) {
+  auto* request = static_cast<ProxyRequest*>(self);
+  request->client_gone_ = true;
+  if (request->current_call_ != nullptr) request->current_call_->Cancel();
 }
 
 // Phase 7: the record goes to every observer, whatever happened.

@@ -1,16 +1,19 @@
 #include "dataplane/upstream_call.h"
 
 #include <algorithm>
+#include <array>
 #include <utility>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
-#include <boost/beast/http/write.hpp>
+
+#include "dataplane/http_head.h"
 
 namespace llmproxy {
 namespace asio = boost::asio;
@@ -72,16 +75,29 @@ void UpstreamCall::Release() {
 asio::awaitable<std::error_code> UpstreamCall::Start(const UpstreamUrl& url,
                                                      http::request<http::string_body> request,
                                                      UpstreamCallOptions options) {
+  if (request.find(http::field::host) == request.end()) {
+    request.set(http::field::host, url.HostHeader());
+  }
+  request.version(11);
+  request.prepare_payload();
+  request_keep_alive_ = request.keep_alive();
+  owned_head_.clear();
+  AppendRequestLine(owned_head_, request.method_string(), request.target());
+  AppendFields(owned_head_, request.base());
+  owned_head_ += "\r\n";
+  owned_body_ = std::move(request.body());
+  co_return co_await StartRaw(url, owned_head_, owned_body_, options);
+}
+
+asio::awaitable<std::error_code> UpstreamCall::StartRaw(const UpstreamUrl& url,
+                                                        std::string_view head,
+                                                        std::string_view body,
+                                                        UpstreamCallOptions options) {
   if (started_) co_return UpstreamErrc::kBadUrl;  // misuse: one exchange per call
   started_ = true;
   if (cancel_.cancelled) co_return UpstreamErrc::kCancelled;
-  request_.emplace(std::move(request));
-  if (request_->find(http::field::host) == request_->end()) {
-    request_->set(http::field::host, url.HostHeader());
-  }
-  request_->version(11);
-  request_->prepare_payload();
-  request_keep_alive_ = request_->keep_alive();
+  head_ = head;
+  body_ = body;
 
   for (int round = 0; round < 2; ++round) {
     UpstreamPool::Acquired acquired = co_await pool_.Acquire(
@@ -114,8 +130,10 @@ asio::awaitable<std::error_code> UpstreamCall::SendAndReadHead(UpstreamConnectio
   nothing_received = false;
   conn.buffer().clear();
   conn.tcp().expires_at(deadline);
+  const std::array<asio::const_buffer, 2> request{asio::buffer(head_.data(), head_.size()),
+                                                  asio::buffer(body_.data(), body_.size())};
   auto [write_ec, written] = co_await conn.WithStream(
-      [&](auto& stream) { return http::async_write(stream, *request_, kUse); });
+      [&](auto& stream) { return asio::async_write(stream, request, kUse); });
   (void)written;
   if (write_ec) {
     nothing_received = true;

@@ -85,6 +85,14 @@ class UpstreamCall {
       const UpstreamUrl& url, boost::beast::http::request<boost::beast::http::string_body> request,
       UpstreamCallOptions options);
 
+  // The same with a request already serialized (the proxy's hot path): `head` is the
+  // request line and every header, Host and Content-Length included, up to and with the
+  // blank line; it and `body` must stay valid until Start returns. Sent in one gather
+  // write; the request keeps the connection alive.
+  boost::asio::awaitable<std::error_code> StartRaw(const UpstreamUrl& url, std::string_view head,
+                                                   std::string_view body,
+                                                   UpstreamCallOptions options);
+
   // The response head (valid after Start succeeded).
   const boost::beast::http::response_header<>& head() const;
   unsigned status() const { return head().result_int(); }
@@ -122,7 +130,10 @@ class UpstreamCall {
   UpstreamPool& pool_;
   UpstreamCancelState cancel_;
   std::unique_ptr<UpstreamConnection> conn_;
-  std::optional<boost::beast::http::request<boost::beast::http::string_body>> request_;
+  std::string owned_head_;  // Start's serialized head (StartRaw borrows the caller's)
+  std::string owned_body_;
+  std::string_view head_;
+  std::string_view body_;
   std::optional<boost::beast::http::response_parser<boost::beast::http::buffer_body>> parser_;
   char* chunk_ = nullptr;  // body piece buffer, owned by the connection
   std::error_code sticky_error_;
