@@ -75,10 +75,13 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::TakeIdle(const std::string& ke
   const Clock::time_point oldest_allowed = Clock::now() - options_.idle_expiry;
   // Oldest at the front: drop the expired ones; reuse the newest (most likely alive).
   while (!list.empty() && list.front()->idle_since < oldest_allowed) list.pop_front();
+  // Under load a connection idles for microseconds: the peek (a syscall) only pays off
+  // for one that sat long enough for the server to have closed it (options_ comment).
+  const Clock::time_point peek_before = Clock::now() - options_.peek_after_idle;
   while (!list.empty()) {
     std::unique_ptr<UpstreamConnection> conn = std::move(list.back());
     list.pop_back();
-    if (conn->LooksReusable()) return conn;
+    if (conn->idle_since > peek_before ? conn->is_open() : conn->LooksReusable()) return conn;
   }
   return nullptr;
 }

@@ -33,6 +33,11 @@ struct UpstreamPoolOptions {
   std::chrono::milliseconds dns_ttl{std::chrono::seconds(30)};      // successful lookups cached
   size_t max_header_bytes = 64 * 1024;  // response head limit (kBadResponse beyond)
   size_t read_chunk_bytes = 16 * 1024;  // largest body piece ReadBody returns
+  // An idle connection is checked with a non-blocking peek (one syscall) before reuse
+  // only when it sat idle at least this long: servers close idle connections after
+  // seconds, and under load connections idle for microseconds. A connection closed in
+  // between is still covered by UpstreamCall's one stale-connection retry.
+  std::chrono::milliseconds peek_after_idle{1000};
   TlsOptions tls;                       // CA sources (extra CA file / env)
 };
 

@@ -386,7 +386,9 @@ TEST(UpstreamPoolTest, PeerClosedIdleConnectionIsNotReused) {
   MockLlmOptions options;
   options.idle_timeout = 50ms;  // the mock closes idle keep-alive connections quickly
   MockLlm mock(options);
-  ClientLoop client;
+  UpstreamPoolOptions pool_options;
+  pool_options.peek_after_idle = 0ms;  // peek every idle connection before reuse
+  ClientLoop client(pool_options);
   FetchResult r = client.Run<FetchResult>([&] { return Fetch(client.pool(), mock.BaseUrl()); });
   ASSERT_FALSE(r.ec) << r.ec.message();
   // Poll with growing gaps: each reuse restarts the mock's idle clock, so once a gap
@@ -402,6 +404,27 @@ TEST(UpstreamPoolTest, PeerClosedIdleConnectionIsNotReused) {
   }
   EXPECT_FALSE(r.reused);
   EXPECT_EQ(r.connections_tried, 1u);  // discarded before use, not through the retry
+}
+
+TEST(UpstreamPoolTest, RecentlyIdleConnectionClosedByThePeerIsRetriedNotFailed) {
+  // With the default peek threshold a connection idle for less than it is reused without
+  // a peek; when the server closed it meanwhile, the call still succeeds on a fresh one.
+  MockLlmOptions options;
+  options.idle_timeout = 50ms;
+  MockLlm mock(options);
+  UpstreamPoolOptions pool_options;
+  pool_options.peek_after_idle = 10s;
+  ClientLoop client(pool_options);
+  FetchResult r = client.Run<FetchResult>([&] { return Fetch(client.pool(), mock.BaseUrl()); });
+  ASSERT_FALSE(r.ec) << r.ec.message();
+  // Ten times the mock's idle timeout: it has closed the pooled connection by then (the
+  // mock exposes no count of open connections to wait on).
+  std::this_thread::sleep_for(500ms);
+  r = client.Run<FetchResult>([&] { return Fetch(client.pool(), mock.BaseUrl()); });
+  ASSERT_FALSE(r.ec) << r.ec.message();
+  EXPECT_EQ(r.status, 200u);
+  EXPECT_EQ(r.connections_tried, 2u);  // the stale one, then a fresh one
+  EXPECT_EQ(mock.Stats().connections, 2u);
 }
 
 TEST(UpstreamPoolTest, IdleConnectionsAreCappedPerOrigin) {
