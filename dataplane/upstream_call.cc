@@ -32,9 +32,10 @@ bool IsConnectionLoss(const boost::system::error_code& ec) {
 }
 
 std::error_code MapReadError(const boost::system::error_code& ec, bool cancelled,
-                             UpstreamErrc timeout_code) {
-  if (cancelled || ec == asio::error::operation_aborted) return UpstreamErrc::kCancelled;
-  if (ec == beast::error::timeout) return timeout_code;
+                             bool timed_out, UpstreamErrc timeout_code) {
+  if (cancelled) return UpstreamErrc::kCancelled;
+  if (timed_out) return timeout_code;
+  if (ec == asio::error::operation_aborted) return UpstreamErrc::kCancelled;
   if (ec.category() == make_error_code(http::error::end_of_stream).category() &&
       !IsConnectionLoss(ec)) {
     return UpstreamErrc::kBadResponse;
@@ -129,7 +130,7 @@ asio::awaitable<std::error_code> UpstreamCall::SendAndReadHead(UpstreamConnectio
                                                                bool& nothing_received) {
   nothing_received = false;
   conn.buffer().clear();
-  conn.tcp().expires_at(deadline);
+  conn.ExpiresAt(deadline);
   const std::array<asio::const_buffer, 2> request{asio::buffer(head_.data(), head_.size()),
                                                   asio::buffer(body_.data(), body_.size())};
   auto [write_ec, written] = co_await conn.WithStream(
@@ -137,10 +138,9 @@ asio::awaitable<std::error_code> UpstreamCall::SendAndReadHead(UpstreamConnectio
   (void)written;
   if (write_ec) {
     nothing_received = true;
-    if (cancel_.cancelled || write_ec == asio::error::operation_aborted) {
-      co_return UpstreamErrc::kCancelled;
-    }
-    if (write_ec == beast::error::timeout) co_return UpstreamErrc::kResponseTimeout;
+    if (cancel_.cancelled) co_return UpstreamErrc::kCancelled;
+    if (conn.timed_out()) co_return UpstreamErrc::kResponseTimeout;
+    if (write_ec == asio::error::operation_aborted) co_return UpstreamErrc::kCancelled;
     co_return UpstreamErrc::kWriteFailed;
   }
   while (true) {
@@ -152,13 +152,14 @@ asio::awaitable<std::error_code> UpstreamCall::SendAndReadHead(UpstreamConnectio
     });
     if (read_ec) {
       nothing_received = IsConnectionLoss(read_ec) && conn.buffer().size() == 0 && read == 0;
-      co_return MapReadError(read_ec, cancel_.cancelled, UpstreamErrc::kResponseTimeout);
+      co_return MapReadError(read_ec, cancel_.cancelled, conn.timed_out(),
+                             UpstreamErrc::kResponseTimeout);
     }
     // Interim 1xx responses (100 Continue, 103 Early Hints) precede the real one.
     const unsigned status = parser_->get().result_int();
     if (status < 100 || status >= 200 || status == 101) break;
   }
-  conn.tcp().expires_never();
+  conn.ExpiresNever();
   chunk_ = conn.BodyChunk(pool_.options().read_chunk_bytes);
   body_done_ = parser_->is_done();
   co_return std::error_code{};
@@ -167,7 +168,7 @@ asio::awaitable<std::error_code> UpstreamCall::SendAndReadHead(UpstreamConnectio
 asio::awaitable<std::error_code> UpstreamCall::ReadSome(char* data, size_t size,
                                                         Clock::time_point deadline, size_t& got) {
   got = 0;
-  conn_->tcp().expires_at(deadline);
+  conn_->ExpiresAt(deadline);
   // Loop until some body bytes arrive: a read may consume only chunk framing.
   while (true) {
     auto& body = parser_->get().body();
@@ -182,13 +183,13 @@ asio::awaitable<std::error_code> UpstreamCall::ReadSome(char* data, size_t size,
       co_return sticky_error_;
     }
     if (ec && ec != http::error::need_buffer) {
-      sticky_error_ = MapReadError(ec, false, UpstreamErrc::kBodyTimeout);
+      sticky_error_ = MapReadError(ec, false, conn_->timed_out(), UpstreamErrc::kBodyTimeout);
       conn_->Close();
       co_return sticky_error_;
     }
     got = size - parser_->get().body().size;
     body_done_ = parser_->is_done();
-    if (body_done_) conn_->tcp().expires_never();
+    if (body_done_) conn_->ExpiresNever();
     if (got > 0 || body_done_) co_return std::error_code{};
   }
 }

@@ -6,6 +6,7 @@
 
 #include <openssl/ssl.h>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/connect.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
@@ -13,6 +14,7 @@
 #include <boost/beast/core/error.hpp>
 
 #include "dataplane/upstream_error.h"
+#include "dataplane/upstream_pool.h"
 
 namespace llmproxy {
 namespace asio = boost::asio;
@@ -28,26 +30,29 @@ UpstreamConnection::UpstreamConnection(asio::any_io_executor executor,
   if (tls_context) {
     tls_ = std::make_unique<TlsStream>(executor, *tls_context);
   } else {
-    plain_ = std::make_unique<TcpStream>(executor);
+    plain_ = std::make_unique<Socket>(executor);
   }
 }
 
-UpstreamConnection::~UpstreamConnection() = default;
+UpstreamConnection::~UpstreamConnection() {
+  if (tracked_by_) tracked_by_->Untrack(*this);
+}
 
 asio::awaitable<std::error_code> UpstreamConnection::Connect(
     const asio::ip::tcp::resolver::results_type& endpoints, const std::string& host, bool insecure,
     Clock::time_point deadline) {
-  TcpStream& stream = tcp();
-  stream.expires_at(deadline);
-  auto [ec, endpoint] = co_await stream.async_connect(endpoints, kUse);
+  Socket& stream = socket();
+  ExpiresAt(deadline);
+  auto [ec, endpoint] = co_await asio::async_connect(stream, endpoints, kUse);
   if (ec) {
-    stream.close();
-    if (ec == beast::error::timeout) co_return UpstreamErrc::kConnectTimeout;
+    const bool timed_out = timed_out_;
+    Close();
+    if (timed_out) co_return UpstreamErrc::kConnectTimeout;
     if (ec == asio::error::operation_aborted) co_return UpstreamErrc::kCancelled;
     co_return UpstreamErrc::kConnectFailed;
   }
   boost::system::error_code ignored;
-  stream.socket().set_option(asio::ip::tcp::no_delay(true), ignored);
+  stream.set_option(asio::ip::tcp::no_delay(true), ignored);
   if (tls_) {
     boost::system::error_code addr_ec;
     asio::ip::make_address(host, addr_ec);
@@ -63,13 +68,14 @@ asio::awaitable<std::error_code> UpstreamConnection::Connect(
     }
     auto [hs_ec] = co_await tls_->async_handshake(asio::ssl::stream_base::client, kUse);
     if (hs_ec) {
-      stream.close();
-      if (hs_ec == beast::error::timeout) co_return UpstreamErrc::kConnectTimeout;
+      const bool timed_out = timed_out_;
+      Close();
+      if (timed_out) co_return UpstreamErrc::kConnectTimeout;
       if (hs_ec == asio::error::operation_aborted) co_return UpstreamErrc::kCancelled;
       co_return UpstreamErrc::kTlsFailed;
     }
   }
-  stream.expires_never();
+  ExpiresNever();
   co_return std::error_code{};
 }
 
@@ -81,14 +87,17 @@ char* UpstreamConnection::BodyChunk(size_t size) {
   return body_chunk_.get();
 }
 
-void UpstreamConnection::Close() { tcp().close(); }
+void UpstreamConnection::Close() {
+  boost::system::error_code ignored;
+  socket().close(ignored);
+}
 
-bool UpstreamConnection::is_open() { return tcp().socket().is_open(); }
+bool UpstreamConnection::is_open() { return socket().is_open(); }
 
 bool UpstreamConnection::LooksReusable() {
   if (!is_open() || buffer_.size() != 0) return false;
   char byte;
-  const ssize_t n = ::recv(tcp().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  const ssize_t n = ::recv(socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   // Nothing to read is the healthy idle state; EOF or unexpected bytes (an error page, a
   // TLS close_notify) mean the server is done with this connection.
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);

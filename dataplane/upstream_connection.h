@@ -1,7 +1,11 @@
-// One outbound connection to a backend origin: plain TCP (beast::tcp_stream) or TLS
-// (asio::ssl::stream over it) behind one type, with its read buffer. Created and pooled
-// by UpstreamPool, driven by UpstreamCall; the pipeline does not use it directly.
+// One outbound connection to a backend origin: plain TCP or TLS (asio::ssl::stream over
+// the socket) behind one type, with its read buffer. Created and pooled by UpstreamPool,
+// driven by UpstreamCall; the pipeline does not use it directly.
 // Not thread-safe: lives on one io thread.
+//
+// Deadlines are a stored time, not a timer per operation: while a connection is in use
+// its pool sweeps it every few tens of milliseconds and closes it once the deadline has
+// passed (pending operations then fail, and timed_out() says why).
 #pragma once
 
 #include <chrono>
@@ -17,14 +21,15 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 
 namespace llmproxy {
 
+class UpstreamPool;
+
 class UpstreamConnection {
  public:
-  using TcpStream = boost::beast::tcp_stream;
-  using TlsStream = boost::asio::ssl::stream<TcpStream>;
+  using Socket = boost::asio::ip::tcp::socket;
+  using TlsStream = boost::asio::ssl::stream<Socket>;
   using Clock = std::chrono::steady_clock;
 
   // A plain connection when tls_context is null, else TLS (SNI + hostname check unless
@@ -42,7 +47,7 @@ class UpstreamConnection {
       const boost::asio::ip::tcp::resolver::results_type& endpoints, const std::string& host,
       bool insecure, Clock::time_point deadline);
 
-  // Runs f(stream) with the concrete stream type (TcpStream& or TlsStream&); both branches
+  // Runs f(stream) with the concrete stream type (Socket& or TlsStream&); both branches
   // must return the same type (e.g. an awaitable of the same signature).
   template <class F>
   decltype(auto) WithStream(F&& f) {
@@ -50,7 +55,19 @@ class UpstreamConnection {
     return std::forward<F>(f)(*plain_);
   }
 
-  TcpStream& tcp() { return tls_ ? tls_->next_layer() : *plain_; }
+  Socket& socket() { return tls_ ? tls_->next_layer() : *plain_; }
+
+  // Operations must finish by `at`, or the pool's sweep closes the connection.
+  void ExpiresAt(Clock::time_point at) { deadline_ = at; }
+  void ExpiresNever() { deadline_ = Clock::time_point::max(); }
+  bool timed_out() const { return timed_out_; }
+  // For the pool's sweep: closes the connection when its deadline has passed.
+  void CheckDeadline(Clock::time_point now) {
+    if (deadline_ <= now && !timed_out_) {
+      timed_out_ = true;
+      Close();
+    }
+  }
   boost::beast::flat_buffer& buffer() { return buffer_; }
   bool is_tls() const { return tls_ != nullptr; }
   const std::string& pool_key() const { return pool_key_; }
@@ -71,8 +88,14 @@ class UpstreamConnection {
   uint64_t requests_served = 0;
 
  private:
-  std::unique_ptr<TcpStream> plain_;  // exactly one of plain_ / tls_ is set
-  std::unique_ptr<TlsStream> tls_;    // owns its own tcp_stream
+  friend class UpstreamPool;  // tracks connections in use for its deadline sweep
+  UpstreamPool* tracked_by_ = nullptr;
+  size_t tracked_index_ = 0;
+
+  std::unique_ptr<Socket> plain_;   // exactly one of plain_ / tls_ is set
+  std::unique_ptr<TlsStream> tls_;  // owns its own socket
+  Clock::time_point deadline_ = Clock::time_point::max();
+  bool timed_out_ = false;
   boost::beast::flat_buffer buffer_;
   std::unique_ptr<char[]> body_chunk_;
   size_t body_chunk_size_ = 0;

@@ -38,7 +38,7 @@ void UpstreamCancelState::Cancel() {
 }
 
 UpstreamPool::UpstreamPool(asio::any_io_executor executor, UpstreamPoolOptions options)
-    : executor_(std::move(executor)), options_(std::move(options)) {
+    : executor_(std::move(executor)), options_(std::move(options)), sweep_timer_(executor_) {
   // The environment is read now, as at process start, even though the context is built
   // later: a pool's trust settings must not depend on when its first https call happens.
   if (options_.tls.extra_ca_file.empty()) {
@@ -58,7 +58,45 @@ TlsContext& UpstreamPool::tls() {
   return *tls_;
 }
 
-UpstreamPool::~UpstreamPool() = default;
+UpstreamPool::~UpstreamPool() {
+  *alive_ = false;
+  idle_.clear();
+  // Calls must not outlive the pool; if one does (a deliberate leak at shutdown), its
+  // connection must not reach back into this pool.
+  for (UpstreamConnection* c : in_use_) c->tracked_by_ = nullptr;
+}
+
+void UpstreamPool::Track(UpstreamConnection& conn) {
+  if (conn.tracked_by_ == this) return;
+  conn.tracked_by_ = this;
+  conn.tracked_index_ = in_use_.size();
+  in_use_.push_back(&conn);
+  ArmSweep();
+}
+
+void UpstreamPool::Untrack(UpstreamConnection& conn) {
+  if (conn.tracked_by_ != this) return;
+  const size_t i = conn.tracked_index_;
+  in_use_[i] = in_use_.back();
+  in_use_[i]->tracked_index_ = i;
+  in_use_.pop_back();
+  conn.tracked_by_ = nullptr;
+}
+
+// One timer for every connection in use, armed only while there are some.
+void UpstreamPool::ArmSweep() {
+  if (sweep_armed_ || in_use_.empty()) return;
+  sweep_armed_ = true;
+  sweep_timer_.expires_after(options_.sweep_interval);
+  sweep_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+    if (!*alive) return;
+    sweep_armed_ = false;
+    if (ec) return;
+    const Clock::time_point now = Clock::now();
+    for (size_t i = 0; i < in_use_.size(); ++i) in_use_[i]->CheckDeadline(now);
+    ArmSweep();
+  });
+}
 
 size_t UpstreamPool::idle_count() const {
   size_t n = 0;
@@ -89,8 +127,9 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::TakeIdle(const std::string& ke
 void UpstreamPool::Release(std::unique_ptr<UpstreamConnection> conn) {
   if (!conn || !conn->is_open()) return;
   auto& list = idle_[conn->pool_key()];
+  Untrack(*conn);
   if (list.size() >= options_.max_idle_per_origin) return;  // closes conn
-  conn->tcp().expires_never();
+  conn->ExpiresNever();
   conn->idle_since = Clock::now();
   list.push_back(std::move(conn));
 }
@@ -143,6 +182,7 @@ asio::awaitable<UpstreamPool::Acquired> UpstreamPool::Acquire(
   const std::string key = PoolKey(url, tls_insecure);
   if (!fresh_only) {
     if (auto conn = TakeIdle(key)) {
+      Track(*conn);
       ++reuses_;
       ++conn->requests_served;
       out.conn = std::move(conn);
@@ -162,6 +202,7 @@ asio::awaitable<UpstreamPool::Acquired> UpstreamPool::Acquire(
   ++connects_started_;
   auto conn = std::make_unique<UpstreamConnection>(
       executor_, url.tls ? &tls().Get(tls_insecure) : nullptr, key);
+  Track(*conn);
   cancel.connecting = conn.get();
   out.ec = co_await conn->Connect(endpoints, url.host, tls_insecure, deadline);
   cancel.connecting = nullptr;

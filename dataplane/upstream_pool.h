@@ -16,10 +16,12 @@
 #include <string>
 #include <system_error>
 #include <unordered_map>
+#include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "common/upstream_url.h"
 #include "dataplane/tls_context.h"
@@ -38,6 +40,9 @@ struct UpstreamPoolOptions {
   // seconds, and under load connections idle for microseconds. A connection closed in
   // between is still covered by UpstreamCall's one stale-connection retry.
   std::chrono::milliseconds peek_after_idle{1000};
+  // How often connections in use are checked against their deadlines (connect, response
+  // and body timeouts fire up to this much late).
+  std::chrono::milliseconds sweep_interval{50};
   TlsOptions tls;                       // CA sources (extra CA file / env)
 };
 
@@ -84,6 +89,12 @@ class UpstreamPool {
   void CloseIdle();
 
  private:
+  friend class UpstreamConnection;
+  // Connections in use (connecting, or held by an UpstreamCall) are swept for deadlines.
+  void Track(UpstreamConnection& conn);
+  void Untrack(UpstreamConnection& conn);
+  void ArmSweep();
+
   struct DnsEntry {
     boost::asio::ip::tcp::resolver::results_type results;
     std::chrono::steady_clock::time_point expires;
@@ -101,6 +112,10 @@ class UpstreamPool {
   std::unordered_map<std::string, DnsEntry> dns_;
   uint64_t connects_started_ = 0;
   uint64_t reuses_ = 0;
+  std::vector<UpstreamConnection*> in_use_;
+  boost::asio::steady_timer sweep_timer_;
+  bool sweep_armed_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for the sweep handler
 };
 
 }  // namespace llmproxy
