@@ -294,10 +294,12 @@ http {{
                              timeout=duration + 30).stdout
         return parse_wrk(out)
 
-    def run_streamload(self, port, model):
+    def run_streamload(self, port, model, chunks=None, gap=None):
         exe = os.path.join(self.bin, "llmproxy-streamload")
+        chunks = self.chunks if chunks is None else chunks
+        gap = self.gap if gap is None else gap
         argv = [exe, "--port", str(port), "--model", model, "--streams", str(self.streams),
-                "--chunks", str(self.chunks), "--gap-ms", str(self.gap), "--timeout-s", "60"]
+                "--chunks", str(chunks), "--gap-ms", str(gap), "--timeout-s", "60"]
         if self.cpu_load is not None:
             argv = ["taskset", "-c", str(self.cpu_load)] + argv
         r = subprocess.run(argv, capture_output=True, text=True, timeout=90,
@@ -374,8 +376,9 @@ http {{
             t.append(("worker", self.worker_port, None))
         return t
 
-    def measured(self, scenario, name, proc, fn):
-        """Runs fn() while accounting the CPU of the process that serves `name`."""
+    def measured(self, scenario, name, proc, fn, warmup=None):
+        """Runs fn() while accounting the CPU of the process that serves `name`.
+        warmup(), when given, runs first and is not measured."""
         worker = None
         try:
             if proc is None:
@@ -388,6 +391,8 @@ http {{
                                           SMALL_BODY, {"Content-Type": "application/json"})
                     if st != 200 or "chatcmpl-static" not in body:
                         raise BenchError(f"worker answered {st}: {body[:200]}")
+            if warmup is not None:
+                warmup()
             cpu0 = proc.cpu_seconds()
             r = fn()
             r["cpu_s"] = proc.cpu_seconds() - cpu0
@@ -436,7 +441,11 @@ http {{
             log(f"scenario {sid} ({title}) -> {name}")
             model = "bench-stream"
             try:
-                r = self.measured(sid, name, proc, lambda: self.run_streamload(port, model))
+                # Warm-up: the same number of short streams first, so every target runs
+                # the measured burst with its upstream keep-alive pool filled, as a gateway
+                # under steady traffic does (nginx keeps `keepalive 1024`).
+                r = self.measured(sid, name, proc, lambda: self.run_streamload(port, model),
+                                  warmup=lambda: self.run_streamload(port, model, 1, 1))
             except (BenchError, subprocess.TimeoutExpired, OSError) as e:
                 self.failures.append(f"s{sid} {name}: {e}")
                 continue

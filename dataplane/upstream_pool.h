@@ -30,7 +30,9 @@
 namespace llmproxy {
 
 struct UpstreamPoolOptions {
-  size_t max_idle_per_origin = 64;  // beyond this, released ones close
+  // Beyond this, released ones close. Sized for a burst of a thousand concurrent streams
+  // per thread to find warm connections (nginx's `keepalive` is per worker too).
+  size_t max_idle_per_origin = 1024;
   std::chrono::milliseconds idle_expiry{std::chrono::seconds(55)};  // idle longer: closed
   std::chrono::milliseconds dns_ttl{std::chrono::seconds(30)};      // successful lookups cached
   size_t max_header_bytes = 64 * 1024;  // response head limit (kBadResponse beyond)
