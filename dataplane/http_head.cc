@@ -43,10 +43,6 @@ void AppendField(std::string& out, std::string_view name, uint64_t value) {
   AppendField(out, name, std::string_view(digits, static_cast<size_t>(end - digits)));
 }
 
-void AppendFields(std::string& out, const http::fields& fields) {
-  for (const auto& f : fields) AppendField(out, f.name_string(), f.value());
-}
-
 void AppendConnection(std::string& out, unsigned version, bool keep_alive) {
   if (version >= 11 && !keep_alive) out += "Connection: close\r\n";
   if (version < 11 && keep_alive) out += "Connection: keep-alive\r\n";

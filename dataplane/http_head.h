@@ -10,12 +10,19 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory_resource>
 #include <string>
 #include <string_view>
 
 #include <boost/beast/http/fields.hpp>
 
 namespace llmproxy {
+
+// Header fields whose elements are carved from a per-request arena (a
+// std::pmr::monotonic_buffer_resource with an inline first block) instead of one malloc
+// per field: parsed client requests and upstream response heads use these.
+using ArenaAllocator = std::pmr::polymorphic_allocator<char>;
+using ArenaFields = boost::beast::http::basic_fields<ArenaAllocator>;
 
 // "HTTP/1.1 200 OK\r\n" (version 10 or 11, as Beast encodes it).
 void AppendStatusLine(std::string& out, unsigned version, unsigned status);
@@ -28,7 +35,10 @@ void AppendField(std::string& out, std::string_view name, std::string_view value
 void AppendField(std::string& out, std::string_view name, uint64_t value);
 
 // Every field of `fields`, in order.
-void AppendFields(std::string& out, const boost::beast::http::fields& fields);
+template <class Fields>
+void AppendFields(std::string& out, const Fields& fields) {
+  for (const auto& f : fields) AppendField(out, f.name_string(), f.value());
+}
 
 // The Connection header a response needs: HTTP/1.1 keeps alive unless told "close";
 // HTTP/1.0 closes unless told "keep-alive". Nothing when the default applies.

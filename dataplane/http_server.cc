@@ -310,7 +310,10 @@ asio::awaitable<void> HttpServer::RunSession(Thread& thread, tcp::socket socket)
     }
     first = false;
 
-    RequestParser parser;
+    // The previous request's parser is gone: its fields' arena can start over.
+    conn.header_arena.release();
+    RequestParser parser(std::piecewise_construct, std::make_tuple(),
+                         std::make_tuple(ArenaAllocator(&conn.header_arena)));
     parser.header_limit(static_cast<uint32_t>(limits.header_limit));
     // The body limit is the handler's (it depends on the routing table): lift Beast's
     // 1 MB default so a large Content-Length does not fail the header read itself.

@@ -10,7 +10,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <cstddef>
 #include <memory>
+#include <memory_resource>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,6 +25,8 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
+
+#include "dataplane/http_head.h"
 
 namespace llmproxy {
 
@@ -39,7 +43,8 @@ struct ServerLimits {
   std::chrono::milliseconds idle_timeout{60000};    // keep-alive wait for the next request
 };
 
-using RequestParser = http::request_parser<http::string_body>;
+// The client request: header fields from the connection's arena (http_head.h).
+using RequestParser = http::request_parser<http::string_body, ArenaAllocator>;
 
 struct ClientConnection;
 
@@ -83,6 +88,10 @@ struct ClientConnection {
   beast::flat_buffer buffer;  // bytes read past the current request (pipelining) stay here
   std::string head_scratch;   // response heads are serialized here (capacity is reused)
   std::string upstream_scratch;  // the upstream request head, likewise
+  // The current request's header fields live here; released between requests.
+  alignas(std::max_align_t) std::byte header_arena_block[2048];
+  std::pmr::monotonic_buffer_resource header_arena{header_arena_block,
+                                                   sizeof header_arena_block};
   std::string remote_address;
   size_t thread_index = 0;
   Clock::time_point deadline = Clock::time_point::max();

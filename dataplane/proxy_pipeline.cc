@@ -52,7 +52,7 @@ double SecondsBetween(SteadyClockT::time_point a, SteadyClockT::time_point b) {
 // Client request headers never sent upstream: hop-by-hop ones (RFC 9110 7.6.1), the
 // ones the proxy sets itself, credentials of the client, and Accept-Encoding (the
 // proxy reads usage out of bodies and relays streams event by event: identity only).
-bool DropRequestHeader(const http::fields::value_type& f) {
+bool DropRequestHeader(const ArenaFields::value_type& f) {
   switch (f.name()) {
     case http::field::connection:
     case http::field::keep_alive:
@@ -81,7 +81,8 @@ bool StartsWithNoCase(std::string_view s, std::string_view prefix) {
 
 // Upstream response headers worth giving the client: content type, request ids,
 // rate-limit state and OpenAI's processing metadata.
-bool KeepResponseHeader(const http::fields::value_type& f) {
+template <class Field>
+bool KeepResponseHeader(const Field& f) {
   switch (f.name()) {
     case http::field::content_type:
     case http::field::retry_after:
@@ -214,9 +215,11 @@ class ProxyRequest {
                                         const ProxyPipeline::ThreadState::Backend& b);
   // Response head up to (not including) Content-Length / Transfer-Encoding and the blank
   // line: status line, kept upstream headers, request id, x-llmproxy-*, CORS, Connection.
-  std::string& StartResponseHead(unsigned status, const http::fields* upstream_head);
+  template <class Fields>
+  std::string& StartResponseHead(unsigned status, const Fields* upstream_head);
   asio::awaitable<void> SendError(const ProxyError& error);
-  asio::awaitable<void> SendUpstreamResponse(unsigned status, const http::fields& upstream_head,
+  template <class Fields>
+  asio::awaitable<void> SendUpstreamResponse(unsigned status, const Fields& upstream_head,
                                              std::string_view body);
   // `prefix` (a response head) goes out first, in the same write.
   asio::awaitable<bool> WriteToClient(std::string_view data, bool chunk,
@@ -713,7 +716,8 @@ asio::awaitable<bool> ProxyRequest::WriteToClient(std::string_view data, bool ch
   co_return !ec;
 }
 
-std::string& ProxyRequest::StartResponseHead(unsigned status, const http::fields* upstream_head) {
+template <class Fields>
+std::string& ProxyRequest::StartResponseHead(unsigned status, const Fields* upstream_head) {
   const unsigned version = parser_.get().version();
   std::string& head = conn_.head_scratch;
   head.clear();
@@ -734,8 +738,9 @@ std::string& ProxyRequest::StartResponseHead(unsigned status, const http::fields
   return head;
 }
 
+template <class Fields>
 asio::awaitable<void> ProxyRequest::SendUpstreamResponse(unsigned status,
-                                                         const http::fields& upstream_head,
+                                                         const Fields& upstream_head,
                                                          std::string_view body) {
   record_.status = static_cast<int>(status);
   record_.bytes_out = body.size();
@@ -755,7 +760,8 @@ asio::awaitable<void> ProxyRequest::SendError(const ProxyError& error) {
   record_.error = error.message;
   const std::string body = error.Json();
   record_.bytes_out = body.size();
-  std::string& head = StartResponseHead(static_cast<unsigned>(error.status), nullptr);
+  std::string& head =
+      StartResponseHead<http::fields>(static_cast<unsigned>(error.status), nullptr);
   AppendField(head, "Content-Type", "application/json");
   AppendField(head, "Content-Length", static_cast<uint64_t>(body.size()));
   head += "\r\n";

@@ -49,8 +49,8 @@ UpstreamCall::UpstreamCall(UpstreamPool& pool) : pool_(pool) {}
 
 UpstreamCall::~UpstreamCall() { Release(); }
 
-const http::response_header<>& UpstreamCall::head() const {
-  static const http::response_header<> kEmpty;
+const UpstreamCall::Head& UpstreamCall::head() const {
+  static const Head kEmpty;
   if (!parser_) return kEmpty;
   return parser_->get().base();
 }
@@ -144,7 +144,8 @@ asio::awaitable<std::error_code> UpstreamCall::SendAndReadHead(UpstreamConnectio
     co_return UpstreamErrc::kWriteFailed;
   }
   while (true) {
-    parser_.emplace();
+    parser_.emplace(std::piecewise_construct, std::make_tuple(),
+                    std::make_tuple(ArenaAllocator(&head_arena_)));
     parser_->header_limit(static_cast<uint32_t>(pool_.options().max_header_bytes));
     parser_->body_limit(boost::none);  // streams are unbounded; ReadAll applies its own limit
     auto [read_ec, read] = co_await conn.WithStream([&](auto& stream) {

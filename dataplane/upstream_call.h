@@ -36,6 +36,8 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
+#include <memory_resource>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -49,6 +51,7 @@
 #include <boost/beast/http/string_body.hpp>
 
 #include "common/upstream_url.h"
+#include "dataplane/http_head.h"
 #include "dataplane/upstream_connection.h"
 #include "dataplane/upstream_error.h"
 #include "dataplane/upstream_pool.h"
@@ -93,8 +96,10 @@ class UpstreamCall {
                                                    std::string_view body,
                                                    UpstreamCallOptions options);
 
-  // The response head (valid after Start succeeded).
-  const boost::beast::http::response_header<>& head() const;
+  // The response head (valid after Start succeeded, and after Release, until the call
+  // is destroyed).
+  using Head = boost::beast::http::response_header<ArenaFields>;
+  const Head& head() const;
   unsigned status() const { return head().result_int(); }
 
   // Next body piece, waiting at most idle_timeout for bytes. After done or an error, further
@@ -134,7 +139,11 @@ class UpstreamCall {
   std::string owned_body_;
   std::string_view head_;
   std::string_view body_;
-  std::optional<boost::beast::http::response_parser<boost::beast::http::buffer_body>> parser_;
+  // The response head's fields come from this arena (no malloc per header line).
+  alignas(std::max_align_t) std::byte head_arena_block_[1024];
+  std::pmr::monotonic_buffer_resource head_arena_{head_arena_block_, sizeof head_arena_block_};
+  std::optional<boost::beast::http::response_parser<boost::beast::http::buffer_body, ArenaAllocator>>
+      parser_;
   char* chunk_ = nullptr;  // body piece buffer, owned by the connection
   std::error_code sticky_error_;
   bool started_ = false;
