@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <future>
 #include <list>
+#include <utility>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -21,6 +22,7 @@
 #include "dataplane/cors.h"
 #include "dataplane/error_response.h"
 #include "dataplane/http_head.h"
+#include "dataplane/socket_write.h"
 
 namespace llmproxy {
 
@@ -191,12 +193,15 @@ void ArmWatch(ClientConnection& conn) {
   state.conn = &conn;
   conn.socket.async_read_some(
       conn.buffer.prepare(4096),
-      [watch = conn.watch, generation = state.generation](const boost::system::error_code& ec,
-                                                          size_t n) {
-        if (generation != watch->generation) return;  // disowned by StopClientWatch
+      [watch = conn.watch](const boost::system::error_code& ec, size_t n) {
         watch->pending = false;
-        // Aborted: the socket was closed (timeout, drain, session end); `conn` may be gone.
-        if (ec == asio::error::operation_aborted) return FinishWatchRead(*watch, ec);
+        const bool stop_cancelled = std::exchange(watch->stop_cancelled, false);
+        if (!watch->conn) return;  // the session has ended: nobody wants these bytes
+        // Aborted: StopClientWatch's cancel (nothing was read, not an error), or the
+        // socket was closed (timeout, drain).
+        if (ec == asio::error::operation_aborted) {
+          return FinishWatchRead(*watch, stop_cancelled ? boost::system::error_code{} : ec);
+        }
         ClientConnection& c = *watch->conn;
         if (!ec && n > 0) {
           c.buffer.commit(n);
@@ -249,10 +254,10 @@ void StopClientWatch(ClientConnection& conn) {
   watch.on_gone = nullptr;
   watch.ctx = nullptr;
   if (watch.pending && conn.buffer.size() > 0) {
-    // A pipelined request is already buffered: the session parses it next and may read
-    // more itself, so this read must not stay armed beside that one.
-    ++watch.generation;
-    watch.pending = false;
+    // A pipelined request is already buffered: the session must not wait for more bytes
+    // before serving it. Cancel the read; the session still waits for its handler (it
+    // may have completed with bytes already, which are then committed in order).
+    watch.stop_cancelled = true;
     boost::system::error_code ignored;
     conn.socket.cancel(ignored);
   }
@@ -280,6 +285,7 @@ asio::awaitable<void> HttpServer::RunSession(Thread& thread, tcp::socket socket)
   {
     boost::system::error_code ec;
     conn.socket.set_option(tcp::no_delay(true), ec);
+    conn.socket.non_blocking(true, ec);  // for WriteAll's immediate writes
     auto remote = conn.socket.remote_endpoint(ec);
     if (!ec) conn.remote_address = remote.address().to_string();
   }
@@ -293,17 +299,30 @@ asio::awaitable<void> HttpServer::RunSession(Thread& thread, tcp::socket socket)
     boost::system::error_code ec;
     // Between requests a client may stay silent for the idle timeout; once it starts a
     // request, the whole header must arrive within the header timeout.
-    if (conn.buffer.size() == 0) {
+    if (conn.watch && (conn.watch->pending || conn.watch->read_error)) {
+      // The last request's watch read is still armed (or ended): nothing may touch the
+      // buffer before its handler ran. With nothing buffered it is the wait for the next
+      // request.
+      const bool empty = conn.buffer.size() == 0;
+      if (empty) {
+        conn.idle = true;
+        conn.ExpiresAfter(first ? limits.header_timeout : limits.idle_timeout);
+      }
+      ec = co_await AwaitWatchRead(conn);
+      conn.idle = false;
+      if (conn.buffer.size() == 0) {
+        if (ec) break;
+        continue;
+      }
+      // Bytes came before the error (say a pipelined request, then EOF): serve them; the
+      // error ends the connection at the next wait.
+      ec = {};
+    } else if (conn.buffer.size() == 0) {
       conn.idle = true;
       conn.ExpiresAfter(first ? limits.header_timeout : limits.idle_timeout);
-      if (conn.watch && (conn.watch->pending || conn.watch->read_error)) {
-        // The last request's watch read is still armed: it is this wait.
-        ec = co_await AwaitWatchRead(conn);
-      } else {
-        size_t n = co_await conn.socket.async_read_some(
-            conn.buffer.prepare(4096), asio::redirect_error(asio::use_awaitable, ec));
-        if (!ec) conn.buffer.commit(n);
-      }
+      size_t n = co_await conn.socket.async_read_some(
+          conn.buffer.prepare(4096), asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec) conn.buffer.commit(n);
       conn.idle = false;
       if (ec) break;
       if (conn.buffer.size() == 0) continue;
@@ -345,7 +364,10 @@ asio::awaitable<void> HttpServer::RunSession(Thread& thread, tcp::socket socket)
     if (!keep_alive || conn.closing) break;
   }
 
-  if (conn.watch) conn.watch->active = false;
+  if (conn.watch) {
+    conn.watch->active = false;
+    conn.watch->conn = nullptr;  // a read completing after this must not touch `conn`
+  }
   boost::system::error_code ignored;
   conn.socket.shutdown(tcp::socket::shutdown_send, ignored);
   // Closing aborts a pending watch read before `conn` (and its buffer) goes away.
@@ -375,7 +397,7 @@ asio::awaitable<bool> WriteRaw(ClientConnection& conn, std::string_view head,
   conn.ExpiresAfter(timeout);
   const std::array<asio::const_buffer, 2> buffers{asio::buffer(head.data(), head.size()),
                                                   asio::buffer(body.data(), body.size())};
-  co_await asio::async_write(conn.socket, buffers, asio::redirect_error(asio::use_awaitable, ec));
+  ec = co_await WriteAll(conn.socket, buffers);
   conn.ExpiresNever();
   co_return !ec;
 }

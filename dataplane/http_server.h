@@ -51,10 +51,10 @@ struct ClientConnection;
 // The connection's read that stays armed while a proxied request waits on its upstream
 // and then becomes the wait for the next request (StartClientWatch).
 struct ClientWatchState {
-  ClientConnection* conn = nullptr;  // valid while the read is pending
+  ClientConnection* conn = nullptr;  // null once the session has ended
   bool active = false;               // a request is watching: EOF/reset runs on_gone
   bool pending = false;              // the read is in flight
-  uint32_t generation = 0;           // bumped to disown a read cancelled on purpose
+  bool stop_cancelled = false;       // StopClientWatch cancelled the read (not an error)
   boost::system::error_code read_error;  // how a read ended that nobody waited for
   void (*on_gone)(void*) = nullptr;
   void* ctx = nullptr;

@@ -26,6 +26,7 @@
 #include "dataplane/cors.h"
 #include "dataplane/error_response.h"
 #include "dataplane/http_head.h"
+#include "dataplane/socket_write.h"
 #include "dataplane/routing/attempt_planner.h"
 #include "dataplane/routing/model_resolver.h"
 #include "dataplane/routing/random.h"
@@ -708,8 +709,7 @@ asio::awaitable<bool> ProxyRequest::WriteToClient(std::string_view data, bool ch
     pieces[count++] = asio::buffer(data.data(), data.size());
     pieces[count++] = asio::buffer("\r\n", 2);
   }
-  co_await asio::async_write(conn_.socket, std::span(pieces.data(), count),
-                             asio::redirect_error(asio::use_awaitable, ec));
+  ec = co_await WriteAll(conn_.socket, std::span<const asio::const_buffer>(pieces.data(), count));
   conn_.ExpiresNever();
   client_wait_ += SecondsBetween(write_start, SteadyClockT::now());
   if (!ec) record_.bytes_out += data.size();

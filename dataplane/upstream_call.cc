@@ -14,6 +14,7 @@
 #include <boost/beast/http/read.hpp>
 
 #include "dataplane/http_head.h"
+#include "dataplane/socket_write.h"
 
 namespace llmproxy {
 namespace asio = boost::asio;
@@ -133,9 +134,15 @@ asio::awaitable<std::error_code> UpstreamCall::SendAndReadHead(UpstreamConnectio
   conn.ExpiresAt(deadline);
   const std::array<asio::const_buffer, 2> request{asio::buffer(head_.data(), head_.size()),
                                                   asio::buffer(body_.data(), body_.size())};
-  auto [write_ec, written] = co_await conn.WithStream(
-      [&](auto& stream) { return asio::async_write(stream, request, kUse); });
-  (void)written;
+  boost::system::error_code write_ec;
+  if (conn.is_tls()) {
+    auto [ec, written] = co_await conn.WithStream(
+        [&](auto& stream) { return asio::async_write(stream, request, kUse); });
+    (void)written;
+    write_ec = ec;
+  } else {
+    write_ec = co_await WriteAll(conn.socket(), request);
+  }
   if (write_ec) {
     nothing_received = true;
     if (cancel_.cancelled) co_return UpstreamErrc::kCancelled;

@@ -53,6 +53,7 @@ asio::awaitable<std::error_code> UpstreamConnection::Connect(
   }
   boost::system::error_code ignored;
   stream.set_option(asio::ip::tcp::no_delay(true), ignored);
+  stream.non_blocking(true, ignored);  // plain connections write with WriteAll
   if (tls_) {
     boost::system::error_code addr_ec;
     asio::ip::make_address(host, addr_ec);
