@@ -5,6 +5,10 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace llmproxy {
 namespace {
 
@@ -81,6 +85,25 @@ class JsonScanner {
     while (true) {
       // Hot loop over prompt text: locals only, so the compiler keeps them in registers.
       size_t i = pos_;
+#if defined(__SSE2__)
+      // Sixteen bytes at a time (SSE2 is part of x86-64): long message contents are
+      // most of a large body, and this loop is most of the cost of peeking at it.
+      const __m128i quote = _mm_set1_epi8('"');
+      const __m128i backslash = _mm_set1_epi8('\\');
+      const __m128i control_max = _mm_set1_epi8(0x1F);
+      while (i + 16 <= n) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + i));
+        const __m128i stops =
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                         _mm_cmpeq_epi8(_mm_max_epu8(v, control_max), control_max));
+        const int mask = _mm_movemask_epi8(stops);
+        if (mask != 0) {
+          i += static_cast<size_t>(__builtin_ctz(static_cast<unsigned>(mask)));
+          break;
+        }
+        i += 16;
+      }
+#endif
       // Eight bytes at a time while none is a quote, a backslash or a control character.
       while (i + 8 <= n) {
         uint64_t w;

@@ -958,5 +958,41 @@ TEST_F(ClientConnectionTest, TwoHundredKeepAliveConnectionsDoTwentyRequestsEach)
   EXPECT_EQ(worker.worker().open_connections(), static_cast<size_t>(kConnections));
 }
 
+// ---------------------------------------------------------------------------------------
+// Expect: 100-continue (curl sends it for larger bodies and waits for the interim answer).
+
+TEST_F(ClientConnectionTest, ExpectContinueGetsAnInterimAnswerBeforeTheBodyIsSent) {
+  TestWorker worker(TwoModels());
+  const std::string body = ChatBody("model-a");
+  Socket s;
+  ASSERT_TRUE(s.Connect(worker.port()));
+  ASSERT_TRUE(
+      s.Send("POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n"
+             "Content-Type: application/json\r\nExpect: 100-continue\r\n"
+             "Content-Length: " +
+             std::to_string(body.size()) + "\r\n\r\n"));
+  // The interim answer comes without the body having been sent.
+  const auto until = Clock::now() + 5s;
+  while (s.received().find("\r\n\r\n") == std::string::npos && s.ReadOnce(until)) {
+  }
+  ASSERT_EQ(s.received().rfind("HTTP/1.1 100 Continue\r\n\r\n", 0), 0u) << s.received();
+  ASSERT_TRUE(s.Send(body));
+  // Then the real response follows on the same connection.
+  const size_t interim = std::string_view("HTTP/1.1 100 Continue\r\n\r\n").size();
+  const auto until2 = Clock::now() + 10s;
+  std::vector<RawResponse> responses;
+  while (responses.empty() && s.ReadOnce(until2)) {
+    responses = ParseAll(std::string_view(s.received()).substr(interim), false);
+  }
+  ASSERT_EQ(responses.size(), 1u) << s.received();
+  EXPECT_EQ(responses[0].status, 200);
+  EXPECT_EQ(ModelOf(responses[0]), "model-a");
+  // The upstream got the whole body and no Expect header.
+  auto received = a.Requests();
+  ASSERT_EQ(received.size(), 1u);
+  EXPECT_EQ(received[0].body, body);
+  EXPECT_FALSE(received[0].HasHeader("expect"));
+}
+
 }  // namespace
 }  // namespace llmproxy

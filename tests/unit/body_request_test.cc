@@ -339,5 +339,28 @@ TEST(JsonHelpers, FindTopLevelValue) {
   EXPECT_FALSE(FindTopLevelJsonValue("", "usage").has_value());
 }
 
+// The string scanner reads 16 and 8 bytes at a time: a stop byte (quote, backslash,
+// control character) must be found at every offset of those blocks.
+TEST(BodyPeek, StopBytesAreFoundAtEveryOffsetOfLongStrings) {
+  for (size_t prefix = 0; prefix < 70; ++prefix) {
+    const std::string pad(prefix, 'a');
+    // An escaped quote inside a long value: still one string, the body is fine.
+    const std::string escaped = R"({"messages":[{"content":")" + pad + R"(\"x)" + pad +
+                                R"("}],"model":"m)" + pad + R"(","stream":true})";
+    BodyPeek ok = PeekRequestBody(escaped);
+    ASSERT_TRUE(ok.ok()) << "prefix " << prefix << ": " << ok.error;
+    EXPECT_EQ(ok.model, "m" + pad) << prefix;
+    EXPECT_TRUE(ok.stream) << prefix;
+    // A raw control character inside a string is invalid JSON wherever it sits.
+    const std::string control = R"({"model":"m","content":")" + pad + "\n" + pad + R"("})";
+    EXPECT_FALSE(PeekRequestBody(control).ok()) << "prefix " << prefix;
+    // The closing quote right at a block boundary ends the string there.
+    const std::string boundary = R"({"content":")" + pad + R"(","model":"q"})";
+    BodyPeek b = PeekRequestBody(boundary);
+    ASSERT_TRUE(b.ok()) << prefix;
+    EXPECT_EQ(b.model, "q") << prefix;
+  }
+}
+
 }  // namespace
 }  // namespace llmproxy
