@@ -182,6 +182,28 @@ asio::awaitable<std::error_code> UpstreamCall::ReadSome(char* data, size_t size,
     auto& body = parser_->get().body();
     body.data = data;
     body.size = size;
+    // Bytes already buffered (a first chunk that came with the head, the rest of a small
+    // body): parse them here. An async read would complete at once but resume this
+    // request only after every other ready handler; under a burst of streams that
+    // queueing was most of the time to first token.
+    boost::system::error_code parse_ec;
+    while (conn_->buffer().size() > 0 && body.size > 0 && !parser_->is_done()) {
+      const size_t used = parser_->put(conn_->buffer().data(), parse_ec);
+      conn_->buffer().consume(used);
+      if (parse_ec == http::error::need_buffer) parse_ec = {};
+      if (parse_ec || used == 0) break;
+    }
+    if (parse_ec && parse_ec != http::error::need_more) {
+      sticky_error_ = UpstreamErrc::kBadResponse;
+      conn_->Close();
+      co_return sticky_error_;
+    }
+    got = size - body.size;
+    body_done_ = parser_->is_done();
+    if (got > 0 || body_done_) {
+      if (body_done_) conn_->ExpiresNever();
+      co_return std::error_code{};
+    }
     auto [ec, n] = co_await conn_->WithStream([&](auto& stream) {
       return http::async_read_some(stream, conn_->buffer(), *parser_, kUse);
     });
