@@ -526,8 +526,9 @@ http {{
         print(report)
         if not self.smoke:
             out = self.args.out or os.path.join(ROOT, "bench", "RESULTS.md")
+            notes = kept_notes(out if os.path.exists(out) else None)
             with open(out, "w") as f:
-                f.write(report)
+                f.write(report + notes)
             log(f"wrote {out}")
         if self.failures:
             log("FAILED:\n  " + "\n  ".join(self.failures))
@@ -646,6 +647,19 @@ http {{
         if not out:
             out.append("- not evaluated (no worker numbers in this run)")
         return out
+
+
+NOTES_MARKER = "<!-- notes below are kept by bench.py across runs -->"
+
+
+def kept_notes(path):
+    """The hand-written part of an existing results file (profile, history), if any."""
+    if path is None:
+        return ""
+    with open(path) as f:
+        text = f.read()
+    at = text.find(NOTES_MARKER)
+    return "" if at < 0 else "\n" + text[at:]
 
 
 def fmt(v, digits=2):
