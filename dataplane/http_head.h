@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 
+#include <boost/beast/http/error.hpp>
 #include <boost/beast/http/fields.hpp>
 
 namespace llmproxy {
@@ -46,5 +47,25 @@ void AppendConnection(std::string& out, unsigned version, bool keep_alive);
 
 // The CORS headers every response carries (cors.h AddCorsHeaders, as one block).
 std::string_view CorsFieldBlock();
+
+// Feeds what `buffer` already holds to `parser` (consuming it) until the parser is done,
+// needs bytes that have not arrived (need_more), has no room left in a buffer_body piece
+// (need_buffer), or fails. Neither need_* is an error here: the caller reads more, or
+// hands the piece on. Parsing in place spares an async read that would complete at once
+// but resume the request only after every other ready handler.
+template <class Parser, class DynamicBuffer>
+void ParseBuffered(Parser& parser, DynamicBuffer& buffer, boost::system::error_code& ec) {
+  namespace http = boost::beast::http;
+  ec = {};
+  while (!parser.is_done() && buffer.size() > 0) {
+    const size_t used = parser.put(buffer.data(), ec);
+    buffer.consume(used);
+    if (ec == http::error::need_more || ec == http::error::need_buffer) {
+      ec = {};
+      return;
+    }
+    if (ec || used == 0) return;
+  }
+}
 
 }  // namespace llmproxy

@@ -29,11 +29,11 @@
 #include "dataplane/cors.h"
 #include "dataplane/error_response.h"
 #include "dataplane/http_head.h"
-#include "dataplane/socket_write.h"
 #include "dataplane/routing/attempt_planner.h"
 #include "dataplane/routing/model_resolver.h"
 #include "dataplane/routing/random.h"
 #include "dataplane/routing/retry_policy.h"
+#include "dataplane/socket_write.h"
 #include "dataplane/upstream_call.h"
 
 namespace llmproxy {
@@ -129,6 +129,10 @@ struct ProxyPipeline::ThreadState {
     std::string targets[kRouteCount];
     std::string host_header;
     std::string bearer;
+    // What the backend's configured headers already set (decided once per table).
+    bool headers_set_host = false;
+    bool headers_set_request_id = false;
+    bool headers_set_content_type = false;
   };
 
   std::unique_ptr<UpstreamPool> pool;
@@ -153,6 +157,11 @@ struct ProxyPipeline::ThreadState {
         }
       }
       b.bearer = "Bearer " + cfg.api_key;
+      for (const auto& [name, value] : cfg.headers) {
+        b.headers_set_host |= beast::iequals(name, "host");
+        b.headers_set_request_id |= beast::iequals(name, kRequestIdHeader);
+        b.headers_set_content_type |= beast::iequals(name, "content-type");
+      }
     }
     return backends;
   }
@@ -243,7 +252,7 @@ class ProxyRequest {
 
   RequestRecord record_;
   std::shared_ptr<const RoutingTable> table_;
-  std::string_view body_;             // the request body, in one of the two below
+  std::string_view body_;               // the request body, in one of the two below
   std::unique_ptr<char[]> body_bytes_;  // a Content-Length body, read straight in
   std::string parsed_body_;             // a chunked body, decoded by the parser
   std::string rewritten_body_;
@@ -344,8 +353,7 @@ asio::awaitable<bool> ProxyRequest::ReadBody() {
       }
       if (!ec) {
         conn_.ExpiresAfter(p_.options_.body_read_timeout);
-        co_await asio::async_read(conn_.socket,
-                                  asio::buffer(body_bytes_.get() + have, size - have),
+        co_await asio::async_read(conn_.socket, asio::buffer(body_bytes_.get() + have, size - have),
                                   asio::redirect_error(asio::use_awaitable, ec));
       }
       conn_.ExpiresNever();
@@ -356,16 +364,7 @@ asio::awaitable<bool> ProxyRequest::ReadBody() {
       co_return true;
     }
   } else {
-    // Small bodies usually arrived with the header: parse what is buffered first.
-    while (!parser_.is_done() && conn_.buffer.size() > 0) {
-      const size_t used = parser_.put(conn_.buffer.data(), ec);
-      conn_.buffer.consume(used);
-      if (ec == http::error::need_more) {
-        ec = {};
-        break;
-      }
-      if (ec || used == 0) break;
-    }
+    ParseBuffered(parser_, conn_.buffer, ec);  // a chunked body, often already here
   }
   if (!ec && !parser_.is_done()) {
     conn_.ExpiresAfter(p_.options_.body_read_timeout);
@@ -381,9 +380,8 @@ asio::awaitable<bool> ProxyRequest::ReadBody() {
   }
   if (ec) {
     keep_alive_ = false;
-    if (conn_.timed_out || ec == http::error::partial_message ||
-        ec == asio::error::eof || ec == asio::error::connection_reset ||
-        ec == http::error::end_of_stream) {
+    if (conn_.timed_out || ec == http::error::partial_message || ec == asio::error::eof ||
+        ec == asio::error::connection_reset || ec == http::error::end_of_stream) {
       client_gone_ = true;
       record_.status = 499;
       record_.error = "client did not send the whole body";
@@ -424,42 +422,31 @@ bool ProxyRequest::ResolvePlan(ModelPlan& plan) {
   return true;
 }
 
-std::string_view ProxyRequest::BuildUpstreamRequest(
-    const Attempt& attempt, const ProxyPipeline::ThreadState::Backend& b) {
+std::string_view ProxyRequest::BuildUpstreamRequest(const Attempt& attempt,
+                                                    const ProxyPipeline::ThreadState::Backend& b) {
   const auto& client = parser_.get();
   const BackendConfig& backend = table_->backend(attempt.backend);
   std::string& head = conn_.upstream_scratch;
   head.clear();
   AppendRequestLine(head, "POST", b.targets[RouteIndex(route_)]);
-  bool backend_sets_host = false;
-  bool has_request_id = false;
-  for (const auto& [name, value] : backend.headers) {
-    if (beast::iequals(name, "host")) backend_sets_host = true;
-    if (beast::iequals(name, kRequestIdHeader)) has_request_id = true;
-  }
-  if (!backend_sets_host) AppendField(head, "Host", b.host_header);
-  bool has_content_type = false;
+  if (!b.headers_set_host) AppendField(head, "Host", b.host_header);
+  bool has_request_id = b.headers_set_request_id;
+  bool has_content_type = b.headers_set_content_type;
   for (const auto& f : client) {
     if (DropRequestHeader(f)) continue;
     std::string_view name = f.name_string();
     // A backend's configured header replaces the client's of the same name.
-    bool overridden = false;
-    for (const auto& [override_name, value] : backend.headers) {
-      if (beast::iequals(name, override_name)) {
-        overridden = true;
-        break;
-      }
-    }
+    const bool overridden =
+        !backend.headers.empty() &&
+        std::any_of(backend.headers.begin(), backend.headers.end(),
+                    [&](const auto& h) { return beast::iequals(name, h.first); });
     if (overridden) continue;
     if (f.name() == http::field::content_type) has_content_type = true;
     if (beast::iequals(name, kRequestIdHeader)) has_request_id = true;
     AppendField(head, name, f.value());
   }
   if (!has_request_id) AppendField(head, kRequestIdHeader, record_.request_id);
-  for (const auto& [name, value] : backend.headers) {
-    if (beast::iequals(name, "content-type")) has_content_type = true;
-    AppendField(head, name, value);
-  }
+  for (const auto& [name, value] : backend.headers) AppendField(head, name, value);
   AppendField(head, "Authorization", b.bearer);
   if (!has_content_type) AppendField(head, "Content-Type", "application/json");
 
@@ -796,8 +783,7 @@ asio::awaitable<void> ProxyRequest::SendError(const ProxyError& error) {
   record_.error = error.message;
   const std::string body = error.Json();
   record_.bytes_out = body.size();
-  std::string& head =
-      StartResponseHead<http::fields>(static_cast<unsigned>(error.status), nullptr);
+  std::string& head = StartResponseHead<http::fields>(static_cast<unsigned>(error.status), nullptr);
   AppendField(head, "Content-Type", "application/json");
   AppendField(head, "Content-Length", static_cast<uint64_t>(body.size()));
   head += "\r\n";

@@ -32,8 +32,8 @@ bool IsConnectionLoss(const boost::system::error_code& ec) {
          ec == asio::error::connection_aborted || ec == asio::ssl::error::stream_truncated;
 }
 
-std::error_code MapReadError(const boost::system::error_code& ec, bool cancelled,
-                             bool timed_out, UpstreamErrc timeout_code) {
+std::error_code MapReadError(const boost::system::error_code& ec, bool cancelled, bool timed_out,
+                             UpstreamErrc timeout_code) {
   if (cancelled) return UpstreamErrc::kCancelled;
   if (timed_out) return timeout_code;
   if (ec == asio::error::operation_aborted) return UpstreamErrc::kCancelled;
@@ -183,17 +183,11 @@ asio::awaitable<std::error_code> UpstreamCall::ReadSome(char* data, size_t size,
     body.data = data;
     body.size = size;
     // Bytes already buffered (a first chunk that came with the head, the rest of a small
-    // body): parse them here. An async read would complete at once but resume this
-    // request only after every other ready handler; under a burst of streams that
-    // queueing was most of the time to first token.
+    // body) are parsed in place: under a burst of streams the requeue of an async read
+    // that completes at once was most of the time to first token.
     boost::system::error_code parse_ec;
-    while (conn_->buffer().size() > 0 && body.size > 0 && !parser_->is_done()) {
-      const size_t used = parser_->put(conn_->buffer().data(), parse_ec);
-      conn_->buffer().consume(used);
-      if (parse_ec == http::error::need_buffer) parse_ec = {};
-      if (parse_ec || used == 0) break;
-    }
-    if (parse_ec && parse_ec != http::error::need_more) {
+    ParseBuffered(*parser_, conn_->buffer(), parse_ec);
+    if (parse_ec) {
       sticky_error_ = UpstreamErrc::kBadResponse;
       conn_->Close();
       co_return sticky_error_;
