@@ -36,7 +36,8 @@ test-asan: deps
 	cmake --build $(SAN_BUILD) -j $(JOBS)
 	cd $(SAN_BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
 
-run: build
+run: configure
+	cmake --build $(BUILD) -j $(JOBS) --target llmproxy-ctl llmproxy-worker llmproxy-mockllm
 	@bash scripts/run-demo.sh "$(CONFIG)" "$(BUILD)/bin"
 
 bench: deps

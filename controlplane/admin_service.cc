@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <map>
 
-#include "common/config_proto.h"
-#include "common/logging.h"
+#include "common/config/config_proto.h"
+#include "common/log/logging.h"
 
 namespace llmproxy {
 

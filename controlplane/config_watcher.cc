@@ -11,7 +11,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "common/logging.h"
+#include "common/log/logging.h"
 
 namespace llmproxy {
 namespace {

@@ -12,7 +12,7 @@
 #include <set>
 #include <string>
 
-#include "common/debouncer.h"
+#include "controlplane/core/debouncer.h"
 
 namespace llmproxy {
 

@@ -14,8 +14,8 @@
 #include <optional>
 #include <random>
 
-#include "common/logging.h"
-#include "common/metrics_sd.h"
+#include "common/log/logging.h"
+#include "controlplane/core/metrics_sd.h"
 #include "controlplane/admin_service.h"
 #include "controlplane/config_publisher.h"
 #include "controlplane/config_watcher.h"

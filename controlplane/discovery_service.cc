@@ -3,7 +3,7 @@
 #include <atomic>
 #include <thread>
 
-#include "common/logging.h"
+#include "common/log/logging.h"
 
 namespace llmproxy {
 

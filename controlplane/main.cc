@@ -4,8 +4,8 @@
 #include <string>
 #include <vector>
 
-#include "common/config_check.h"
-#include "common/logging.h"
+#include "common/config/config_check.h"
+#include "common/log/logging.h"
 #include "controlplane/admin_cli.h"
 #include "controlplane/control_plane.h"
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "common/snapshot_store.h"
+#include "controlplane/core/snapshot_store.h"
 
 namespace llmproxy {
 

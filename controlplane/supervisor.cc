@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "common/logging.h"
+#include "common/log/logging.h"
 
 extern char** environ;
 

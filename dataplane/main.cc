@@ -16,13 +16,13 @@
 #include <thread>
 #include <vector>
 
-#include "common/config_loader.h"
-#include "common/logging.h"
-#include "dataplane/access_log.h"
-#include "dataplane/control_plane_client.h"
-#include "dataplane/metrics.h"
-#include "dataplane/metrics_server.h"
-#include "dataplane/table_store.h"
+#include "common/config/config_loader.h"
+#include "common/log/logging.h"
+#include "dataplane/observe/access_log.h"
+#include "dataplane/config_sync/control_plane_client.h"
+#include "dataplane/observe/metrics.h"
+#include "dataplane/observe/metrics_server.h"
+#include "dataplane/config_sync/table_store.h"
 #include "dataplane/worker.h"
 
 namespace llmproxy {

@@ -1,7 +1,7 @@
 #include "dataplane/worker.h"
 
-#include "dataplane/proxy_pipeline.h"
-#include "dataplane/request_router.h"
+#include "dataplane/proxy/proxy_pipeline.h"
+#include "dataplane/dispatch/request_router.h"
 
 namespace llmproxy {
 

@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/http_server.h"
-#include "dataplane/request_record.h"
-#include "dataplane/table_store.h"
-#include "dataplane/upstream_pool.h"
+#include "dataplane/server/http_server.h"
+#include "dataplane/observe/request_record.h"
+#include "dataplane/config_sync/table_store.h"
+#include "dataplane/upstream/upstream_pool.h"
 
 namespace llmproxy {
 

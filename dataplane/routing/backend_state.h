@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-#include "common/config.h"
+#include "common/config/config.h"
 #include "dataplane/routing/clock.h"
 #include "dataplane/routing/health_tracker.h"
 

@@ -29,7 +29,7 @@
 #include <span>
 #include <vector>
 
-#include "common/config.h"
+#include "common/config/config.h"
 #include "dataplane/routing/clock.h"
 #include "dataplane/routing/random.h"
 #include "dataplane/routing/routing_table.h"

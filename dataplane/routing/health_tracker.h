@@ -14,7 +14,7 @@
 #include <mutex>
 #include <optional>
 
-#include "common/config.h"
+#include "common/config/config.h"
 #include "dataplane/routing/clock.h"
 
 namespace llmproxy {

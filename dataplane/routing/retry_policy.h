@@ -22,8 +22,8 @@
 #include <optional>
 #include <string_view>
 
-#include "common/config.h"
-#include "dataplane/request_record.h"
+#include "common/config/config.h"
+#include "dataplane/routing/attempt_outcome.h"
 #include "dataplane/routing/clock.h"
 
 namespace llmproxy {

@@ -20,7 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "common/config.h"
+#include "common/config/config.h"
 
 namespace llmproxy {
 

@@ -10,7 +10,7 @@
 #include <set>
 #include <thread>
 
-#include "e2e/e2e_util.h"
+#include "tests/e2e/e2e_util.h"
 #include "llmproxy/v1/admin.grpc.pb.h"
 #include "tests/mockllm/mock_llm.h"
 

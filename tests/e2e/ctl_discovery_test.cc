@@ -9,15 +9,15 @@
 #include <atomic>
 #include <memory>
 
-#include "common/config_proto.h"
+#include "common/config/config_proto.h"
 #include "controlplane/admin_service.h"
 #include "controlplane/config_publisher.h"
 #include "controlplane/ctl_metrics.h"
 #include "controlplane/discovery_service.h"
 #include "controlplane/snapshot_hub.h"
-#include "dataplane/control_plane_client.h"
-#include "dataplane/table_store.h"
-#include "e2e/e2e_util.h"
+#include "dataplane/config_sync/control_plane_client.h"
+#include "dataplane/config_sync/table_store.h"
+#include "tests/e2e/e2e_util.h"
 #include "llmproxy/v1/admin.grpc.pb.h"
 
 namespace llmproxy {

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "e2e/e2e_util.h"
+#include "tests/e2e/e2e_util.h"
 #include "tests/mockllm/mock_llm.h"
 
 namespace llmproxy {

@@ -1,4 +1,4 @@
-#include "e2e/e2e_util.h"
+#include "tests/e2e/e2e_util.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

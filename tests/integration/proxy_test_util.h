@@ -17,9 +17,9 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
-#include "common/config.h"
-#include "dataplane/request_record.h"
-#include "dataplane/table_store.h"
+#include "common/config/config.h"
+#include "dataplane/observe/request_record.h"
+#include "dataplane/config_sync/table_store.h"
 #include "dataplane/worker.h"
 
 namespace llmproxy::test {

@@ -1,0 +1,22 @@
+#include "common/config/config.h"
+
+namespace llmproxy {
+
+std::string_view ToString(BalanceMode mode) {
+  switch (mode) {
+    case BalanceMode::kRandom: return "random";
+    case BalanceMode::kRoundRobin: return "round-robin";
+    case BalanceMode::kLeastBusy: return "least-busy";
+  }
+  return "random";
+}
+
+std::string_view ToString(UnknownModelPolicy policy) {
+  return policy == UnknownModelPolicy::kReject ? "reject" : "fallback";
+}
+
+std::string_view ToString(StreamUsage usage) {
+  return usage == StreamUsage::kRequest ? "request" : "passthrough";
+}
+
+}  // namespace llmproxy

@@ -1,0 +1,97 @@
+// The validated configuration model shared by llmproxy-ctl and llmproxy-worker.
+// Built by the loader (config_loader.h) from YAML, or from a pushed protobuf
+// RoutingTable (config_proto.h); plain values, copied into an immutable table.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace llmproxy {
+
+using Millis = std::chrono::milliseconds;
+
+enum class BalanceMode { kRandom, kRoundRobin, kLeastBusy };
+enum class UnknownModelPolicy { kFallback, kReject };
+enum class StreamUsage { kPassthrough, kRequest };
+
+std::string_view ToString(BalanceMode mode);  // "random" | "round-robin" | "least-busy"
+std::string_view ToString(UnknownModelPolicy policy);
+std::string_view ToString(StreamUsage usage);
+
+struct BackendConfig {
+  std::string name;
+  std::string url;  // requests go to url + "/chat/completions" (etc.), the original's rule
+  std::string api_key;
+  uint32_t weight = 1;  // 0 = no traffic
+  std::string default_model;  // defaults to models[0]
+  std::vector<std::string> models;
+  std::map<std::string, std::string> headers;  // extra headers sent upstream
+  std::optional<Millis> timeout;               // unset: Config::timeout
+  bool tls_insecure_skip_verify = false;
+  bool drained = false;  // admin drain: no new traffic
+
+  bool operator==(const BackendConfig&) const = default;
+};
+
+struct ModelAlias {
+  std::string name;
+  std::vector<std::string> models;  // tried in order
+
+  bool operator==(const ModelAlias&) const = default;
+};
+
+struct ServerConfig {
+  uint16_t port = 8080;
+  std::string host = "0.0.0.0";
+  uint16_t metrics_port = 9400;
+  uint64_t max_body_bytes = 10ull * 1024 * 1024;
+  // Request bytes buffered by one worker across all its connections; a body that would
+  // go past it gets 503 (keyless or slow clients cannot pin the worker's memory).
+  uint64_t max_buffered_bytes = 256ull * 1024 * 1024;
+  // Largest non-streamed upstream answer relayed (an error body included); beyond: 502.
+  uint64_t max_response_bytes = 256ull * 1024 * 1024;
+
+  bool operator==(const ServerConfig&) const = default;
+};
+
+struct ControlPlaneConfig {
+  std::string listen = "127.0.0.1:50051";
+  uint16_t metrics_port = 9399;
+  std::string admin_token;  // empty: mutating admin calls are open
+
+  bool operator==(const ControlPlaneConfig&) const = default;
+};
+
+struct HealthConfig {
+  uint32_t failure_threshold = 5;
+  Millis cooldown = std::chrono::seconds(30);
+  Millis max_cooldown = std::chrono::seconds(300);  // cap for the doubling
+
+  bool operator==(const HealthConfig&) const = default;
+};
+
+struct Config {
+  ServerConfig server;
+  ControlPlaneConfig control_plane;
+  Millis timeout = std::chrono::seconds(180);  // whole request; time to first byte for streams
+  Millis stream_idle_timeout = std::chrono::seconds(60);
+  Millis connect_timeout = std::chrono::seconds(5);
+  uint32_t retry = 3;  // extra attempts after the first
+  BalanceMode mode = BalanceMode::kRandom;
+  std::vector<std::string> auth_keys;  // empty: open
+  std::vector<ModelAlias> model_aliases;
+  HealthConfig health;
+  UnknownModelPolicy unknown_model = UnknownModelPolicy::kFallback;
+  bool cross_model_fallback = false;
+  StreamUsage stream_usage = StreamUsage::kPassthrough;
+  std::vector<BackendConfig> backends;
+
+  bool operator==(const Config&) const = default;
+};
+
+}  // namespace llmproxy

@@ -1,0 +1,191 @@
+#include "common/config/config_proto.h"
+
+#include "common/config/config_loader.h"
+#include "common/config/config_validator.h"
+
+namespace llmproxy {
+namespace {
+
+constexpr std::string_view kRedacted = "<redacted>";
+
+void SetDuration(Millis d, google::protobuf::Duration* out) {
+  out->set_seconds(d.count() / 1000);
+  out->set_nanos(static_cast<int32_t>(d.count() % 1000 * 1'000'000));
+}
+
+Millis FromDuration(const google::protobuf::Duration& d) {
+  return Millis(d.seconds() * 1000 + d.nanos() / 1'000'000);
+}
+
+v1::BalanceMode ToProto(BalanceMode mode) {
+  switch (mode) {
+    case BalanceMode::kRandom:
+      return v1::BALANCE_MODE_RANDOM;
+    case BalanceMode::kRoundRobin:
+      return v1::BALANCE_MODE_ROUND_ROBIN;
+    case BalanceMode::kLeastBusy:
+      return v1::BALANCE_MODE_LEAST_BUSY;
+  }
+  return v1::BALANCE_MODE_RANDOM;
+}
+
+}  // namespace
+
+v1::RoutingTable ToProto(const Config& config) {
+  v1::RoutingTable table;
+  v1::ServerSettings* server = table.mutable_server();
+  server->set_port(config.server.port);
+  server->set_host(config.server.host);
+  server->set_metrics_port(config.server.metrics_port);
+  server->set_max_body_bytes(config.server.max_body_bytes);
+  server->set_max_buffered_bytes(config.server.max_buffered_bytes);
+  server->set_max_response_bytes(config.server.max_response_bytes);
+  SetDuration(config.timeout, table.mutable_timeout());
+  SetDuration(config.stream_idle_timeout, table.mutable_stream_idle_timeout());
+  SetDuration(config.connect_timeout, table.mutable_connect_timeout());
+  table.set_retry(config.retry);
+  table.set_mode(ToProto(config.mode));
+  for (const std::string& key : config.auth_keys) table.add_auth_keys(key);
+  for (const ModelAlias& alias : config.model_aliases) {
+    v1::ModelAlias* out = table.add_model_aliases();
+    out->set_name(alias.name);
+    for (const std::string& m : alias.models) out->add_models(m);
+  }
+  v1::HealthSettings* health = table.mutable_health();
+  health->set_failure_threshold(config.health.failure_threshold);
+  SetDuration(config.health.cooldown, health->mutable_cooldown());
+  SetDuration(config.health.max_cooldown, health->mutable_max_cooldown());
+  table.set_unknown_model(config.unknown_model == UnknownModelPolicy::kReject
+                              ? v1::UNKNOWN_MODEL_POLICY_REJECT
+                              : v1::UNKNOWN_MODEL_POLICY_FALLBACK);
+  table.set_cross_model_fallback(config.cross_model_fallback);
+  table.set_stream_usage(config.stream_usage == StreamUsage::kRequest
+                             ? v1::STREAM_USAGE_REQUEST
+                             : v1::STREAM_USAGE_PASSTHROUGH);
+  for (const BackendConfig& b : config.backends) {
+    v1::Backend* out = table.add_backends();
+    out->set_name(b.name);
+    out->set_url(b.url);
+    out->set_api_key(b.api_key);
+    out->set_weight(b.weight);
+    out->set_default_model(b.default_model);
+    for (const std::string& m : b.models) out->add_models(m);
+    for (const auto& [name, value] : b.headers) (*out->mutable_headers())[name] = value;
+    if (b.timeout.has_value()) SetDuration(*b.timeout, out->mutable_timeout());
+    out->set_tls_insecure_skip_verify(b.tls_insecure_skip_verify);
+    out->set_drained(b.drained);
+  }
+  return table;
+}
+
+FromProtoResult FromProto(const v1::RoutingTable& table) {
+  FromProtoResult result;
+  std::vector<std::string> errors;
+  Config config;
+  // Unset messages keep the model's defaults, so a minimal table means what a minimal
+  // config.yaml means.
+  if (table.has_server()) {
+    const v1::ServerSettings& s = table.server();
+    if (s.port() > 65535) errors.push_back("server.port: must be between 1 and 65535");
+    if (s.metrics_port() > 65535) {
+      errors.push_back("server.metrics_port: must be between 1 and 65535");
+    }
+    config.server.port = static_cast<uint16_t>(s.port());
+    if (!s.host().empty()) config.server.host = s.host();
+    if (s.metrics_port() != 0) config.server.metrics_port = static_cast<uint16_t>(s.metrics_port());
+    if (s.max_body_bytes() != 0) config.server.max_body_bytes = s.max_body_bytes();
+    if (s.max_buffered_bytes() != 0) config.server.max_buffered_bytes = s.max_buffered_bytes();
+    if (s.max_response_bytes() != 0) config.server.max_response_bytes = s.max_response_bytes();
+  }
+  auto duration = [&errors](const google::protobuf::Duration& d, const char* path, Millis& out) {
+    if (d.seconds() < 0 || d.nanos() < 0) {
+      errors.push_back(std::string(path) + ": must not be negative");
+      return;
+    }
+    out = FromDuration(d);
+  };
+  if (table.has_timeout()) duration(table.timeout(), "timeout", config.timeout);
+  if (table.has_stream_idle_timeout()) {
+    duration(table.stream_idle_timeout(), "stream_idle_timeout", config.stream_idle_timeout);
+  }
+  if (table.has_connect_timeout()) {
+    duration(table.connect_timeout(), "connect_timeout", config.connect_timeout);
+  }
+  config.retry = table.retry();
+  switch (table.mode()) {
+    case v1::BALANCE_MODE_ROUND_ROBIN:
+      config.mode = BalanceMode::kRoundRobin;
+      break;
+    case v1::BALANCE_MODE_LEAST_BUSY:
+      config.mode = BalanceMode::kLeastBusy;
+      break;
+    default:
+      config.mode = BalanceMode::kRandom;
+      break;
+  }
+  config.auth_keys.assign(table.auth_keys().begin(), table.auth_keys().end());
+  for (const v1::ModelAlias& a : table.model_aliases()) {
+    config.model_aliases.push_back({a.name(), {a.models().begin(), a.models().end()}});
+  }
+  if (table.has_health()) {
+    config.health.failure_threshold = table.health().failure_threshold();
+    if (table.health().has_cooldown()) {
+      duration(table.health().cooldown(), "health.cooldown", config.health.cooldown);
+    }
+    if (table.health().has_max_cooldown()) {
+      duration(table.health().max_cooldown(), "health.max_cooldown", config.health.max_cooldown);
+    }
+  }
+  config.unknown_model = table.unknown_model() == v1::UNKNOWN_MODEL_POLICY_REJECT
+                             ? UnknownModelPolicy::kReject
+                             : UnknownModelPolicy::kFallback;
+  config.cross_model_fallback = table.cross_model_fallback();
+  config.stream_usage = table.stream_usage() == v1::STREAM_USAGE_REQUEST
+                            ? StreamUsage::kRequest
+                            : StreamUsage::kPassthrough;
+  for (int i = 0; i < table.backends_size(); ++i) {
+    const v1::Backend& in = table.backends(i);
+    BackendConfig b;
+    b.name = in.name();
+    b.url = in.url();
+    b.api_key = in.api_key();
+    b.weight = in.weight();
+    b.default_model = in.default_model();
+    b.models.assign(in.models().begin(), in.models().end());
+    // proto maps have no order; std::map sorts, so a round trip is stable.
+    b.headers.insert(in.headers().begin(), in.headers().end());
+    if (in.has_timeout()) {
+      Millis t{0};
+      const std::string path = "backends[" + std::to_string(i) + "].timeout";
+      duration(in.timeout(), path.c_str(), t);
+      b.timeout = t;
+    }
+    b.tls_insecure_skip_verify = in.tls_insecure_skip_verify();
+    b.drained = in.drained();
+    config.backends.push_back(std::move(b));
+  }
+  NormalizeConfig(config);
+  for (std::string& e : ValidateConfig(config)) errors.push_back(std::move(e));
+  if (!errors.empty()) {
+    for (std::size_t i = 0; i < errors.size(); ++i) {
+      if (i > 0) result.error += "; ";
+      result.error += errors[i];
+    }
+    return result;
+  }
+  result.config = std::move(config);
+  return result;
+}
+
+v1::RoutingTable Redacted(const v1::RoutingTable& table) {
+  v1::RoutingTable copy = table;
+  for (std::string& key : *copy.mutable_auth_keys()) key = std::string(kRedacted);
+  for (v1::Backend& b : *copy.mutable_backends()) {
+    // An empty key stays empty: "no key configured" is useful and reveals nothing.
+    if (!b.api_key().empty()) b.set_api_key(std::string(kRedacted));
+    for (auto& [name, value] : *b.mutable_headers()) value = std::string(kRedacted);
+  }
+  return copy;
+}
+
+}  // namespace llmproxy

@@ -1,0 +1,189 @@
+#include "common/config/config_validator.h"
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+
+namespace llmproxy {
+namespace {
+
+constexpr uint32_t kMaxWeight = 1'000'000;
+constexpr uint32_t kMaxRetry = 100;
+
+bool IsHttpUrl(const std::string& url) {
+  for (std::string_view scheme : {"http://", "https://"}) {
+    if (url.size() > scheme.size() && url.compare(0, scheme.size(), scheme) == 0 &&
+        url[scheme.size()] != '/') {
+      return true;
+    }
+  }
+  return false;
+}
+
+// RFC 9110 token characters: a header name outside them would corrupt the request.
+bool IsHeaderName(const std::string& name) {
+  if (name.empty()) return false;
+  for (unsigned char c : name) {
+    if (std::isalnum(c)) continue;
+    if (std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) == std::string_view::npos) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool HasLineBreak(const std::string& s) { return s.find_first_of("\r\n") != std::string::npos; }
+
+class Checker {
+ public:
+  explicit Checker(const Config& config) : config_(config) {}
+
+  std::vector<ConfigIssue> Run() {
+    CheckGlobals();
+    CheckBackends();
+    CheckAliases();
+    return std::move(issues_);
+  }
+
+ private:
+  void Error(std::string path, std::string text) { Add(false, std::move(path), std::move(text)); }
+  void Warn(std::string path, std::string text) { Add(true, std::move(path), std::move(text)); }
+  void Add(bool warning, std::string path, std::string text) {
+    std::string message = path.empty() ? text : path + ": " + text;
+    issues_.push_back({warning, std::move(path), std::move(message)});
+  }
+
+  void Positive(Millis d, const std::string& path) {
+    if (d.count() <= 0) Error(path, "must be greater than zero");
+  }
+
+  void CheckGlobals() {
+    if (config_.server.port == 0) Error("server.port", "must be between 1 and 65535");
+    if (config_.server.host.empty()) Error("server.host", "must not be empty");
+    if (config_.server.max_body_bytes == 0)
+      Error("server.max_body_bytes", "must be greater than zero");
+    if (config_.server.max_buffered_bytes < config_.server.max_body_bytes)
+      Error("server.max_buffered_bytes", "must be at least server.max_body_bytes");
+    if (config_.server.max_response_bytes == 0)
+      Error("server.max_response_bytes", "must be greater than zero");
+    Positive(config_.timeout, "timeout");
+    Positive(config_.stream_idle_timeout, "stream_idle_timeout");
+    Positive(config_.connect_timeout, "connect_timeout");
+    if (config_.retry > kMaxRetry) Error("retry", "must be between 0 and 100");
+    for (std::size_t i = 0; i < config_.auth_keys.size(); ++i) {
+      const std::string path = "auth.keys[" + std::to_string(i) + "]";
+      if (config_.auth_keys[i].empty()) Error(path, "client key is empty");
+      if (HasLineBreak(config_.auth_keys[i])) Error(path, "client key contains a line break");
+    }
+    if (config_.health.failure_threshold == 0) {
+      Error("health.failure_threshold", "must be at least 1");
+    }
+    Positive(config_.health.cooldown, "health.cooldown");
+    if (config_.health.max_cooldown < config_.health.cooldown) {
+      Error("health.max_cooldown", "must not be shorter than health.cooldown");
+    }
+  }
+
+  void CheckBackends() {
+    if (config_.backends.empty()) {
+      Error("backends", "no backends configured (at least one is required)");
+      return;
+    }
+    std::set<std::string> names;
+    bool any_weight = false;
+    for (std::size_t i = 0; i < config_.backends.size(); ++i) {
+      const BackendConfig& b = config_.backends[i];
+      const std::string path = "backends[" + std::to_string(i) + "]";
+      const std::string who = b.name.empty() ? path : "backend '" + b.name + "'";
+      if (b.name.empty()) {
+        Error(path + ".name", "backend needs a name");
+      } else if (!names.insert(b.name).second) {
+        Error(path + ".name", "duplicate backend name '" + b.name + "'");
+      }
+      // The url is never echoed: it may carry credentials (https://user:pass@host).
+      if (b.url.empty()) {
+        Error(path + ".url", "url is required");
+      } else if (!IsHttpUrl(b.url)) {
+        Error(path + ".url", "url must start with http:// or https://");
+      } else if (HasLineBreak(b.url) || b.url.find(' ') != std::string::npos) {
+        Error(path + ".url", "url must not contain spaces or line breaks");
+      } else if (b.url.back() == '/') {
+        Warn(path + ".url",
+             "url ends with '/': requests go to url + \"/chat/completions\", giving '//'");
+      }
+      if (HasLineBreak(b.api_key)) Error(path + ".api_key", "api_key contains a line break");
+      if (b.weight > kMaxWeight) Error(path + ".weight", "must be between 0 and 1000000");
+      if (b.weight > 0) any_weight = true;
+      if (b.models.empty()) {
+        Error(path + ".models", who + " has no models and no default_model");
+      }
+      for (std::size_t m = 0; m < b.models.size(); ++m) {
+        if (b.models[m].empty()) {
+          Error(path + ".models[" + std::to_string(m) + "]", "model name is empty");
+        }
+      }
+      if (!b.models.empty() && !b.default_model.empty() &&
+          std::find(b.models.begin(), b.models.end(), b.default_model) == b.models.end()) {
+        Warn(path + ".default_model", "default_model '" + b.default_model +
+                                          "' is not among the models of " + who +
+                                          " (it is still used as the default)");
+      }
+      for (const auto& [name, value] : b.headers) {
+        const std::string hpath = path + ".headers." + name;
+        if (!IsHeaderName(name)) {
+          Error(hpath, "invalid header name");
+        } else if (HasLineBreak(value)) {
+          Error(hpath, "header value contains a line break");
+        }
+      }
+      if (b.timeout.has_value()) Positive(*b.timeout, path + ".timeout");
+    }
+    if (!any_weight) {
+      Warn("backends", "every backend has weight 0: no backend will receive traffic");
+    }
+  }
+
+  void CheckAliases() {
+    std::set<std::string> served;
+    for (const BackendConfig& b : config_.backends) served.insert(b.models.begin(), b.models.end());
+    std::set<std::string> names;
+    for (const ModelAlias& alias : config_.model_aliases) {
+      const std::string path = "model_aliases." + alias.name;
+      if (alias.name.empty()) {
+        Error("model_aliases", "alias name is empty");
+        continue;
+      }
+      if (!names.insert(alias.name).second) {
+        Error(path, "duplicate alias '" + alias.name + "'");
+      }
+      if (served.contains(alias.name)) {
+        Warn(path, "alias '" + alias.name +
+                       "' has the name of a model that backends serve (the alias is used)");
+      }
+      if (alias.models.empty()) Error(path, "alias '" + alias.name + "' lists no models");
+      for (std::size_t i = 0; i < alias.models.size(); ++i) {
+        if (!served.contains(alias.models[i])) {
+          Error(path + "[" + std::to_string(i) + "]", "alias '" + alias.name +
+                                                          "' points to model '" + alias.models[i] +
+                                                          "' that no backend serves");
+        }
+      }
+    }
+  }
+
+  const Config& config_;
+  std::vector<ConfigIssue> issues_;
+};
+
+}  // namespace
+
+void NormalizeConfig(Config& config) {
+  for (BackendConfig& b : config.backends) {
+    if (b.default_model.empty() && !b.models.empty()) b.default_model = b.models.front();
+    if (b.models.empty() && !b.default_model.empty()) b.models.push_back(b.default_model);
+  }
+}
+
+std::vector<ConfigIssue> CheckConfig(const Config& config) { return Checker(config).Run(); }
+
+}  // namespace llmproxy

@@ -1,0 +1,27 @@
+// Semantic checks of a Config, shared by the YAML loader (which maps each issue's path
+// back to a file:line:column) and by workers validating a pushed RoutingTable.
+// Messages never contain a key, url or header value: only names and field paths.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/config/config.h"
+
+namespace llmproxy {
+
+struct ConfigIssue {
+  bool warning = false;
+  // Field path such as "backends[1].name" or "model_aliases.gpt-4o[0]"; "" = whole file.
+  std::string path;
+  std::string message;  // starts with the path when there is one
+};
+
+// Fills derived defaults the original program applied: default_model = models[0];
+// a backend with only default_model serves exactly that model.
+void NormalizeConfig(Config& config);
+
+// Every semantic problem (errors and warnings) in path order of the config.
+std::vector<ConfigIssue> CheckConfig(const Config& config);
+
+}  // namespace llmproxy

@@ -1,0 +1,818 @@
+#include "dataplane/proxy/proxy_pipeline.h"
+
+#include <algorithm>
+#include <array>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/read.hpp>
+
+#include "common/log/logging.h"
+#include "dataplane/protocols/request_body.h"
+#include "dataplane/protocols/sse_parser.h"
+#include "dataplane/upstream/upstream_url.h"
+#include "dataplane/http/cors.h"
+#include "dataplane/protocols/error_response.h"
+#include "dataplane/http/http_head.h"
+#include "dataplane/routing/attempt_planner.h"
+#include "dataplane/routing/model_resolver.h"
+#include "dataplane/routing/random.h"
+#include "dataplane/routing/retry_policy.h"
+#include "dataplane/http/socket_write.h"
+#include "dataplane/upstream/upstream_call.h"
+
+namespace llmproxy {
+
+namespace {
+
+using SteadyClockT = std::chrono::steady_clock;
+using Seconds = std::chrono::duration<double>;
+
+constexpr size_t kRouteCount = 3;
+constexpr std::string_view kRequestIdHeader = "x-request-id";
+constexpr std::chrono::milliseconds kErrorWriteTimeout{10000};
+
+size_t RouteIndex(ProxyRoute route) { return static_cast<size_t>(route); }
+
+double SecondsBetween(SteadyClockT::time_point a, SteadyClockT::time_point b) {
+  return std::chrono::duration_cast<Seconds>(b - a).count();
+}
+
+// Client request headers never sent upstream: hop-by-hop ones (RFC 9110 7.6.1), the
+// ones the proxy sets itself, credentials of the client, and Accept-Encoding (the
+// proxy reads usage out of bodies and relays streams event by event: identity only).
+bool DropRequestHeader(const ArenaFields::value_type& f) {
+  switch (f.name()) {
+    case http::field::connection:
+    case http::field::keep_alive:
+    case http::field::proxy_connection:
+    case http::field::proxy_authorization:
+    case http::field::proxy_authenticate:
+    case http::field::te:
+    case http::field::trailer:
+    case http::field::transfer_encoding:
+    case http::field::upgrade:
+    case http::field::host:
+    case http::field::cookie:
+    case http::field::authorization:
+    case http::field::content_length:
+    case http::field::accept_encoding:
+    case http::field::expect:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool StartsWithNoCase(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && beast::iequals(s.substr(0, prefix.size()), prefix);
+}
+
+// Upstream response headers worth giving the client: content type, request ids,
+// rate-limit state and OpenAI's processing metadata.
+template <class Field>
+bool KeepResponseHeader(const Field& f) {
+  switch (f.name()) {
+    case http::field::content_type:
+    case http::field::retry_after:
+      return true;
+    default:
+      break;
+  }
+  std::string_view name = f.name_string();
+  return beast::iequals(name, "x-request-id") || beast::iequals(name, "request-id") ||
+         StartsWithNoCase(name, "openai-") || StartsWithNoCase(name, "x-ratelimit-");
+}
+
+bool IsEventStream(std::string_view content_type) {
+  return StartsWithNoCase(content_type, "text/event-stream");
+}
+
+AttemptResult ResultOf(std::error_code ec) {
+  if (ec == UpstreamErrc::kCancelled) return AttemptResult::Of(AttemptResult::Kind::kCancelled);
+  if (IsTimeout(ec)) return AttemptResult::Of(AttemptResult::Kind::kTimeout);
+  // Connect failures, and a connection that broke before a usable answer: nothing the
+  // backend said can be relayed, so both are "no answer" (502 when the last).
+  return AttemptResult::Of(AttemptResult::Kind::kConnectError);
+}
+
+std::string NewRequestId(uint64_t counter) {
+  char buf[40];
+  uint64_t r = ThreadLocalRandom().NextU64();
+  std::snprintf(buf, sizeof buf, "llmp-%016" PRIx64 "%04" PRIx64, r, counter & 0xffff);
+  return buf;
+}
+
+}  // namespace
+
+// Per io thread: its upstream pool (created on first use, on that thread) and the parsed
+// URLs / credentials of the table it last served, rebuilt when the table changes.
+struct ProxyPipeline::ThreadState {
+  struct Backend {
+    std::optional<UpstreamUrl> url;
+    std::string url_error;
+    std::string targets[kRouteCount];
+    std::string host_header;
+    std::string bearer;
+    // What the backend's configured headers already set (decided once per table).
+    bool headers_set_host = false;
+    bool headers_set_request_id = false;
+    bool headers_set_content_type = false;
+  };
+
+  std::unique_ptr<UpstreamPool> pool;
+  std::shared_ptr<const RoutingTable> table;
+  std::vector<Backend> backends;
+  uint64_t request_counter = 0;
+
+  const std::vector<Backend>& BackendsFor(const std::shared_ptr<const RoutingTable>& t) {
+    if (t == table) return backends;
+    table = t;
+    backends.clear();
+    backends.resize(t->backend_count());
+    for (size_t i = 0; i < t->backend_count(); ++i) {
+      const BackendConfig& cfg = t->backend(i);
+      Backend& b = backends[i];
+      b.url = ParseUpstreamUrl(cfg.url, &b.url_error);
+      if (b.url) {
+        b.host_header = b.url->HostHeader();
+        for (size_t r = 0; r < kRouteCount; ++r) {
+          b.targets[r] =
+              b.url->Target(UpstreamEndpointSuffix(RoutePath(static_cast<ProxyRoute>(r))));
+        }
+      }
+      b.bearer = "Bearer " + cfg.api_key;
+      for (const auto& [name, value] : cfg.headers) {
+        b.headers_set_host |= beast::iequals(name, "host");
+        b.headers_set_request_id |= beast::iequals(name, kRequestIdHeader);
+        b.headers_set_content_type |= beast::iequals(name, "content-type");
+      }
+    }
+    return backends;
+  }
+};
+
+ProxyPipeline::ProxyPipeline(TableStore& store, std::vector<RequestObserver*> observers,
+                             ProxyPipelineOptions options)
+    : store_(store), observers_(std::move(observers)), options_(std::move(options)) {
+  if (options_.threads == 0) options_.threads = 1;
+  for (unsigned i = 0; i < options_.threads; ++i) {
+    threads_.push_back(std::make_unique<ThreadState>());
+  }
+}
+
+ProxyPipeline::~ProxyPipeline() = default;
+
+void ProxyPipeline::ReleaseThread(size_t thread_index, bool clean) {
+  if (thread_index >= threads_.size()) return;
+  ThreadState& ts = *threads_[thread_index];
+  if (clean) {
+    ts.pool.reset();
+  } else {
+    (void)ts.pool.release();  // deliberately leaked at shutdown: see the header
+  }
+  ts.table.reset();
+}
+
+ProxyPipeline::ThreadState& ProxyPipeline::StateFor(ClientConnection& conn) {
+  ThreadState& ts = *threads_.at(conn.thread_index);
+  if (!ts.pool) ts.pool = std::make_unique<UpstreamPool>(conn.socket.get_executor(), options_.pool);
+  return ts;
+}
+
+// One proxied request: its state lives on the coroutine frame of Handle.
+class ProxyRequest {
+ public:
+  ProxyRequest(ProxyPipeline& pipeline, ClientConnection& conn, RequestParser& parser,
+               ProxyRoute route)
+      : p_(pipeline),
+        conn_(conn),
+        parser_(parser),
+        route_(route),
+        ts_(pipeline.StateFor(conn)),
+        start_(SteadyClockT::now()) {}
+
+  asio::awaitable<bool> Run(bool authorized);
+
+ private:
+  // Phases.
+  asio::awaitable<bool> ReadBody();
+  bool ParseBody();
+  bool ResolvePlan(ModelPlan& plan);
+  asio::awaitable<void> AttemptLoop(ModelPlan plan);
+  asio::awaitable<void> RelayStream(UpstreamCall& call, const std::string& backend,
+                                    std::string_view first_piece, bool first_done,
+                                    std::chrono::milliseconds idle_timeout);
+  void Done();
+
+  // Helpers.
+  // Serializes the upstream request head into conn_.upstream_scratch; returns the body
+  // to send (the client's, or a rewritten copy kept in rewritten_body_).
+  std::string_view BuildUpstreamRequest(const Attempt& attempt,
+                                        const ProxyPipeline::ThreadState::Backend& b);
+  // Response head up to (not including) Content-Length / Transfer-Encoding and the blank
+  // line: status line, kept upstream headers, request id, x-llmproxy-*, CORS, Connection.
+  template <class Fields>
+  std::string& StartResponseHead(unsigned status, const Fields* upstream_head);
+  asio::awaitable<void> SendError(const ProxyError& error);
+  template <class Fields>
+  asio::awaitable<void> SendUpstreamResponse(unsigned status, const Fields& upstream_head,
+                                             std::string_view body);
+  // `prefix` (a response head) goes out first, in the same write.
+  asio::awaitable<bool> WriteToClient(std::string_view data, bool chunk,
+                                      std::string_view prefix = {});
+  asio::awaitable<void> Linger();
+  void NotifyAttempt(const std::string& backend, AttemptOutcome outcome);
+
+  // Watching the client while upstream work runs: a disconnect cancels the upstream.
+  static void OnClientGone(void* self);
+
+  ProxyPipeline& p_;
+  ClientConnection& conn_;
+  RequestParser& parser_;
+  ProxyRoute route_;
+  ProxyPipeline::ThreadState& ts_;
+  SteadyClockT::time_point start_;
+
+  RequestRecord record_;
+  std::shared_ptr<const RoutingTable> table_;
+  std::string_view body_;               // the request body, in one of the two below
+  std::unique_ptr<char[]> body_bytes_;  // a Content-Length body, read straight in
+  std::string parsed_body_;             // a chunked body, decoded by the parser
+  std::string rewritten_body_;
+  BodyPeek peek_;
+  bool keep_alive_ = false;
+  bool responded_ = false;  // response bytes went to the client
+  bool client_gone_ = false;
+  double upstream_wait_ = 0;  // seconds spent waiting on upstreams
+  double client_wait_ = 0;    // seconds spent waiting for the client to take stream bytes
+
+  UpstreamCall* current_call_ = nullptr;
+};
+
+asio::awaitable<bool> ProxyPipeline::Handle(ClientConnection& conn, RequestParser& parser,
+                                            ProxyRoute route, bool authorized) {
+  in_flight_.fetch_add(1, std::memory_order_relaxed);
+  ProxyRequest request(*this, conn, parser, route);
+  bool keep_alive = co_await request.Run(authorized);
+  in_flight_.fetch_sub(1, std::memory_order_relaxed);
+  co_return keep_alive;
+}
+
+asio::awaitable<bool> ProxyRequest::Run(bool authorized) {
+  record_.method = "POST";
+  record_.path = std::string(RoutePath(route_));
+  record_.client_address = conn_.remote_address;
+  for (RequestObserver* o : p_.observers_) o->OnRequestStart();
+
+  const auto& req = parser_.get();
+  keep_alive_ = req.keep_alive() && !conn_.closing;
+  if (auto id = req[kRequestIdHeader]; !id.empty() && id.size() <= 200) {
+    record_.request_id = std::string(id);
+  } else {
+    record_.request_id = NewRequestId(++ts_.request_counter);
+  }
+
+  table_ = p_.store_.Current();
+  if (!table_) {
+    // No table means no body limit either: do not read it, close after answering.
+    keep_alive_ = false;
+    co_await SendError(NoTableError());
+    Done();
+    co_return false;
+  }
+
+  // Phase 1: the client's key, checked by the dispatcher from the head alone, so a
+  // keyless client gets its 401 before any body byte is read or buffered (and no
+  // 100 Continue); the unread body means the connection closes after the answer.
+  if (!authorized) {
+    if (!parser_.is_done()) keep_alive_ = false;
+    co_await SendError(InvalidApiKeyError());
+    Done();
+    co_return keep_alive_&& responded_;
+  }
+  if (!co_await ReadBody()) {
+    Done();
+    co_return false;
+  }
+  if (!ParseBody()) {
+    co_await SendError(BadRequestError("Invalid request body: " + std::string(peek_.error)));
+    Done();
+    co_return keep_alive_&& responded_;
+  }
+  ModelPlan plan;
+  if (!ResolvePlan(plan)) {
+    co_await SendError(ModelNotFoundError(peek_.model));
+    Done();
+    co_return keep_alive_&& responded_;
+  }
+
+  StartClientWatch(conn_, &ProxyRequest::OnClientGone, this);
+  co_await AttemptLoop(std::move(plan));
+  StopClientWatch(conn_);
+  Done();
+  co_return keep_alive_&& responded_ && !client_gone_ && !conn_.closing;
+}
+
+// Phase 1: read the body within server.max_body_bytes and a deadline.
+asio::awaitable<bool> ProxyRequest::ReadBody() {
+  const uint64_t limit = table_->config.server.max_body_bytes;
+  parser_.body_limit(limit);
+  boost::system::error_code ec;
+  // Checked before reading: Beast reserves Content-Length bytes when the body starts.
+  const auto length = parser_.content_length();
+  if (length && *length > limit) {
+    ec = http::error::body_limit;
+  } else if (length && !parser_.chunked()) {
+    // The common case: a known length. The body goes straight from the connection's
+    // buffer and the socket into its own array (no zero-fill, no second copy); the
+    // parser's job ended with the header.
+    const size_t size = static_cast<size_t>(*length);
+    body_bytes_.reset(new char[size == 0 ? 1 : size]);  // uninitialized: written below
+    const size_t have = std::min(size, conn_.buffer.size());
+    std::memcpy(body_bytes_.get(), conn_.buffer.data().data(), have);
+    conn_.buffer.consume(have);
+    if (have < size) {
+      if (beast::iequals(parser_.get()[http::field::expect], "100-continue")) {
+        // The client waits for this before sending the body (curl, for a second).
+        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        conn_.ExpiresAfter(p_.options_.body_read_timeout);
+        ec = co_await WriteAll(conn_.socket, asio::buffer(kContinue.data(), kContinue.size()));
+      }
+      if (!ec) {
+        conn_.ExpiresAfter(p_.options_.body_read_timeout);
+        co_await asio::async_read(conn_.socket, asio::buffer(body_bytes_.get() + have, size - have),
+                                  asio::redirect_error(asio::use_awaitable, ec));
+      }
+      conn_.ExpiresNever();
+    }
+    if (!ec) {
+      body_ = std::string_view(body_bytes_.get(), size);
+      record_.bytes_in = size;
+      co_return true;
+    }
+  } else {
+    ParseBuffered(parser_, conn_.buffer, ec);  // a chunked body, often already here
+  }
+  if (!ec && !parser_.is_done()) {
+    conn_.ExpiresAfter(p_.options_.body_read_timeout);
+    co_await http::async_read(conn_.socket, conn_.buffer, parser_,
+                              asio::redirect_error(asio::use_awaitable, ec));
+    conn_.ExpiresNever();
+  }
+  if (ec == http::error::body_limit) {
+    keep_alive_ = false;
+    co_await SendError(BodyTooLargeError(table_->config.server.max_body_bytes));
+    co_await Linger();
+    co_return false;
+  }
+  if (ec) {
+    keep_alive_ = false;
+    if (conn_.timed_out || ec == http::error::partial_message || ec == asio::error::eof ||
+        ec == asio::error::connection_reset || ec == http::error::end_of_stream) {
+      client_gone_ = true;
+      record_.status = 499;
+      record_.error = "client did not send the whole body";
+      co_return false;
+    }
+    co_await SendError(BadRequestError("Malformed request body framing."));
+    co_return false;
+  }
+  parsed_body_ = std::move(parser_.get().body());
+  body_ = parsed_body_;
+  record_.bytes_in = body_.size();
+  co_return true;
+}
+
+// Phase 3: model and stream, read without a DOM.
+bool ProxyRequest::ParseBody() {
+  peek_ = PeekRequestBody(body_);
+  if (!peek_.ok()) return false;
+  record_.model_requested = peek_.model;
+  record_.stream = peek_.stream;
+  return true;
+}
+
+// Phase 4: the model plan (auto, alias, served, unknown).
+bool ProxyRequest::ResolvePlan(ModelPlan& plan) {
+  plan = ResolveModel(*table_, peek_.model);
+  if (plan.rejected()) return false;
+  if (plan.unknown_fallback) {
+    LogWarn("unknown model, using a backend's default model",
+            {{"model", std::string_view(peek_.model).substr(0, 128)},
+             {"request_id", record_.request_id}});
+  }
+  return true;
+}
+
+std::string_view ProxyRequest::BuildUpstreamRequest(const Attempt& attempt,
+                                                    const ProxyPipeline::ThreadState::Backend& b) {
+  const auto& client = parser_.get();
+  const BackendConfig& backend = table_->backend(attempt.backend);
+  std::string& head = conn_.upstream_scratch;
+  head.clear();
+  AppendRequestLine(head, "POST", b.targets[RouteIndex(route_)]);
+  if (!b.headers_set_host) AppendField(head, "Host", b.host_header);
+  bool has_request_id = b.headers_set_request_id;
+  bool has_content_type = b.headers_set_content_type;
+  for (const auto& f : client) {
+    if (DropRequestHeader(f)) continue;
+    std::string_view name = f.name_string();
+    // A backend's configured header replaces the client's of the same name.
+    const bool overridden =
+        !backend.headers.empty() &&
+        std::any_of(backend.headers.begin(), backend.headers.end(),
+                    [&](const auto& h) { return beast::iequals(name, h.first); });
+    if (overridden) continue;
+    if (f.name() == http::field::content_type) has_content_type = true;
+    if (beast::iequals(name, kRequestIdHeader)) has_request_id = true;
+    AppendField(head, name, f.value());
+  }
+  if (!has_request_id) AppendField(head, kRequestIdHeader, record_.request_id);
+  for (const auto& [name, value] : backend.headers) AppendField(head, name, value);
+  AppendField(head, "Authorization", b.bearer);
+  if (!has_content_type) AppendField(head, "Content-Type", "application/json");
+
+  BodyRewrite rewrite;
+  if (attempt.rewrite_model) rewrite.model = attempt.model;
+  if (table_->config.stream_usage == StreamUsage::kRequest && peek_.stream &&
+      !peek_.has_stream_options) {
+    rewrite.add_include_usage = true;
+  }
+  std::string_view body = body_;
+  if (NeedsRewrite(peek_, rewrite)) {
+    rewritten_body_ = RewriteRequestBody(body_, peek_, rewrite);
+    body = rewritten_body_;
+  }
+  AppendField(head, "Content-Length", static_cast<uint64_t>(body.size()));
+  head += "\r\n";
+  return body;
+}
+
+void ProxyRequest::NotifyAttempt(const std::string& backend, AttemptOutcome outcome) {
+  for (RequestObserver* o : p_.observers_) o->OnAttempt(backend, outcome);
+}
+
+// Phase 5: pick, connect, send, read head, classify; then relay (phase 6) or retry.
+asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
+  const Config& config = table_->config;
+  const auto& backends = ts_.BackendsFor(table_);
+  AttemptPlanner planner(table_, std::move(plan), ThreadLocalRandom(), SteadyClock());
+
+  struct SavedError {
+    unsigned status = 0;
+    http::fields head;
+    std::string body;
+  };
+  std::optional<SavedError> last_error;
+  bool last_failure_timeout = false;
+  std::string last_failure_message;
+
+  while (std::optional<Attempt> attempt = planner.Next()) {
+    const BackendConfig& backend = table_->backend(attempt->backend);
+    const auto& b = backends[attempt->backend];
+    record_.attempts = planner.attempts();
+    record_.backend = backend.name;
+    record_.model_resolved = attempt->model;
+    const std::chrono::milliseconds timeout = backend.timeout.value_or(config.timeout);
+    const auto attempt_start = SteadyClockT::now();
+
+    // An attempt that ended without an answer to relay (connect error, timeout, broken
+    // read, or the client left): report it once. True when the client is gone.
+    auto report_no_answer = [&](std::error_code ec, std::string_view what) {
+      AttemptResult result =
+          client_gone_ ? AttemptResult::Of(AttemptResult::Kind::kCancelled) : ResultOf(ec);
+      RetryDecision d = ClassifyAttempt(result, std::chrono::system_clock::now());
+      planner.Report(*attempt, d);
+      NotifyAttempt(backend.name, d.outcome);
+      current_call_ = nullptr;
+      if (result.kind == AttemptResult::Kind::kCancelled) {
+        client_gone_ = true;
+        return true;
+      }
+      last_failure_timeout = result.kind == AttemptResult::Kind::kTimeout;
+      last_failure_message = "backend '" + backend.name + "'" + std::string(what) + ec.message();
+      last_error.reset();  // the most recent failure is the one reported
+      return false;
+    };
+
+    if (!b.url) {
+      LogError("backend url does not parse", {{"backend", backend.name}, {"error", b.url_error}});
+      RetryDecision d = ClassifyAttempt(AttemptResult::Of(AttemptResult::Kind::kConnectError),
+                                        std::chrono::system_clock::now());
+      planner.Report(*attempt, d);
+      NotifyAttempt(backend.name, d.outcome);
+      last_failure_timeout = false;
+      last_failure_message = "backend '" + backend.name + "' has an invalid url";
+      continue;
+    }
+
+    UpstreamCall call(*ts_.pool);
+    current_call_ = &call;
+    const std::string_view upstream_body = BuildUpstreamRequest(*attempt, b);
+    std::error_code ec = co_await call.StartRaw(
+        *b.url, conn_.upstream_scratch, upstream_body,
+        UpstreamCallOptions{.connect_timeout = config.connect_timeout,
+                            .response_timeout = timeout,
+                            .tls_insecure_skip_verify = backend.tls_insecure_skip_verify});
+    auto head_time = SteadyClockT::now();
+    double head_latency = SecondsBetween(attempt_start, head_time);
+    upstream_wait_ += head_latency;
+
+    if (ec || client_gone_) {
+      if (report_no_answer(ec, ": ")) co_return;
+      continue;
+    }
+
+    const unsigned status = call.status();
+    const bool success = status >= 200 && status < 300;
+    const bool event_stream = IsEventStream(call.head()[http::field::content_type]);
+    const auto elapsed =
+        std::chrono::duration_cast<std::chrono::milliseconds>(head_time - attempt_start);
+    const auto remaining = std::max(timeout - elapsed, std::chrono::milliseconds(1));
+
+    if (success && (event_stream || peek_.stream)) {
+      // Hold the headers until the first body bytes: failing before them is still
+      // invisible to the client, so another backend may take over.
+      std::string_view first;
+      bool first_done = false;
+      std::error_code first_ec;
+      auto deadline = head_time + remaining;
+      while (first.empty() && !first_done) {
+        auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClockT::now());
+        if (left.count() <= 0) {
+          first_ec = UpstreamErrc::kBodyTimeout;
+          break;
+        }
+        UpstreamBodyPiece piece = co_await call.ReadBody(left);
+        if (piece.ec) {
+          first_ec = piece.ec;
+          break;
+        }
+        first = piece.data;
+        first_done = piece.done;
+      }
+      upstream_wait_ += SecondsBetween(head_time, SteadyClockT::now());
+      if (first_ec || client_gone_) {
+        if (report_no_answer(first_ec, " sent no stream data: ")) co_return;
+        continue;
+      }
+      RetryDecision d = ClassifyAttempt(AttemptResult::Response(static_cast<int>(status)),
+                                        std::chrono::system_clock::now());
+      planner.Report(*attempt, d, head_latency);
+      record_.ttft_seconds = SecondsBetween(start_, SteadyClockT::now());
+      co_await RelayStream(call, backend.name, first, first_done, config.stream_idle_timeout);
+      current_call_ = nullptr;
+      co_return;
+    }
+
+    // Not a stream (or an error answer): read the whole body, then decide.
+    std::string body;
+    auto body_start = SteadyClockT::now();
+    ec = co_await call.ReadAll(body, p_.options_.max_response_bytes, remaining);
+    upstream_wait_ += SecondsBetween(body_start, SteadyClockT::now());
+    if (ec || client_gone_) {
+      if (report_no_answer(ec, ": ")) co_return;
+      continue;
+    }
+    RetryDecision d = ClassifyAttempt(
+        AttemptResult::Response(static_cast<int>(status), call.head()[http::field::retry_after]),
+        std::chrono::system_clock::now());
+    planner.Report(*attempt, d, head_latency);
+    NotifyAttempt(backend.name, d.outcome);
+    if (d.retryable()) {
+      SavedError saved{status, {}, std::move(body)};
+      for (const auto& f : call.head()) {
+        if (KeepResponseHeader(f)) saved.head.insert(f.name_string(), f.value());
+      }
+      last_error = std::move(saved);
+      current_call_ = nullptr;
+      continue;
+    }
+    current_call_ = nullptr;
+    if (success) {
+      if (auto usage = ExtractUsageFromJson(body)) {
+        record_.prompt_tokens = usage->prompt_tokens;
+        record_.completion_tokens = usage->completion_tokens;
+      }
+    }
+    call.Release();  // back to the pool before the client write (the head stays readable)
+    co_await SendUpstreamResponse(status, call.head(), body);
+    co_return;
+  }
+
+  current_call_ = nullptr;
+  record_.attempts = planner.attempts();
+  if (planner.attempts() == 0) {
+    co_await SendError(NoHealthyBackendError(peek_.model));
+  } else if (last_error) {
+    co_await SendUpstreamResponse(last_error->status, last_error->head, last_error->body);
+  } else if (last_failure_timeout) {
+    co_await SendError(
+        UpstreamTimeoutError("No backend answered in time (last: " + last_failure_message + ")."));
+  } else {
+    co_await SendError(
+        AllBackendsFailedError("All backends failed (last: " + last_failure_message + ")."));
+  }
+}
+
+// Phase 6 for streams: headers now, then every upstream piece as it arrives. One read
+// and one write at a time: no upstream read while the client write is pending.
+asio::awaitable<void> ProxyRequest::RelayStream(UpstreamCall& call, const std::string& backend,
+                                                std::string_view first_piece, bool first_done,
+                                                std::chrono::milliseconds idle_timeout) {
+  const auto& req = parser_.get();
+  const bool chunked = req.version() >= 11;
+  if (!chunked) keep_alive_ = false;
+  const bool sse = IsEventStream(call.head()[http::field::content_type]);
+  SseParserOptions sse_options;
+  sse_options.drop_usage_only_events = table_->config.stream_usage == StreamUsage::kRequest &&
+                                       peek_.stream && !peek_.has_stream_options;
+  SseParser sse_parser(sse_options);
+
+  record_.status = static_cast<int>(call.status());
+  std::string& head = StartResponseHead(call.status(), &call.head());
+  AppendField(head, "Cache-Control", "no-cache");
+  if (chunked) head += "Transfer-Encoding: chunked\r\n";
+  head += "\r\n";
+
+  // The head and the first piece leave in one write: one syscall less before the first
+  // token reaches the client.
+  std::string_view first_out = sse ? sse_parser.Feed(first_piece) : first_piece;
+  bool ok = co_await WriteToClient(first_out, chunked && !first_out.empty(), head);
+  responded_ = true;
+
+  std::string_view piece;
+  bool done = first_done;
+  std::error_code upstream_ec;
+  while (ok && !done) {
+    auto read_start = SteadyClockT::now();
+    UpstreamBodyPiece next = co_await call.ReadBody(idle_timeout);
+    upstream_wait_ += SecondsBetween(read_start, SteadyClockT::now());
+    if (next.ec) {
+      upstream_ec = next.ec;
+      break;
+    }
+    piece = next.data;
+    done = next.done;
+    std::string_view out = sse ? sse_parser.Feed(piece) : piece;
+    if (!out.empty()) ok = co_await WriteToClient(out, chunked);
+  }
+
+  if (sse && sse_parser.usage()) {
+    record_.prompt_tokens = sse_parser.usage()->prompt_tokens;
+    record_.completion_tokens = sse_parser.usage()->completion_tokens;
+  }
+
+  if (!ok || client_gone_ || upstream_ec == UpstreamErrc::kCancelled) {
+    // The client went away (or stopped reading): cut the upstream at once.
+    client_gone_ = true;
+    keep_alive_ = false;
+    call.Cancel();
+    record_.error = "client went away during the stream";
+    NotifyAttempt(backend, AttemptOutcome::kCancelled);
+    co_return;
+  }
+  if (upstream_ec) {
+    // Bytes already went out: no retry. End with one error event, no [DONE].
+    keep_alive_ = false;
+    table_->state(*table_->FindBackend(backend)).health().OnFailure(SteadyClockT::now());
+    std::string event =
+        StreamBrokenError("The upstream stream broke: " + upstream_ec.message()).SseEvent();
+    record_.error = "upstream stream broke";
+    NotifyAttempt(backend, AttemptOutcome::kBrokenStream);
+    if (co_await WriteToClient(event, chunked) && chunked) co_await WriteToClient({}, true);
+    co_return;
+  }
+  std::string_view rest = sse ? sse_parser.Finish() : std::string_view();
+  if (!rest.empty()) ok = co_await WriteToClient(rest, chunked);
+  if (ok && chunked) ok = co_await WriteToClient({}, true);
+  if (!ok) {
+    keep_alive_ = false;
+    client_gone_ = true;
+  }
+  NotifyAttempt(backend, AttemptOutcome::kSuccess);
+}
+
+// One piece to the client; an empty piece with `chunk` is the terminating chunk.
+asio::awaitable<bool> ProxyRequest::WriteToClient(std::string_view data, bool chunk,
+                                                  std::string_view prefix) {
+  boost::system::error_code ec;
+  auto write_start = SteadyClockT::now();
+  conn_.ExpiresAfter(table_->config.stream_idle_timeout);
+  char size_line[24];
+  std::array<asio::const_buffer, 4> pieces;
+  size_t count = 0;
+  if (!prefix.empty()) pieces[count++] = asio::buffer(prefix.data(), prefix.size());
+  if (!chunk) {
+    if (!data.empty()) pieces[count++] = asio::buffer(data.data(), data.size());
+  } else if (data.empty()) {
+    pieces[count++] = asio::buffer("0\r\n\r\n", 5);
+  } else {
+    int n = std::snprintf(size_line, sizeof size_line, "%zx\r\n", data.size());
+    pieces[count++] = asio::buffer(size_line, static_cast<size_t>(n));
+    pieces[count++] = asio::buffer(data.data(), data.size());
+    pieces[count++] = asio::buffer("\r\n", 2);
+  }
+  ec = co_await WriteAll(conn_.socket, std::span<const asio::const_buffer>(pieces.data(), count));
+  conn_.ExpiresNever();
+  client_wait_ += SecondsBetween(write_start, SteadyClockT::now());
+  if (!ec) record_.bytes_out += data.size();
+  co_return !ec;
+}
+
+template <class Fields>
+std::string& ProxyRequest::StartResponseHead(unsigned status, const Fields* upstream_head) {
+  const unsigned version = parser_.get().version();
+  std::string& head = conn_.head_scratch;
+  head.clear();
+  AppendStatusLine(head, version, status);
+  bool has_request_id = false;
+  if (upstream_head) {
+    for (const auto& f : *upstream_head) {
+      if (!KeepResponseHeader(f)) continue;
+      if (beast::iequals(f.name_string(), kRequestIdHeader)) has_request_id = true;
+      AppendField(head, f.name_string(), f.value());
+    }
+  }
+  if (!has_request_id) AppendField(head, kRequestIdHeader, record_.request_id);
+  AppendField(head, "x-llmproxy-backend", record_.backend.empty() ? "none" : record_.backend);
+  AppendField(head, "x-llmproxy-attempts", static_cast<uint64_t>(record_.attempts));
+  head += CorsFieldBlock();
+  AppendConnection(head, version, keep_alive_);
+  return head;
+}
+
+template <class Fields>
+asio::awaitable<void> ProxyRequest::SendUpstreamResponse(unsigned status,
+                                                         const Fields& upstream_head,
+                                                         std::string_view body) {
+  record_.status = static_cast<int>(status);
+  record_.bytes_out = body.size();
+  std::string& head = StartResponseHead(status, &upstream_head);
+  AppendField(head, "Content-Length", static_cast<uint64_t>(body.size()));
+  head += "\r\n";
+  bool ok = co_await WriteRaw(conn_, head, body, table_->config.stream_idle_timeout);
+  responded_ = true;
+  if (!ok) {
+    client_gone_ = true;
+    keep_alive_ = false;
+  }
+}
+
+asio::awaitable<void> ProxyRequest::SendError(const ProxyError& error) {
+  record_.status = error.status;
+  record_.error = error.message;
+  const std::string body = error.Json();
+  record_.bytes_out = body.size();
+  std::string& head = StartResponseHead<http::fields>(static_cast<unsigned>(error.status), nullptr);
+  AppendField(head, "Content-Type", "application/json");
+  AppendField(head, "Content-Length", static_cast<uint64_t>(body.size()));
+  head += "\r\n";
+  bool ok = co_await WriteRaw(conn_, head, body, kErrorWriteTimeout);
+  responded_ = true;
+  if (!ok) {
+    client_gone_ = true;
+    keep_alive_ = false;
+  }
+}
+
+asio::awaitable<void> ProxyRequest::Linger() { co_await LingeringClose(conn_); }
+
+// The client closed or reset its connection while we wait on the upstream: tokens cost
+// money, so the upstream request is cancelled at once.
+void ProxyRequest::OnClientGone(void* self) {
+  auto* request = static_cast<ProxyRequest*>(self);
+  request->client_gone_ = true;
+  if (request->current_call_ != nullptr) request->current_call_->Cancel();
+}
+
+// Phase 7: the record goes to every observer, whatever happened.
+void ProxyRequest::Done() {
+  auto end = SteadyClockT::now();
+  if (client_gone_ && !responded_ && record_.status == 0) {
+    record_.status = 499;  // nginx's "client closed request"
+    if (record_.error.empty()) record_.error = "client went away";
+  }
+  record_.duration_seconds = SecondsBetween(start_, end);
+  record_.overhead_seconds =
+      std::max(0.0, record_.duration_seconds - upstream_wait_ - client_wait_);
+  for (RequestObserver* o : p_.observers_) o->OnRequestDone(record_);
+}
+
+}  // namespace llmproxy

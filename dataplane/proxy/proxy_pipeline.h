@@ -1,0 +1,69 @@
+// The proxied request, in phases (STYLE.md "One request, in phases"):
+//   read and limit -> authenticate -> parse model/stream -> resolve the plan ->
+//   attempt loop (pick, connect, send, read head, classify) -> relay -> done (observers).
+// Each phase is one function of ProxyRequest (proxy_pipeline.cc); a stream's bytes are
+// relayed as they arrive (RelayStream), with backpressure and an idle deadline.
+//
+// Threading: the pipeline is shared by every server thread; each thread has its own
+// upstream connection pool and per-table URL cache, touched only by that thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "dataplane/server/http_server.h"
+#include "dataplane/observe/request_record.h"
+#include "dataplane/protocols/routes.h"
+#include "dataplane/config_sync/table_store.h"
+#include "dataplane/upstream/upstream_pool.h"
+
+namespace llmproxy {
+
+struct ProxyPipelineOptions {
+  unsigned threads = 1;  // must match the HttpServer's thread count
+  UpstreamPoolOptions pool;
+  // Largest non-streamed upstream body accepted (an error body included); beyond: 502.
+  size_t max_response_bytes = 256u << 20;
+  // Whole request body upload (after the header) must arrive within this.
+  std::chrono::milliseconds body_read_timeout{60000};
+};
+
+class ProxyPipeline {
+ public:
+  ProxyPipeline(TableStore& store, std::vector<RequestObserver*> observers,
+                ProxyPipelineOptions options = {});
+  ~ProxyPipeline();
+  ProxyPipeline(const ProxyPipeline&) = delete;
+  ProxyPipeline& operator=(const ProxyPipeline&) = delete;
+
+  // Handles one POST to a proxied route whose header has been read. Writes the response;
+  // returns whether the connection may serve another request. Never throws.
+  // `authorized`: the dispatcher's verdict on the client key, taken from the head.
+  asio::awaitable<bool> Handle(ClientConnection& conn, RequestParser& parser, ProxyRoute route,
+                               bool authorized);
+
+  // Destroys the upstream pool of one io thread; call on that thread while its
+  // io_context still exists (HttpServerOptions::on_thread_stop). With clean=false the
+  // pool is leaked on purpose: unfinished requests may still reference it.
+  void ReleaseThread(size_t thread_index, bool clean);
+
+  // Proxied requests being handled right now (load reports).
+  int64_t in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
+
+  struct ThreadState;  // proxy_pipeline.cc
+
+ private:
+  friend class ProxyRequest;
+  ThreadState& StateFor(ClientConnection& conn);
+
+  TableStore& store_;
+  std::vector<RequestObserver*> observers_;
+  ProxyPipelineOptions options_;
+  std::vector<std::unique_ptr<ThreadState>> threads_;
+  std::atomic<int64_t> in_flight_{0};
+};
+
+}  // namespace llmproxy

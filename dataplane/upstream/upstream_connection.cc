@@ -1,0 +1,107 @@
+#include "dataplane/upstream/upstream_connection.h"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+
+#include <openssl/ssl.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/error.hpp>
+
+#include "dataplane/upstream/upstream_error.h"
+#include "dataplane/upstream/upstream_pool.h"
+
+namespace llmproxy {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+
+namespace {
+constexpr auto kUse = asio::as_tuple(asio::use_awaitable);
+}  // namespace
+
+UpstreamConnection::UpstreamConnection(asio::any_io_executor executor,
+                                       asio::ssl::context* tls_context, std::string pool_key)
+    : pool_key_(std::move(pool_key)) {
+  if (tls_context) {
+    tls_ = std::make_unique<TlsStream>(executor, *tls_context);
+  } else {
+    plain_ = std::make_unique<Socket>(executor);
+  }
+}
+
+UpstreamConnection::~UpstreamConnection() {
+  if (tracked_by_) tracked_by_->Untrack(*this);
+}
+
+asio::awaitable<std::error_code> UpstreamConnection::Connect(
+    const asio::ip::tcp::resolver::results_type& endpoints, const std::string& host, bool insecure,
+    Clock::time_point deadline) {
+  Socket& stream = socket();
+  ExpiresAt(deadline);
+  auto [ec, endpoint] = co_await asio::async_connect(stream, endpoints, kUse);
+  if (ec) {
+    const bool timed_out = timed_out_;
+    Close();
+    if (timed_out) co_return UpstreamErrc::kConnectTimeout;
+    if (ec == asio::error::operation_aborted) co_return UpstreamErrc::kCancelled;
+    co_return UpstreamErrc::kConnectFailed;
+  }
+  boost::system::error_code ignored;
+  stream.set_option(asio::ip::tcp::no_delay(true), ignored);
+  stream.non_blocking(true, ignored);  // plain connections write with WriteAll
+  if (tls_) {
+    boost::system::error_code addr_ec;
+    asio::ip::make_address(host, addr_ec);
+    const bool ip_literal = !addr_ec;
+    // SNI carries names only (RFC 6066), never IP literals.
+    if (!ip_literal) SSL_set_tlsext_host_name(tls_->native_handle(), host.c_str());
+    if (insecure) {
+      tls_->set_verify_mode(asio::ssl::verify_none);
+    } else {
+      tls_->set_verify_mode(asio::ssl::verify_peer);
+      // Checks DNS names (wildcards included) or, for an IP literal, the IP SANs.
+      tls_->set_verify_callback(asio::ssl::host_name_verification(host));
+    }
+    auto [hs_ec] = co_await tls_->async_handshake(asio::ssl::stream_base::client, kUse);
+    if (hs_ec) {
+      const bool timed_out = timed_out_;
+      Close();
+      if (timed_out) co_return UpstreamErrc::kConnectTimeout;
+      if (hs_ec == asio::error::operation_aborted) co_return UpstreamErrc::kCancelled;
+      co_return UpstreamErrc::kTlsFailed;
+    }
+  }
+  ExpiresNever();
+  co_return std::error_code{};
+}
+
+char* UpstreamConnection::BodyChunk(size_t size) {
+  if (body_chunk_size_ < size) {
+    body_chunk_.reset(new char[size]);  // uninitialized on purpose: always written first
+    body_chunk_size_ = size;
+  }
+  return body_chunk_.get();
+}
+
+void UpstreamConnection::Close() {
+  boost::system::error_code ignored;
+  socket().close(ignored);
+}
+
+bool UpstreamConnection::is_open() { return socket().is_open(); }
+
+bool UpstreamConnection::LooksReusable() {
+  if (!is_open() || buffer_.size() != 0) return false;
+  char byte;
+  const ssize_t n = ::recv(socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  // Nothing to read is the healthy idle state; EOF or unexpected bytes (an error page, a
+  // TLS close_notify) mean the server is done with this connection.
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+}  // namespace llmproxy

@@ -1,0 +1,366 @@
+// Reading model/stream from request bodies without a DOM, and byte-exact rewriting.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "dataplane/protocols/request_body.h"
+
+namespace llmproxy {
+namespace {
+
+TEST(BodyPeek, ReadsTopLevelModelAndStream) {
+  const BodyPeek peek = PeekRequestBody(
+      R"({"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true})");
+  ASSERT_TRUE(peek.ok()) << peek.error;
+  EXPECT_TRUE(peek.has_model);
+  EXPECT_EQ(peek.model, "gpt-4o");
+  EXPECT_TRUE(peek.stream);
+  EXPECT_FALSE(peek.has_stream_options);
+}
+
+TEST(BodyPeek, MissingModelAndStreamDefaults) {
+  const BodyPeek peek = PeekRequestBody(R"({"messages":[]})");
+  ASSERT_TRUE(peek.ok());
+  EXPECT_FALSE(peek.has_model);
+  EXPECT_EQ(peek.model, "");
+  EXPECT_FALSE(peek.stream);
+  EXPECT_TRUE(PeekRequestBody("{}").ok());
+  EXPECT_TRUE(PeekRequestBody(" \r\n\t{ } \n").ok());
+  EXPECT_FALSE(PeekRequestBody(R"({"stream":false})").stream);
+  EXPECT_FALSE(PeekRequestBody(R"({"stream":null})").stream);
+}
+
+TEST(BodyPeek, NestedModelKeysAreIgnored) {
+  const std::string body =
+      R"({"messages":[{"role":"user","content":"x","model":"inner"}],)"
+      R"("tools":{"model":"tool-model","stream":true},"metadata":{"a":[{"model":"deep"}]},)"
+      R"("model":"outer"})";
+  const BodyPeek peek = PeekRequestBody(body);
+  ASSERT_TRUE(peek.ok()) << peek.error;
+  EXPECT_EQ(peek.model, "outer");
+  EXPECT_FALSE(peek.stream);
+  EXPECT_EQ(body.substr(peek.model_begin, peek.model_end - peek.model_begin), "\"outer\"");
+}
+
+TEST(BodyPeek, StringsThatLookLikeKeysAreSkipped) {
+  const std::string body = R"({"content":"\"model\":\"fake\", {\"stream\":true}","model":"real"})";
+  const BodyPeek peek = PeekRequestBody(body);
+  ASSERT_TRUE(peek.ok()) << peek.error;
+  EXPECT_EQ(peek.model, "real");
+  EXPECT_FALSE(peek.stream);
+}
+
+TEST(BodyPeek, EscapedModelIsDecoded) {
+  EXPECT_EQ(PeekRequestBody(R"({"model":"deep\u0073eek-chat"})").model, "deepseek-chat");
+  EXPECT_EQ(PeekRequestBody(R"({"model":"a\"b\\c\/d\n"})").model, "a\"b\\c/d\n");
+  EXPECT_EQ(PeekRequestBody(R"({"model":"caf\u00e9"})").model, "caf\xc3\xa9");
+  EXPECT_EQ(PeekRequestBody(R"({"model":"\ud83d\ude00"})").model, "\xf0\x9f\x98\x80");
+  // An escaped key still names the member.
+  EXPECT_EQ(PeekRequestBody(R"({"mod\u0065l":"m1"})").model, "m1");
+  // Raw UTF-8 passes through.
+  EXPECT_EQ(PeekRequestBody("{\"model\":\"\xe6\xa8\xa1\xe5\x9e\x8b\"}").model,
+            "\xe6\xa8\xa1\xe5\x9e\x8b");
+}
+
+TEST(BodyPeek, WhitespaceEverywhere) {
+  const std::string body = " {\n  \"model\" :\t\"m\" ,\r\n \"stream\" : true \n}\n";
+  const BodyPeek peek = PeekRequestBody(body);
+  ASSERT_TRUE(peek.ok()) << peek.error;
+  EXPECT_EQ(peek.model, "m");
+  EXPECT_TRUE(peek.stream);
+  EXPECT_EQ(body[peek.object_begin], '{');
+  EXPECT_EQ(body[peek.object_end], '}');
+}
+
+TEST(BodyPeek, DuplicateKeysLastWins) {
+  const BodyPeek peek =
+      PeekRequestBody(R"({"model":"a","stream":true,"model":"b","stream":false})");
+  ASSERT_TRUE(peek.ok());
+  EXPECT_EQ(peek.model, "b");
+  EXPECT_FALSE(peek.stream);
+}
+
+TEST(BodyPeek, StreamOptions) {
+  BodyPeek peek = PeekRequestBody(R"({"stream":true,"stream_options":{"include_usage":true}})");
+  ASSERT_TRUE(peek.ok());
+  EXPECT_TRUE(peek.has_stream_options);
+  EXPECT_TRUE(peek.client_include_usage);
+  peek = PeekRequestBody(
+      R"({"stream_options":{"x":[1,{"include_usage":true}],"include_usage":false}})");
+  ASSERT_TRUE(peek.ok()) << peek.error;
+  EXPECT_TRUE(peek.has_stream_options);
+  EXPECT_FALSE(peek.client_include_usage);
+  peek = PeekRequestBody(R"({"stream_options":null})");
+  ASSERT_TRUE(peek.ok());
+  EXPECT_TRUE(peek.has_stream_options);
+  EXPECT_FALSE(peek.client_include_usage);
+}
+
+TEST(BodyPeek, RejectsEveryBadInput) {
+  for (std::string_view bad : {
+           "",
+           "   ",
+           "null",
+           "[]",
+           "[{\"model\":\"m\"}]",
+           "\"model\"",
+           "5",
+           "true",
+           R"({"model":5})",
+           R"({"model":null})",
+           R"({"model":["a"]})",
+           R"({"model":{"a":1}})",
+           R"({"stream":"yes"})",
+           R"({"stream":1})",
+           R"({"model":"m")",
+           R"({"model":"m)",
+           R"({"model")",
+           R"({"model":)",
+           "{",
+           R"({"model":"m",})",
+           R"({,"model":"m"})",
+           R"({"model" "m"})",
+           R"({model:"m"})",
+           R"({'model':'m'})",
+           R"({"model":"m"}{"a":1})",
+           R"({"model":"m"} x)",
+           R"({"a":tru})",
+           R"({"a":nul})",
+           R"({"a":01})",
+           R"({"a":1.})",
+           R"({"a":-})",
+           R"({"a":1e})",
+           R"({"a":.5})",
+           R"({"a":[1,]})",
+           R"({"a":[1 2]})",
+           R"({"a":{"b"}})",
+           R"({"a":"\x"})",
+           R"({"a":"\u12G4"})",
+           R"({"a":"\u12"})",
+           "{\"a\":\"tab\there\"}",
+           "{\"a\":\"nl\nhere\"}",
+           "garbage",
+           "\xff\xfe{}",
+           R"({"a":[}])",
+           R"({"a":{]})",
+       }) {
+    const BodyPeek peek = PeekRequestBody(bad);
+    EXPECT_FALSE(peek.ok()) << "accepted: " << bad;
+  }
+}
+
+TEST(BodyPeek, ErrorMessagesNameTheProblem) {
+  EXPECT_EQ(PeekRequestBody(R"({"model":5})").error, "\"model\" must be a string");
+  EXPECT_EQ(PeekRequestBody("[]").error, "request body must be a JSON object");
+  EXPECT_EQ(PeekRequestBody("null").error, "request body must be a JSON object");
+  EXPECT_EQ(PeekRequestBody(R"({"model":"m")").error, "request body is not valid JSON");
+}
+
+TEST(BodyPeek, AcceptsValidNumbersAndLiterals) {
+  EXPECT_TRUE(
+      PeekRequestBody(
+          R"({"a":0,"b":-1.5e+10,"c":2E-3,"d":true,"e":false,"f":null,"g":[],"h":{},"i":[[[]]],"j":"\u00e9\n"})")
+          .ok());
+}
+
+TEST(BodyPeek, DeepNestingIsBoundedNotACrash) {
+  std::string ok_body = "{\"a\":" + std::string(200, '[') + std::string(200, ']') + "}";
+  EXPECT_TRUE(PeekRequestBody(ok_body).ok());
+  std::string deep = "{\"a\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  EXPECT_FALSE(PeekRequestBody(deep).ok());
+}
+
+TEST(BodyPeek, TenMegabytesOfGarbageIsRejected) {
+  std::string garbage(10 << 20, 'x');
+  EXPECT_FALSE(PeekRequestBody(garbage).ok());
+  std::string unterminated = "{\"model\":\"" + std::string(10 << 20, 'y');
+  EXPECT_FALSE(PeekRequestBody(unterminated).ok());
+}
+
+// Differential check against nlohmann::json on many mutated bodies (ASCII only, where both
+// must agree exactly): accepted exactly when it is a JSON object whose model is a string
+// and whose stream is a boolean or null, with the same decoded model.
+TEST(BodyPeek, AgreesWithAFullJsonParserOnMutatedBodies) {
+  const std::string seeds[] = {
+      R"({"model":"gpt-4o","messages":[{"role":"user","content":"hi \"there\" \\ \u00e9"}],"stream":true,"temperature":0.5})",
+      R"({"messages":[{"role":"system","content":"x"},{"role":"user","content":[{"type":"text","text":"y"}]}],"model":"a\/b","n":1,"stop":null,"logit_bias":{"50256":-100}})",
+      R"( { "stream" : false , "model" : "m" , "stream_options" : { "include_usage" : true } } )",
+  };
+  const std::string alphabet = "{}[]\":,\\ 01-.eEtrufalsn\tmodelstream\n";
+  std::mt19937 random(12345);
+  int checked = 0;
+  for (const std::string& seed : seeds) {
+    for (int round = 0; round < 4000; ++round) {
+      std::string body = seed;
+      const int edits = 1 + static_cast<int>(random() % 3);
+      for (int e = 0; e < edits && !body.empty(); ++e) {
+        const size_t at = random() % body.size();
+        switch (random() % 3) {
+          case 0:
+            body.erase(at, 1);
+            break;
+          case 1:
+            body.insert(at, 1, alphabet[random() % alphabet.size()]);
+            break;
+          default:
+            body[at] = alphabet[random() % alphabet.size()];
+            break;
+        }
+      }
+      if (random() % 5 == 0) body.resize(random() % (body.size() + 1));  // truncation
+      const BodyPeek peek = PeekRequestBody(body);
+      const nlohmann::json parsed = nlohmann::json::parse(body, nullptr, false);
+      bool expect_ok = !parsed.is_discarded() && parsed.is_object();
+      if (expect_ok && parsed.contains("model") && !parsed["model"].is_string()) expect_ok = false;
+      if (expect_ok && parsed.contains("stream") && !parsed["stream"].is_boolean() &&
+          !parsed["stream"].is_null()) {
+        expect_ok = false;
+      }
+      ASSERT_EQ(peek.ok(), expect_ok) << "body: " << body << " error: " << peek.error;
+      if (expect_ok) {
+        ASSERT_EQ(peek.model, parsed.value("model", std::string())) << body;
+        ASSERT_EQ(peek.stream, parsed.contains("stream") && parsed["stream"].is_boolean() &&
+                                   parsed["stream"].get<bool>())
+            << body;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 100);  // the mutations keep enough valid bodies to compare
+}
+
+// The rewritten body equals the original except for the model value's bytes.
+void ExpectOnlyModelChanged(const std::string& body, std::string_view new_model,
+                            const std::string& expected) {
+  const BodyPeek peek = PeekRequestBody(body);
+  ASSERT_TRUE(peek.ok()) << peek.error;
+  const BodyRewrite rewrite{.model = new_model};
+  EXPECT_TRUE(NeedsRewrite(peek, rewrite));
+  const std::string out = RewriteRequestBody(body, peek, rewrite);
+  EXPECT_EQ(out, expected);
+  EXPECT_EQ(out.substr(0, peek.model_begin), body.substr(0, peek.model_begin));
+  EXPECT_EQ(out.substr(out.size() - (body.size() - peek.model_end)), body.substr(peek.model_end));
+  const BodyPeek again = PeekRequestBody(out);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again.model, new_model);
+}
+
+TEST(BodyRewrite, ReplacesOnlyTheModelBytes) {
+  ExpectOnlyModelChanged(R"({"model":"gpt-4o","messages":[{"content":"model"}]})", "deepseek-chat",
+                         R"({"model":"deepseek-chat","messages":[{"content":"model"}]})");
+  ExpectOnlyModelChanged(" {\n \"messages\" : [ ] ,\n \"model\" :  \"x\"  ,\"stream\":true }\n",
+                         "y",
+                         " {\n \"messages\" : [ ] ,\n \"model\" :  \"y\"  ,\"stream\":true }\n");
+  ExpectOnlyModelChanged(R"({"model":"deep\u0073eek"})", "glm-4.7", R"({"model":"glm-4.7"})");
+  ExpectOnlyModelChanged(R"({"model":"a"})", "quote\"and\\back", R"({"model":"quote\"and\\back"})");
+}
+
+TEST(BodyRewrite, SameModelNeedsNoRewrite) {
+  const std::string body = R"({"model":"deep\u0073eek"})";
+  const BodyPeek peek = PeekRequestBody(body);
+  EXPECT_FALSE(NeedsRewrite(peek, BodyRewrite{.model = "deepseek"}));
+  EXPECT_EQ(RewriteRequestBody(body, peek, BodyRewrite{.model = "deepseek"}), body);
+  EXPECT_FALSE(NeedsRewrite(peek, BodyRewrite{}));
+}
+
+TEST(BodyRewrite, InsertsModelWhenAbsent) {
+  std::string body = R"({"messages":[]})";
+  BodyPeek peek = PeekRequestBody(body);
+  EXPECT_TRUE(NeedsRewrite(peek, BodyRewrite{.model = "m"}));
+  EXPECT_EQ(RewriteRequestBody(body, peek, BodyRewrite{.model = "m"}),
+            R"({"model":"m","messages":[]})");
+  body = " { } ";
+  peek = PeekRequestBody(body);
+  EXPECT_EQ(RewriteRequestBody(body, peek, BodyRewrite{.model = "m"}), R"( {"model":"m" } )");
+}
+
+TEST(BodyRewrite, AddsIncludeUsage) {
+  std::string body = R"({"model":"a","stream":true})";
+  BodyPeek peek = PeekRequestBody(body);
+  BodyRewrite rewrite{.model = "b", .add_include_usage = true};
+  std::string out = RewriteRequestBody(body, peek, rewrite);
+  EXPECT_EQ(out, R"({"model":"b","stream":true,"stream_options":{"include_usage":true}})");
+  BodyPeek again = PeekRequestBody(out);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again.client_include_usage);
+
+  body = "{ \"stream\":true\n}\n";
+  peek = PeekRequestBody(body);
+  out =
+      RewriteRequestBody(body, peek, BodyRewrite{.model = std::nullopt, .add_include_usage = true});
+  EXPECT_EQ(out, "{ \"stream\":true\n,\"stream_options\":{\"include_usage\":true}}\n");
+  EXPECT_TRUE(nlohmann::json::accept(out));
+
+  body = "{}";
+  peek = PeekRequestBody(body);
+  out = RewriteRequestBody(body, peek, BodyRewrite{.model = "m", .add_include_usage = true});
+  EXPECT_EQ(out, R"({"model":"m","stream_options":{"include_usage":true}})");
+
+  // Already present: left alone.
+  body = R"({"stream":true,"stream_options":{"include_usage":false}})";
+  peek = PeekRequestBody(body);
+  EXPECT_FALSE(NeedsRewrite(peek, BodyRewrite{.model = std::nullopt, .add_include_usage = true}));
+  EXPECT_EQ(
+      RewriteRequestBody(body, peek, BodyRewrite{.model = std::nullopt, .add_include_usage = true}),
+      body);
+}
+
+TEST(BodyRewrite, LargeBodyKeepsEveryOtherByte) {
+  std::string prompt;
+  for (int i = 0; i < 100000; ++i) prompt += "word\\\"" + std::to_string(i) + " ";
+  const std::string body = R"({"messages":[{"role":"user","content":")" + prompt +
+                           R"("}],"model":"auto","temperature":0.7})";
+  const BodyPeek peek = PeekRequestBody(body);
+  ASSERT_TRUE(peek.ok()) << peek.error;
+  EXPECT_EQ(peek.model, "auto");
+  const std::string out = RewriteRequestBody(body, peek, BodyRewrite{.model = "deepseek-chat"});
+  std::string expected = body;
+  expected.replace(peek.model_begin, peek.model_end - peek.model_begin, "\"deepseek-chat\"");
+  EXPECT_EQ(out, expected);
+}
+
+TEST(JsonHelpers, AppendJsonStringEscapes) {
+  std::string out;
+  AppendJsonString(out, std::string("a\"\\\n\x01", 5));
+  EXPECT_EQ(out, R"("a\"\\\n\u0001")");
+}
+
+TEST(JsonHelpers, FindTopLevelValue) {
+  const std::string json =
+      R"({"choices":[{"usage":{"x":1}}],"usage":{"prompt_tokens":3,"completion_tokens":4},"z":1})";
+  EXPECT_EQ(FindTopLevelJsonValue(json, "usage").value_or(""),
+            R"({"prompt_tokens":3,"completion_tokens":4})");
+  EXPECT_EQ(FindTopLevelJsonValue(json, "z").value_or(""), "1");
+  EXPECT_FALSE(FindTopLevelJsonValue(json, "missing").has_value());
+  EXPECT_FALSE(FindTopLevelJsonValue("[1]", "usage").has_value());
+  EXPECT_FALSE(FindTopLevelJsonValue("", "usage").has_value());
+}
+
+// The string scanner reads 16 and 8 bytes at a time: a stop byte (quote, backslash,
+// control character) must be found at every offset of those blocks.
+TEST(BodyPeek, StopBytesAreFoundAtEveryOffsetOfLongStrings) {
+  for (size_t prefix = 0; prefix < 70; ++prefix) {
+    const std::string pad(prefix, 'a');
+    // An escaped quote inside a long value: still one string, the body is fine.
+    const std::string escaped = R"({"messages":[{"content":")" + pad + R"(\"x)" + pad +
+                                R"("}],"model":"m)" + pad + R"(","stream":true})";
+    BodyPeek ok = PeekRequestBody(escaped);
+    ASSERT_TRUE(ok.ok()) << "prefix " << prefix << ": " << ok.error;
+    EXPECT_EQ(ok.model, "m" + pad) << prefix;
+    EXPECT_TRUE(ok.stream) << prefix;
+    // A raw control character inside a string is invalid JSON wherever it sits.
+    const std::string control = R"({"model":"m","content":")" + pad + "\n" + pad + R"("})";
+    EXPECT_FALSE(PeekRequestBody(control).ok()) << "prefix " << prefix;
+    // The closing quote right at a block boundary ends the string there.
+    const std::string boundary = R"({"content":")" + pad + R"(","model":"q"})";
+    BodyPeek b = PeekRequestBody(boundary);
+    ASSERT_TRUE(b.ok()) << prefix;
+    EXPECT_EQ(b.model, "q") << prefix;
+  }
+}
+
+}  // namespace
+}  // namespace llmproxy

@@ -1,0 +1,363 @@
+// SSE framing over arbitrary chunk boundaries, [DONE], usage extraction and the
+// usage-only chunk that stream_usage: request hides.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dataplane/protocols/sse_parser.h"
+
+namespace llmproxy {
+namespace {
+
+const std::string kChunk1 =
+    "data: "
+    "{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}"
+    "\n\n";
+const std::string kChunk2 =
+    "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\\n\\n\"}}]}\n\n";
+const std::string kUsageOnly =
+    "data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":34,"
+    "\"total_tokens\":46}}\n\n";
+const std::string kDone = "data: [DONE]\n\n";
+
+std::string SampleStream() {
+  return ": keep-alive comment\n\n" + kChunk1 + kChunk2 + kUsageOnly + kDone;
+}
+
+// Feeds `stream` split at the given positions; returns everything forwarded.
+std::string FeedSplit(SseParser& parser, const std::string& stream,
+                      const std::vector<size_t>& cuts) {
+  std::string out;
+  size_t prev = 0;
+  for (size_t cut : cuts) {
+    out.append(parser.Feed(std::string_view(stream).substr(prev, cut - prev)));
+    prev = cut;
+  }
+  out.append(parser.Feed(std::string_view(stream).substr(prev)));
+  out.append(parser.Finish());
+  return out;
+}
+
+TEST(SseParser, WholeStreamPassesThroughIntact) {
+  SseParser parser;
+  const std::string stream = SampleStream();
+  EXPECT_EQ(parser.Feed(stream), stream);
+  EXPECT_EQ(parser.Finish(), "");
+  EXPECT_TRUE(parser.done());
+  EXPECT_EQ(parser.events(), 5u);
+  ASSERT_TRUE(parser.usage().has_value());
+  EXPECT_EQ(*parser.usage(), (TokenUsage{12, 34}));
+}
+
+TEST(SseParser, EverySingleSplitPointGivesTheSameBytesAndWholeEvents) {
+  const std::string stream = SampleStream();
+  for (size_t cut = 0; cut <= stream.size(); ++cut) {
+    SseParser parser;
+    std::string out;
+    const std::string_view first = parser.Feed(std::string_view(stream).substr(0, cut));
+    // Only whole events are forwarded: the output so far ends at an event boundary.
+    if (!first.empty()) {
+      EXPECT_TRUE(first.size() >= 2 && first.substr(first.size() - 2) == "\n\n") << cut;
+    }
+    out.append(first);
+    out.append(parser.Feed(std::string_view(stream).substr(cut)));
+    out.append(parser.Finish());
+    EXPECT_EQ(out, stream) << "cut at " << cut;
+    EXPECT_TRUE(parser.done()) << cut;
+    EXPECT_EQ(parser.usage().value_or(TokenUsage{}), (TokenUsage{12, 34})) << cut;
+    EXPECT_EQ(parser.events(), 5u) << cut;
+  }
+}
+
+TEST(SseParser, EveryPairOfSplitPoints) {
+  const std::string stream = kChunk1 + kUsageOnly + kDone;
+  for (size_t a = 0; a <= stream.size(); ++a) {
+    for (size_t b = a; b <= stream.size(); b += 3) {
+      SseParser parser;
+      ASSERT_EQ(FeedSplit(parser, stream, {a, b}), stream) << a << "," << b;
+      ASSERT_TRUE(parser.done());
+      ASSERT_TRUE(parser.usage().has_value());
+    }
+  }
+}
+
+TEST(SseParser, ByteAtATime) {
+  const std::string stream = SampleStream();
+  std::vector<size_t> cuts;
+  for (size_t i = 1; i < stream.size(); ++i) cuts.push_back(i);
+  SseParser parser;
+  EXPECT_EQ(FeedSplit(parser, stream, cuts), stream);
+  EXPECT_TRUE(parser.done());
+  EXPECT_EQ(parser.events(), 5u);
+}
+
+TEST(SseParser, CrLfFraming) {
+  const std::string stream =
+      "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\r\n\r\n"
+      "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\r\n\r\n"
+      "data: [DONE]\r\n\r\n";
+  for (size_t cut = 0; cut <= stream.size(); ++cut) {
+    SseParser parser;
+    EXPECT_EQ(FeedSplit(parser, stream, {cut}), stream) << cut;
+    EXPECT_EQ(parser.events(), 3u) << cut;
+    EXPECT_TRUE(parser.done()) << cut;
+    EXPECT_EQ(parser.usage().value_or(TokenUsage{}), (TokenUsage{1, 2})) << cut;
+  }
+}
+
+TEST(SseParser, PartialEventIsHeldBack) {
+  SseParser parser;
+  EXPECT_EQ(parser.Feed("data: {\"a\":"), "");
+  EXPECT_EQ(parser.pending_bytes(), 11u);
+  EXPECT_EQ(parser.Feed("1}\n"), "");
+  EXPECT_EQ(parser.Feed("\ndata: x"), "data: {\"a\":1}\n\n");
+  EXPECT_EQ(parser.Feed("\n\n"), "data: x\n\n");
+  EXPECT_EQ(parser.pending_bytes(), 0u);
+}
+
+TEST(SseParser, DropsUsageOnlyEventWhenAsked) {
+  const std::string stream = SampleStream();
+  const std::string expected = ": keep-alive comment\n\n" + kChunk1 + kChunk2 + kDone;
+  for (size_t cut = 0; cut <= stream.size(); ++cut) {
+    SseParser parser(SseParserOptions{.drop_usage_only_events = true});
+    EXPECT_EQ(FeedSplit(parser, stream, {cut}), expected) << cut;
+    EXPECT_EQ(parser.usage().value_or(TokenUsage{}), (TokenUsage{12, 34})) << cut;
+    EXPECT_TRUE(parser.done());
+  }
+}
+
+TEST(SseParser, KeepsChunksWithContentAndUsage) {
+  // Some providers put usage on the last content chunk: never drop content.
+  const std::string event =
+      "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":{\"prompt_tokens\":5,"
+      "\"completion_tokens\":6}}\n\n";
+  SseParser parser(SseParserOptions{.drop_usage_only_events = true});
+  EXPECT_EQ(parser.Feed(event), event);
+  EXPECT_EQ(parser.usage().value_or(TokenUsage{}), (TokenUsage{5, 6}));
+}
+
+TEST(SseParser, OverlongEventIsPassedThroughNotBuffered) {
+  SseParser parser(SseParserOptions{.drop_usage_only_events = false, .max_event_bytes = 64});
+  const std::string big = "data: " + std::string(200, 'z');
+  std::string out;
+  out.append(parser.Feed(big.substr(0, 100)));
+  EXPECT_LE(parser.pending_bytes(), 64u);
+  out.append(parser.Feed(big.substr(100)));
+  out.append(parser.Feed("\n"));
+  out.append(parser.Feed("\ndata: [DONE]\n\n"));
+  out.append(parser.Finish());
+  EXPECT_EQ(out, big + "\n\ndata: [DONE]\n\n");
+  EXPECT_TRUE(parser.done());
+  EXPECT_EQ(parser.events(), 2u);
+}
+
+TEST(SseParser, FinishReturnsUnterminatedTail) {
+  SseParser parser;
+  EXPECT_EQ(parser.Feed("data: a\n\ndata: [DONE]\n"), "data: a\n\n");
+  EXPECT_EQ(parser.Finish(), "data: [DONE]\n");
+  EXPECT_TRUE(parser.done());
+}
+
+TEST(SseParser, NoDoneWhenStreamBreaks) {
+  SseParser parser;
+  parser.Feed(kChunk1 + kChunk2);
+  parser.Finish();
+  EXPECT_FALSE(parser.done());
+  EXPECT_FALSE(parser.usage().has_value());
+}
+
+TEST(SseParser, UsageNullChunksAreCheapAndIgnoredButSplitUsageIsFound) {
+  SseParser parser;
+  const std::string stream = kChunk1 + kChunk1 +
+                             "data: {\"choices\":[],\"usage\":\n"
+                             "data: {\"prompt_tokens\":2,\"completion_tokens\":3}}\n\n" +
+                             kDone;
+  EXPECT_EQ(parser.Feed(stream), stream);
+  EXPECT_EQ(parser.usage().value_or(TokenUsage{}), (TokenUsage{2, 3}));
+  EXPECT_TRUE(parser.done());
+}
+
+TEST(SseEvent, InspectsDataLines) {
+  EXPECT_TRUE(InspectSseEvent("data: [DONE]\n\n").is_done);
+  EXPECT_TRUE(InspectSseEvent("data:[DONE]\r\n\r\n").is_done);
+  EXPECT_FALSE(InspectSseEvent("data: {\"text\":\"[DONE]\"}\n\n").is_done);
+  EXPECT_FALSE(InspectSseEvent(": comment [DONE]\n\n").is_done);
+  // Multi-line data joins with '\n'.
+  const SseEventInfo multi = InspectSseEvent(
+      "event: message\ndata: {\"choices\":[],\n"
+      "data: \"usage\":{\"prompt_tokens\":7,\"completion_tokens\":8}}\n\n");
+  EXPECT_TRUE(multi.has_usage);
+  EXPECT_TRUE(multi.usage_only);
+  EXPECT_EQ(multi.usage, (TokenUsage{7, 8}));
+  // usage:null or malformed JSON carries nothing.
+  EXPECT_FALSE(InspectSseEvent("data: {\"choices\":[],\"usage\":null}\n\n").has_usage);
+  EXPECT_FALSE(InspectSseEvent("data: {\"usage\":{\"prompt_tokens\":\n\n").has_usage);
+  EXPECT_FALSE(InspectSseEvent("data: {\"usage\":{\"other\":1}}\n\n").has_usage);
+}
+
+TEST(Usage, FromPlainJsonBody) {
+  EXPECT_EQ(
+      ExtractUsageFromJson(
+          R"({"id":"x","choices":[{"message":{"content":"\"usage\":{}"}}],"usage":{"prompt_tokens":9,"completion_tokens":10,"total_tokens":19}})")
+          .value_or(TokenUsage{}),
+      (TokenUsage{9, 10}));
+  EXPECT_EQ(ExtractUsageFromJson(R"({"usage":{"prompt_tokens":4}})").value_or(TokenUsage{}),
+            (TokenUsage{4, 0}));
+  EXPECT_FALSE(ExtractUsageFromJson(R"({"usage":null})").has_value());
+  EXPECT_FALSE(ExtractUsageFromJson(R"({"choices":[]})").has_value());
+  EXPECT_FALSE(ExtractUsageFromJson("not json").has_value());
+  EXPECT_FALSE(ExtractUsageFromJson(R"({"usage":{"prompt_tokens":"many"}})").has_value());
+}
+
+std::optional<TokenUsage> Usage(std::string_view body) { return ExtractUsageFromJson(body); }
+
+TEST(Usage, KeyInsideStringsOrNestedObjectsIsNotTheUsage) {
+  // "usage" only as a string value, or only nested: no top-level usage.
+  EXPECT_FALSE(Usage(R"({"note":"usage","x":{"usage":{"prompt_tokens":1}}})").has_value());
+  EXPECT_FALSE(Usage(R"({"choices":[{"message":{"content":"{\"usage\":{\"prompt_tokens\":5}}"}}]})")
+                   .has_value());
+  // A nested decoy before the real one.
+  EXPECT_EQ(Usage(R"({"meta":{"usage":{"prompt_tokens":100}},"usage":{"prompt_tokens":3,)"
+                  R"("completion_tokens":4}})"),
+            (TokenUsage{3, 4}));
+  // Keys inside usage's own nested objects do not count.
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens_details":{"cached_tokens":7,"prompt_tokens":99},)"
+                  R"("completion_tokens_details":{"reasoning_tokens":2,"completion_tokens":98},)"
+                  R"("prompt_tokens":11,"completion_tokens":12,"total_tokens":23}})"),
+            (TokenUsage{11, 12}));
+  EXPECT_EQ(Usage(R"({"usage":{"extra":[1,{"prompt_tokens":5},[[]],"]}",null,true,-1.5e3],)"
+                  R"("completion_tokens":6}})"),
+            (TokenUsage{0, 6}));
+}
+
+TEST(Usage, WhitespaceKeyOrderEscapesAndDuplicates) {
+  EXPECT_EQ(Usage(" \n{ \"usage\" :\t{\r\n \"completion_tokens\" : 2 ,\n \"prompt_tokens\":1 } } "),
+            (TokenUsage{1, 2}));
+  EXPECT_EQ(Usage(R"({"usage":{"completion_tokens":8,"prompt_tokens":7},"id":"z"})"),
+            (TokenUsage{7, 8}));
+  // Escaped quotes and backslashes in strings around and inside usage.
+  EXPECT_EQ(Usage(R"({"a":"x\"}\\","usage":{"name":"q\"\\\"","prompt_tokens":5}})"),
+            (TokenUsage{5, 0}));
+  // Escaped key spelling is the same key.
+  EXPECT_EQ(Usage(R"({"usage":{"prompt\u005ftokens":6,"\u0063ompletion_tokens":1}})"),
+            (TokenUsage{6, 1}));
+  EXPECT_EQ(Usage(R"({"\u0075sage":{"prompt_tokens":2}})"), (TokenUsage{2, 0}));
+  // Duplicate keys: the last one wins, like the JSON parsers upstreams are tested with.
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":"x","prompt_tokens":4}})"), (TokenUsage{4, 0}));
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":1},"usage":{"completion_tokens":9}})"),
+            (TokenUsage{0, 9}));
+}
+
+TEST(Usage, CountValues) {
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":null,"completion_tokens":3}})"), (TokenUsage{0, 3}));
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":-5,"completion_tokens":0}})"), (TokenUsage{0, 0}));
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":-0}})"), (TokenUsage{0, 0}));
+  // Neither count present, or empty: no usage.
+  EXPECT_FALSE(Usage(R"({"usage":{}})").has_value());
+  EXPECT_FALSE(Usage(R"({"usage":{"total_tokens":5}})").has_value());
+  // Non-integers make the usage unusable.
+  for (const char* bad : {"1.5", "1e3", "1.0", "true", "\"7\"", "[1]", "{}", "-2.5"}) {
+    const std::string body =
+        std::string(R"({"usage":{"completion_tokens":1,"prompt_tokens":)") + bad + "}}";
+    EXPECT_FALSE(Usage(body).has_value()) << body;
+  }
+  // Malformed usage objects.
+  for (const char* bad : {R"({"usage":{"prompt_tokens":1,}})", R"({"usage":{"prompt_tokens":01}})",
+                          R"({"usage":{"prompt_tokens":1)", R"({"usage":{"prompt_tokens"1}})",
+                          R"({"usage":{prompt_tokens:1}})", R"({"usage":[{"prompt_tokens":1}]})",
+                          R"({"usage":"{\"prompt_tokens\":1}"})"}) {
+    EXPECT_FALSE(Usage(bad).has_value()) << bad;
+  }
+}
+
+// Huge numbers: counts up to 2^64-1 are read exactly; beyond that (or a negative below
+// -2^63) the usage is rejected (nullopt), never wrapped or clamped.
+TEST(Usage, HugeNumbersAreExactOrRejected) {
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":18446744073709551615}})"),
+            (TokenUsage{18446744073709551615ULL, 0}));
+  EXPECT_FALSE(Usage(R"({"usage":{"prompt_tokens":18446744073709551616}})").has_value());
+  EXPECT_FALSE(
+      Usage(R"({"usage":{"prompt_tokens":1,"completion_tokens":99999999999999999999999999}})")
+          .has_value());
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":-9223372036854775808}})"), (TokenUsage{0, 0}));
+  EXPECT_FALSE(Usage(R"({"usage":{"prompt_tokens":-9223372036854775809}})").has_value());
+}
+
+// Deep nesting inside usage is skipped without recursion; beyond the limit it is rejected
+// rather than risking the stack.
+TEST(Usage, DeepNestingInsideUsage) {
+  const std::string deep = std::string(200, '[') + std::string(200, ']');
+  EXPECT_EQ(Usage(R"({"usage":{"x":)" + deep + R"(,"prompt_tokens":1}})"), (TokenUsage{1, 0}));
+  const std::string too_deep = std::string(100000, '[') + std::string(100000, ']');
+  EXPECT_FALSE(Usage(R"({"usage":{"x":)" + too_deep + R"(,"prompt_tokens":1}})").has_value());
+}
+
+// The DOM reading this replaced (nlohmann::json), kept as the reference: both must agree.
+std::optional<TokenUsage> DomUsage(std::string_view body) {
+  const nlohmann::json doc = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object()) return std::nullopt;
+  const auto usage = doc.find("usage");
+  if (usage == doc.end() || !usage->is_object()) return std::nullopt;
+  if (!usage->contains("prompt_tokens") && !usage->contains("completion_tokens")) {
+    return std::nullopt;
+  }
+  TokenUsage out;
+  for (auto [key, dst] : {std::pair<const char*, uint64_t*>{"prompt_tokens", &out.prompt_tokens},
+                          {"completion_tokens", &out.completion_tokens}}) {
+    const auto it = usage->find(key);
+    if (it == usage->end() || it->is_null()) continue;
+    if (it->is_number_unsigned()) {
+      *dst = it->get<uint64_t>();
+    } else if (it->is_number_integer()) {
+      *dst = it->get<int64_t>() < 0 ? 0 : static_cast<uint64_t>(it->get<int64_t>());
+    } else {
+      return std::nullopt;
+    }
+  }
+  return out;
+}
+
+TEST(Usage, AgreesWithADomParser) {
+  const std::vector<std::string> bodies = {
+      R"({"usage":{"prompt_tokens":9,"completion_tokens":10,"total_tokens":19}})",
+      R"({"usage":{"prompt_tokens":"x","prompt_tokens":4}})",
+      R"({"usage":{"prompt_tokens":4,"prompt_tokens":"x"}})",
+      R"({"usage":{"prompt_tokens":1},"usage":{"completion_tokens":9}})",
+      R"({"usage":{"prompt_tokens":null}})",
+      R"({"usage":{"completion_tokens":-7,"prompt_tokens":-0}})",
+      R"({"usage":{"prompt_tokens":18446744073709551615}})",
+      R"({"usage":{"prompt_tokens":18446744073709551616}})",
+      R"({"usage":{"prompt_tokens":-9223372036854775808}})",
+      R"({"usage":{"prompt_tokens":-9223372036854775809}})",
+      R"({"usage":{"prompt_tokens":1.0}})",
+      R"({"usage":{"prompt_tokens":1E2}})",
+      R"({"usage":{"prompt_tokens":false}})",
+      R"({"usage":{"prompt_tokens":{"n":1}}})",
+      R"({"usage":{"prompt\u005ftokens":6}})",
+      R"({"usage":{"prompt_tokens_details":{"cached_tokens":1},"completion_tokens":3}})",
+      R"({"usage":{"total_tokens":3}})",
+      R"({"usage":{}})",
+      R"({"usage":[]})",
+      R"({"usage":null})",
+      R"( { "usage" : { "completion_tokens" : 2 , "prompt_tokens" : 1 } } )",
+      R"({"a":"\"usage\":{\"prompt_tokens\":1}","usage":{"prompt_tokens":2}})",
+  };
+  for (const std::string& body : bodies) {
+    EXPECT_EQ(ExtractUsageFromJson(body), DomUsage(body)) << body;
+  }
+}
+
+TEST(SseErrorEvent, IsOneDataEvent) {
+  const std::string event = SseErrorEvent("upstream \"broke\"", "upstream_error", "stream_broken");
+  EXPECT_EQ(event,
+            "data: {\"error\":{\"code\":\"stream_broken\",\"message\":\"upstream \\\"broke\\\"\","
+            "\"type\":\"upstream_error\"}}\n\n");
+}
+
+}  // namespace
+}  // namespace llmproxy
