@@ -1,4 +1,4 @@
-// The control plane's own Prometheus metrics (DESIGN.md "Metrics"), served as text on
+// The control plane's own Prometheus metrics (docs/observability.md), served as text on
 // GET /metrics at control_plane.metrics_port (prometheus-cpp's pull Exposer).
 #pragma once
 

@@ -1,4 +1,4 @@
-// llmproxy-ctl: the control plane (see DESIGN.md "Processes" and docs/controlplane.md).
+// llmproxy-ctl: the control plane (docs/architecture.md "Processes", docs/controlplane.md).
 #include <cstdlib>
 #include <iostream>
 #include <string>

@@ -70,7 +70,7 @@ std::string Lower(std::string_view s) {
 
 std::string Quote(std::string_view s) { return "'" + std::string(s) + "'"; }
 
-// `keys: [${KEY}]` is what users write (and DESIGN.md shows), but YAML forbids `{` and `}`
+// `keys: [${KEY}]` is what users write (and docs/config.md shows), but YAML forbids `{` and `}`
 // in plain scalars inside [...] flow lists. So before parsing, the braces of each
 // well-formed ${NAME} become two control bytes (same length, so every line:column stays
 // right) and Unmask() restores them before expansion.

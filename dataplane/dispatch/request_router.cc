@@ -1,9 +1,9 @@
 #include "dataplane/dispatch/request_router.h"
 
 #include "dataplane/dispatch/client_auth.h"
+#include "dataplane/dispatch/local_endpoints.h"
 #include "dataplane/http/cors.h"
 #include "dataplane/protocols/error_response.h"
-#include "dataplane/dispatch/local_endpoints.h"
 #include "dataplane/proxy/proxy_pipeline.h"
 
 namespace llmproxy {
@@ -11,22 +11,6 @@ namespace llmproxy {
 namespace {
 
 constexpr std::chrono::seconds kLocalWriteTimeout{30};
-
-enum class LocalRoute { kNone, kProxy, kHealth, kModels };
-
-struct Match {
-  LocalRoute kind = LocalRoute::kNone;
-  ProxyRoute proxy = ProxyRoute::kChatCompletions;
-};
-
-Match MatchPath(std::string_view path) {
-  if (path == "/v1/chat/completions") return {LocalRoute::kProxy, ProxyRoute::kChatCompletions};
-  if (path == "/v1/completions") return {LocalRoute::kProxy, ProxyRoute::kCompletions};
-  if (path == "/v1/embeddings") return {LocalRoute::kProxy, ProxyRoute::kEmbeddings};
-  if (path == "/health") return {LocalRoute::kHealth, {}};
-  if (path == "/v1/models") return {LocalRoute::kModels, {}};
-  return {};
-}
 
 std::string_view PathOf(std::string_view target) {
   size_t q = target.find('?');
@@ -61,7 +45,7 @@ asio::awaitable<bool> SendError(ClientConnection& conn, const RequestParser& par
 asio::awaitable<bool> RequestRouter::Handle(ClientConnection& conn, RequestParser& parser) {
   const auto& req = parser.get();
   std::string_view path = PathOf(req.target());
-  Match match = MatchPath(path);
+  const Route* route = FindRoute(path);
 
   if (req.method() == http::verb::options) {
     const auto& req_headers = req[http::field::access_control_request_headers];
@@ -75,10 +59,9 @@ asio::awaitable<bool> RequestRouter::Handle(ClientConnection& conn, RequestParse
     co_return written&& keep_alive;
   }
 
-  switch (match.kind) {
-    case LocalRoute::kNone:
-      co_return co_await SendError(conn, parser, RouteNotFoundError(path));
-    case LocalRoute::kProxy:
+  if (route == nullptr) co_return co_await SendError(conn, parser, RouteNotFoundError(path));
+  switch (route->kind) {
+    case RouteKind::kProxy:
       if (req.method() != http::verb::post) {
         co_return co_await SendError(conn, parser, MethodNotAllowedError(req.method_string()));
       }
@@ -86,9 +69,9 @@ asio::awaitable<bool> RequestRouter::Handle(ClientConnection& conn, RequestParse
         std::shared_ptr<const RoutingTable> table = store_.Current();
         const bool authorized =
             !table || IsClientAuthorized(table->config.auth_keys, req[http::field::authorization]);
-        co_return co_await pipeline_.Handle(conn, parser, match.proxy, authorized);
+        co_return co_await pipeline_.Handle(conn, parser, route->proxy, authorized);
       }
-    case LocalRoute::kHealth: {
+    case RouteKind::kHealth: {
       if (req.method() != http::verb::get) {
         co_return co_await SendError(conn, parser, MethodNotAllowedError(req.method_string()));
       }
@@ -97,7 +80,7 @@ asio::awaitable<bool> RequestRouter::Handle(ClientConnection& conn, RequestParse
                                    table ? http::status::ok : http::status::service_unavailable,
                                    HealthJson(table.get()));
     }
-    case LocalRoute::kModels: {
+    case RouteKind::kModels: {
       if (req.method() != http::verb::get) {
         co_return co_await SendError(conn, parser, MethodNotAllowedError(req.method_string()));
       }

@@ -1,4 +1,4 @@
-// The worker's Prometheus metrics (DESIGN.md "Metrics"). A RequestObserver the proxy
+// The worker's Prometheus metrics (docs/observability.md). A RequestObserver the proxy
 // pipeline feeds with every request; MetricsServer serves Serialize() on /metrics.
 //
 // Label values come only from configuration: backend = a configured backend name or

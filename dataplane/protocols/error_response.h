@@ -22,7 +22,7 @@ struct ProxyError {
   std::string SseEvent() const;
 };
 
-// The errors of DESIGN.md "HTTP API", one constructor each so statuses stay consistent.
+// The errors of docs/dataplane.md "Errors", one constructor each so statuses stay consistent.
 ProxyError BadRequestError(std::string message);            // 400 invalid_json etc.
 ProxyError InvalidApiKeyError();                            // 401
 ProxyError RouteNotFoundError(std::string_view path);       // 404 unknown route

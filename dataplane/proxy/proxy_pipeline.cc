@@ -22,18 +22,18 @@
 #include <boost/beast/http/read.hpp>
 
 #include "common/log/logging.h"
+#include "dataplane/http/cors.h"
+#include "dataplane/http/http_head.h"
+#include "dataplane/http/socket_write.h"
+#include "dataplane/protocols/error_response.h"
 #include "dataplane/protocols/request_body.h"
 #include "dataplane/protocols/sse_parser.h"
-#include "dataplane/upstream/upstream_url.h"
-#include "dataplane/http/cors.h"
-#include "dataplane/protocols/error_response.h"
-#include "dataplane/http/http_head.h"
 #include "dataplane/routing/attempt_planner.h"
 #include "dataplane/routing/model_resolver.h"
 #include "dataplane/routing/random.h"
 #include "dataplane/routing/retry_policy.h"
-#include "dataplane/http/socket_write.h"
 #include "dataplane/upstream/upstream_call.h"
+#include "dataplane/upstream/upstream_url.h"
 
 namespace llmproxy {
 
@@ -42,7 +42,6 @@ namespace {
 using SteadyClockT = std::chrono::steady_clock;
 using Seconds = std::chrono::duration<double>;
 
-constexpr size_t kRouteCount = 3;
 constexpr std::string_view kRequestIdHeader = "x-request-id";
 constexpr std::chrono::milliseconds kErrorWriteTimeout{10000};
 
@@ -125,7 +124,7 @@ struct ProxyPipeline::ThreadState {
   struct Backend {
     std::optional<UpstreamUrl> url;
     std::string url_error;
-    std::string targets[kRouteCount];
+    std::string targets[kProxyRouteCount];
     std::string host_header;
     std::string bearer;
     // What the backend's configured headers already set (decided once per table).
@@ -150,9 +149,8 @@ struct ProxyPipeline::ThreadState {
       b.url = ParseUpstreamUrl(cfg.url, &b.url_error);
       if (b.url) {
         b.host_header = b.url->HostHeader();
-        for (size_t r = 0; r < kRouteCount; ++r) {
-          b.targets[r] =
-              b.url->Target(UpstreamEndpointSuffix(RoutePath(static_cast<ProxyRoute>(r))));
+        for (size_t r = 0; r < kProxyRouteCount; ++r) {
+          b.targets[r] = b.url->Target(RouteOf(static_cast<ProxyRoute>(r)).upstream_suffix);
         }
       }
       b.bearer = "Bearer " + cfg.api_key;

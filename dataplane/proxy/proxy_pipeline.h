@@ -1,4 +1,4 @@
-// The proxied request, in phases (STYLE.md "One request, in phases"):
+// The proxied request, in phases (docs/architecture.md "The request path"):
 //   read and limit -> authenticate -> parse model/stream -> resolve the plan ->
 //   attempt loop (pick, connect, send, read head, classify) -> relay -> done (observers).
 // Each phase is one function of ProxyRequest (proxy_pipeline.cc); a stream's bytes are

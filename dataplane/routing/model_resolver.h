@@ -1,4 +1,4 @@
-// Turns the client's `model` into an ordered plan of steps (DESIGN.md "Model
+// Turns the client's `model` into an ordered plan of steps (docs/routing.md "Model
 // resolution"). Each step says which model to send and which backends may serve it;
 // the AttemptPlanner (attempt_planner.h) walks the plan.
 //

@@ -1,5 +1,5 @@
 // What one upstream attempt's result means for the request (retry or not) and for the
-// backend's health (DESIGN.md "Attempts, retries and failover"):
+// backend's health (docs/routing.md):
 //
 //   result                         action             health           outcome label
 //   2xx                            kSuccess           success          success

@@ -402,7 +402,7 @@ TEST(ConfigLoaderTest, BackendEntryThatIsNotAMapping) {
 }
 
 TEST(ConfigLoaderTest, EnvReferencesInsideFlowLists) {
-  // DESIGN.md writes `keys: [${LLMPROXY_KEY_1}]`; plain YAML forbids braces there.
+  // docs/config.md writes `keys: [${LLMPROXY_KEY_1}]`; plain YAML forbids braces there.
   const LoadResult r = Load("auth:\n  keys: [${K1}, x${K2}y]\n" + std::string(kOneBackend),
                             {{"K1", "one"}, {"K2", "two"}});
   ASSERT_TRUE(r.ok()) << All(r);

@@ -1,4 +1,4 @@
-// Model resolution (DESIGN.md "Model resolution") and the attempt planner that walks a
+// Model resolution (docs/routing.md) and the attempt planner that walks a
 // plan: retry budget, untried backends, alias order, cross-model fallback, health.
 #include "dataplane/routing/model_resolver.h"
 

@@ -1,4 +1,4 @@
-// Attempt classification (DESIGN.md "Attempts, retries and failover") and Retry-After.
+// Attempt classification (docs/routing.md) and Retry-After.
 #include "dataplane/routing/retry_policy.h"
 
 #include <gtest/gtest.h>
