@@ -1,4 +1,4 @@
-// One access-log line per proxied request, in the process's log format (common/logging:
+// One access-log line per proxied request, in the process's log format (common/log/logging.h:
 // one JSON object a line with --log-format json, key=value text otherwise), written at
 // level info with msg "access", so --log-level warn silences it.
 //

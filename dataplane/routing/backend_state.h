@@ -63,7 +63,7 @@ class OutstandingGuard {
   std::shared_ptr<BackendState> state_;
 };
 
-// One row of a load report (discovery.proto BackendHealth) or of /metrics.
+// One row of a load report (proto/llmproxy/v1/discovery.proto BackendHealth) or of /metrics.
 struct BackendStateSnapshot {
   std::string name;
   bool up = true;

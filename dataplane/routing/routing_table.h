@@ -1,7 +1,7 @@
 // One configuration version turned into the lookups a request needs: which backends
 // serve a model, what an alias expands to, the models to list. Built once per version
 // and shared as std::shared_ptr<const RoutingTable>; a request keeps the table it
-// started with while newer versions are swapped in (see dataplane/table_store.h).
+// started with while newer versions are swapped in (see dataplane/config_sync/table_store.h).
 //
 // The only runtime part is each backend's BackendState (health, outstanding, EWMA),
 // reached through state(i). Build() gives every backend a fresh, private state;

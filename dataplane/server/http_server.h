@@ -2,7 +2,7 @@
 // SO_REUSEPORT acceptor on the same address (so threads and worker processes share the
 // port and the kernel spreads connections), keep-alive sessions as C++20 coroutines.
 // The server owns connections, read limits and deadlines; what a request means is the
-// RequestHandler's business (request_router.h).
+// RequestHandler's business (dataplane/dispatch/request_router.h).
 #pragma once
 
 #include <atomic>
@@ -43,7 +43,7 @@ struct ServerLimits {
   std::chrono::milliseconds idle_timeout{60000};    // keep-alive wait for the next request
 };
 
-// The client request: header fields from the connection's arena (http_head.h).
+// The client request: header fields from the connection's arena (dataplane/http/http_head.h).
 using RequestParser = http::request_parser<http::string_body, ArenaAllocator>;
 
 struct ClientConnection;

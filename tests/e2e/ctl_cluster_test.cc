@@ -271,7 +271,7 @@ TEST_F(CtlCluster, WorkersKeepServingWithoutCtlAndResyncWithARestartedOne) {
 }
 
 TEST_F(CtlCluster, AckAndNackAreVisibleThroughAdmin) {
-  // Test-only hook (see dataplane/control_plane_client.h): workers refuse version 2.
+  // Test-only hook (see dataplane/config_sync/control_plane_client.h): workers refuse version 2.
   StartCtl(1, {"LLMPROXY_TEST_REJECT_VERSION=2"});
   ASSERT_TRUE(WaitUntil([&] { return AllAcked(1, 1); }, 20s));
   WriteConfig({"m1", "m-refused"});
