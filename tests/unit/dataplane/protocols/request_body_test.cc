@@ -1,8 +1,12 @@
 // Reading model/stream from request bodies without a DOM, and byte-exact rewriting.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -75,12 +79,32 @@ TEST(BodyPeek, WhitespaceEverywhere) {
   EXPECT_EQ(body[peek.object_end], '}');
 }
 
-TEST(BodyPeek, DuplicateKeysLastWins) {
-  const BodyPeek peek =
-      PeekRequestBody(R"({"model":"a","stream":true,"model":"b","stream":false})");
-  ASSERT_TRUE(peek.ok());
-  EXPECT_EQ(peek.model, "b");
-  EXPECT_FALSE(peek.stream);
+// Issue 10 item 3: case-insensitive upstreams (Go's encoding/json) would read another key
+// as the model than the one the proxy routed, logged and allow-listed.
+TEST(BodyPeek, AmbiguousModelAndStreamKeysAreRejected) {
+  const std::pair<std::string_view, std::string_view> cases[] = {
+      {R"({"model":"m1","MODEL":"m2"})", R"(key "MODEL" differs from "model" only in case)"},
+      {R"({"Model":"m2","model":"m1"})", R"(key "Model" differs from "model" only in case)"},
+      {R"({"model":"m1","Stream":true})", R"(key "Stream" differs from "stream" only in case)"},
+      {R"({"model":"a","model":"b"})", R"(duplicate "model" key)"},
+      {R"({"model":"a","stream":true,"stream":false})", R"(duplicate "stream" key)"},
+      // Keys are compared unescaped: \u0065 is 'e'.
+      {R"({"model":"a","mod\u0065l":"b"})", R"(duplicate "model" key)"},
+      {R"({"model":"a","MOD\u0045L":"b"})", R"(key "MODEL" differs from "model" only in case)"},
+      // U+017F (long s) folds to 's' in Go: "ſtream" would be read as "stream".
+      {"{\"\xC5\xBFtream\":true}", "key \"\xC5\xBFtream\" differs from \"stream\" only in case"},
+      {R"({"\u017Ftream":true})", "key \"\xC5\xBFtream\" differs from \"stream\" only in case"},
+  };
+  for (const auto& [body, message] : cases) {
+    EXPECT_EQ(PeekRequestBody(body).error, message) << body;
+  }
+  // Nested keys and other spellings are not ambiguous.
+  for (std::string_view fine : {R"({"model":"a","messages":[{"MODEL":"x","model":"y"}]})",
+                                R"({"model":"a","models":1,"modelo":2,"mode":3,"streams":4})",
+                                R"({"model":"a","meta":{"Stream":true,"stream":false}})",
+                                R"({"model":"a","stream_options":{},"STREAM_OPTIONS":{}})"}) {
+    EXPECT_TRUE(PeekRequestBody(fine).ok()) << fine << ": " << PeekRequestBody(fine).error;
+  }
 }
 
 TEST(BodyPeek, StreamOptions) {
@@ -212,8 +236,28 @@ TEST(BodyPeek, AgreesWithAFullJsonParserOnMutatedBodies) {
       }
       if (random() % 5 == 0) body.resize(random() % (body.size() + 1));  // truncation
       const BodyPeek peek = PeekRequestBody(body);
-      const nlohmann::json parsed = nlohmann::json::parse(body, nullptr, false);
+      // The top-level keys in order (nlohmann's DOM keeps only the last duplicate).
+      std::vector<std::string> keys;
+      const nlohmann::json parsed = nlohmann::json::parse(
+          body,
+          [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& value) {
+            if (depth == 1 && event == nlohmann::json::parse_event_t::key) {
+              keys.push_back(value.get<std::string>());
+            }
+            return true;
+          },
+          false);
       bool expect_ok = !parsed.is_discarded() && parsed.is_object();
+      for (std::string_view name : {"model", "stream"}) {
+        const auto same = std::count(keys.begin(), keys.end(), name);
+        const auto folded = std::count_if(keys.begin(), keys.end(), [&](const std::string& k) {
+          return k.size() == name.size() &&
+                 std::equal(k.begin(), k.end(), name.begin(), [](char a, char b) {
+                   return std::tolower(static_cast<unsigned char>(a)) == b;
+                 });
+        });
+        if (same > 1 || folded > same) expect_ok = false;
+      }
       if (expect_ok && parsed.contains("model") && !parsed["model"].is_string()) expect_ok = false;
       if (expect_ok && parsed.contains("stream") && !parsed["stream"].is_boolean() &&
           !parsed["stream"].is_null()) {
