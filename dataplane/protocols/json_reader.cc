@@ -78,6 +78,22 @@ class ParserFor {
     }                                       \
   } while (false)
 
+// Calls fn(key, member) for each member of the object `value` (keys unescaped), stopping
+// at the first error.
+template <typename F>
+error_code ForEachMember(od::value value, F&& fn) {
+  od::object object;
+  LLMPROXY_JSON_TRY(value.get_object().get(object));
+  for (auto field : object) {
+    std::string_view key;
+    LLMPROXY_JSON_TRY(field.unescaped_key().get(key));
+    od::value member;
+    LLMPROXY_JSON_TRY(field.value().get(member));
+    LLMPROXY_JSON_TRY(fn(key, member));
+  }
+  return simdjson::SUCCESS;
+}
+
 // Reads one value completely, so that every byte of it is checked against the grammar
 // (On-Demand alone only checks what is read; skipped values are checked for structure
 // only). `depth`: containers around the value. Recursion is bounded by kMaxJsonDepth.
@@ -87,16 +103,8 @@ error_code Validate(od::value value, size_t depth) {
   switch (type) {
     case od::json_type::object: {
       if (depth >= kMaxJsonDepth) return simdjson::DEPTH_ERROR;
-      od::object object;
-      LLMPROXY_JSON_TRY(value.get_object().get(object));
-      for (auto field : object) {
-        std::string_view key;
-        LLMPROXY_JSON_TRY(field.unescaped_key().get(key));
-        od::value member;
-        LLMPROXY_JSON_TRY(field.value().get(member));
-        LLMPROXY_JSON_TRY(Validate(member, depth + 1));
-      }
-      return simdjson::SUCCESS;
+      return ForEachMember(
+          value, [&](std::string_view, od::value member) { return Validate(member, depth + 1); });
     }
     case od::json_type::array: {
       if (depth >= kMaxJsonDepth) return simdjson::DEPTH_ERROR;
@@ -218,25 +226,15 @@ error_code ReadStreamOptions(od::value value, bool* include_usage) {
   od::json_type type;
   LLMPROXY_JSON_TRY(value.type().get(type));
   if (type != od::json_type::object) return Validate(value, 1);
-  od::object object;
-  LLMPROXY_JSON_TRY(value.get_object().get(object));
-  for (auto field : object) {
-    std::string_view key;
-    LLMPROXY_JSON_TRY(field.unescaped_key().get(key));
-    od::value member;
-    LLMPROXY_JSON_TRY(field.value().get(member));
+  return ForEachMember(value, [&](std::string_view key, od::value member) -> error_code {
     if (key == "include_usage") {
       od::json_type member_type;
       LLMPROXY_JSON_TRY(member.type().get(member_type));
       *include_usage = false;
-      if (member_type == od::json_type::boolean) {
-        LLMPROXY_JSON_TRY(member.get_bool().get(*include_usage));
-        continue;
-      }
+      if (member_type == od::json_type::boolean) return member.get_bool().get(*include_usage);
     }
-    LLMPROXY_JSON_TRY(Validate(member, 2));
-  }
-  return simdjson::SUCCESS;
+    return Validate(member, 2);
+  });
 }
 
 struct Count {
@@ -278,22 +276,12 @@ error_code ReadUsageObject(od::value value, std::optional<TokenUsage>* usage) {
   od::json_type type;
   LLMPROXY_JSON_TRY(value.type().get(type));
   if (type != od::json_type::object) return Validate(value, 1);
-  od::object object;
-  LLMPROXY_JSON_TRY(value.get_object().get(object));
   Count prompt, completion;
-  for (auto field : object) {
-    std::string_view key;
-    LLMPROXY_JSON_TRY(field.unescaped_key().get(key));
-    od::value member;
-    LLMPROXY_JSON_TRY(field.value().get(member));
-    if (key == "prompt_tokens") {
-      LLMPROXY_JSON_TRY(ReadCount(member, &prompt));
-    } else if (key == "completion_tokens") {
-      LLMPROXY_JSON_TRY(ReadCount(member, &completion));
-    } else {
-      LLMPROXY_JSON_TRY(Validate(member, 2));
-    }
-  }
+  LLMPROXY_JSON_TRY(ForEachMember(value, [&](std::string_view key, od::value member) {
+    if (key == "prompt_tokens") return ReadCount(member, &prompt);
+    if (key == "completion_tokens") return ReadCount(member, &completion);
+    return Validate(member, 2);
+  }));
   if ((prompt.present || completion.present) && prompt.valid && completion.valid) {
     *usage = TokenUsage{prompt.value, completion.value};
   }
