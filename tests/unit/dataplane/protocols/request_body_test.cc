@@ -424,6 +424,17 @@ TEST(BodyPeekHostile, NestingAtTheLimitPassesOneDeeperFails) {
   EXPECT_FALSE(PeekRequestBody(objects).ok());
 }
 
+// On-Demand skips an unread value by its brackets alone; every value is read, so a wrong
+// separator or bracket deep inside is still caught (found by the mutation test above).
+TEST(BodyPeekHostile, SeparatorsInsideNestedValuesAreChecked) {
+  for (std::string_view bad : {R"({"model":"m","a":["x":"y"}]})", R"({"a":["x" "y"],"model":"m"})",
+                               R"({"a":{"b":"c" "d":1}})", R"({"a":[{"b":"c"]})",
+                               R"({"a":[1,"s",]})", R"({"a":{"b":"c",}})", R"({"a":["s"}})"}) {
+    EXPECT_EQ(PeekRequestBody(bad).error, "request body is not valid JSON") << bad;
+    EXPECT_FALSE(nlohmann::json::accept(bad)) << bad;
+  }
+}
+
 TEST(BodyPeekHostile, HugeNumbers) {
   // Valid JSON a double can hold (or round): accepted, as nlohmann and upstreams do.
   EXPECT_TRUE(PeekRequestBody(R"({"seed":123456789012345678901234567890,"model":"m"})").ok());
