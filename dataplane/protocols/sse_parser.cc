@@ -1,323 +1,28 @@
 #include "dataplane/protocols/sse_parser.h"
 
-#include <charconv>
 #include <cstring>
-#include <system_error>
 
 #include <nlohmann/json.hpp>
-
-#include "dataplane/protocols/request_body.h"
 
 namespace llmproxy {
 namespace {
 
-// End of the event whose blank line starts at or after `from` in `data`: the index just
-// past "\n\n" or "\n\r\n" (covers LF and CRLF streams). npos when not (yet) present.
-size_t FindEventEnd(std::string_view data, size_t from) {
-  const char* base = data.data();
+// Index of the first CR or LF at or after `i` (or data.size()). Eight bytes at a time:
+// events are mostly JSON text without line ends.
+size_t NextLineEndByte(std::string_view data, size_t i) {
+  constexpr uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr uint64_t kHigh = 0x8080808080808080ULL;
   const size_t n = data.size();
-  size_t i = from;
-  while (i < n) {
-    const void* hit = std::memchr(base + i, '\n', n - i);
-    if (!hit) return std::string_view::npos;
-    i = static_cast<size_t>(static_cast<const char*>(hit) - base);
-    if (i + 1 < n && base[i + 1] == '\n') return i + 2;
-    if (i + 2 < n && base[i + 1] == '\r' && base[i + 2] == '\n') return i + 3;
-    ++i;
+  while (i + 8 <= n) {
+    uint64_t w;
+    std::memcpy(&w, data.data() + i, 8);
+    const uint64_t lf = w ^ (kOnes * '\n');
+    const uint64_t cr = w ^ (kOnes * '\r');
+    if ((((lf - kOnes) & ~lf) | ((cr - kOnes) & ~cr)) & kHigh) break;
+    i += 8;
   }
-  return std::string_view::npos;
-}
-
-// Where to resume the search after FindEventEnd failed on `data`: the last two bytes may
-// begin a blank line completed by the next chunk.
-size_t ResumeFrom(size_t size) { return size >= 2 ? size - 2 : 0; }
-
-bool ReadCount(const nlohmann::json& usage, const char* key, uint64_t* out) {
-  const auto it = usage.find(key);
-  if (it == usage.end()) return true;
-  if (it->is_number_unsigned()) {
-    *out = it->get<uint64_t>();
-    return true;
-  }
-  if (it->is_number_integer()) {
-    const int64_t v = it->get<int64_t>();
-    *out = v < 0 ? 0 : static_cast<uint64_t>(v);
-    return true;
-  }
-  return it->is_null();
-}
-
-std::optional<TokenUsage> UsageFromJson(const nlohmann::json& usage) {
-  if (!usage.is_object()) return std::nullopt;
-  if (!usage.contains("prompt_tokens") && !usage.contains("completion_tokens")) {
-    return std::nullopt;
-  }
-  TokenUsage out;
-  if (!ReadCount(usage, "prompt_tokens", &out.prompt_tokens) ||
-      !ReadCount(usage, "completion_tokens", &out.completion_tokens)) {
-    return std::nullopt;
-  }
-  return out;
-}
-
-// The DOM-free reading of a usage object, for the non-streamed response path (one per
-// request, so no nlohmann::json allocation per request). Same results as
-// UsageFromJson(nlohmann::json::parse(text)): the last of duplicate keys wins; a count is
-// a JSON integer (negative clamps to 0) or null/absent (0); a fraction, an exponent, a
-// string, a bool, an array or an object makes the whole usage unusable (nullopt), and so
-// does an integer outside uint64 (above 2^64-1, or below -2^63: nlohmann turns those into
-// doubles). One difference: lone surrogate escapes inside usage are not rejected.
-class UsageScanner {
- public:
-  explicit UsageScanner(std::string_view text) : t_(text) {}
-
-  std::optional<TokenUsage> Scan() {
-    if (!Eat('{')) return std::nullopt;
-    Count prompt, completion;
-    SkipWs();
-    if (Peek() == '}') return std::nullopt;  // neither key present
-    while (true) {
-      SkipWs();
-      std::string_view raw;
-      bool escaped = false;
-      if (!String(&raw, &escaped) || !Eat(':')) return std::nullopt;
-      SkipWs();
-      Count* target = nullptr;
-      if (KeyIs(raw, escaped, "prompt_tokens")) {
-        target = &prompt;
-      } else if (KeyIs(raw, escaped, "completion_tokens")) {
-        target = &completion;
-      }
-      if (target) {
-        if (!ReadCount(target)) return std::nullopt;
-      } else if (!SkipValue()) {
-        return std::nullopt;
-      }
-      SkipWs();
-      if (Peek() == ',') {
-        ++pos_;
-        continue;
-      }
-      if (Peek() != '}') return std::nullopt;
-      ++pos_;
-      break;
-    }
-    if (!prompt.present && !completion.present) return std::nullopt;
-    if (!prompt.valid || !completion.valid) return std::nullopt;
-    return TokenUsage{prompt.value, completion.value};
-  }
-
- private:
-  struct Count {
-    bool present = false;
-    bool valid = true;
-    uint64_t value = 0;
-  };
-
-  char Peek() const { return pos_ < t_.size() ? t_[pos_] : '\0'; }
-
-  void SkipWs() {
-    while (pos_ < t_.size() &&
-           (t_[pos_] == ' ' || t_[pos_] == '\n' || t_[pos_] == '\r' || t_[pos_] == '\t')) {
-      ++pos_;
-    }
-  }
-
-  bool Eat(char c) {
-    SkipWs();
-    if (Peek() != c) return false;
-    ++pos_;
-    return true;
-  }
-
-  static bool IsHex(char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-  }
-
-  // At a '"': moves past the string; `raw` is the bytes between the quotes.
-  bool String(std::string_view* raw, bool* escaped) {
-    if (Peek() != '"') return false;
-    const size_t begin = ++pos_;
-    bool any_escape = false;
-    while (true) {
-      if (pos_ >= t_.size()) return false;
-      const unsigned char c = static_cast<unsigned char>(t_[pos_]);
-      if (c == '"') break;
-      if (c < 0x20) return false;
-      if (c != '\\') {
-        ++pos_;
-        continue;
-      }
-      any_escape = true;
-      if (++pos_ >= t_.size()) return false;
-      const char e = t_[pos_];
-      if (e == 'u') {
-        if (pos_ + 4 >= t_.size()) return false;
-        for (size_t k = 1; k <= 4; ++k) {
-          if (!IsHex(t_[pos_ + k])) return false;
-        }
-        pos_ += 5;
-      } else if (e != '\0' && std::strchr("\"\\/bfnrt", e) != nullptr) {
-        ++pos_;
-      } else {
-        return false;
-      }
-    }
-    if (raw) *raw = t_.substr(begin, pos_ - begin);
-    if (escaped) *escaped = any_escape;
-    ++pos_;
-    return true;
-  }
-
-  // Compares a key (escapes possible) with an ASCII name. Escaped keys are decoded only
-  // as far as ASCII goes: a non-ASCII \u escape can never equal our names anyway.
-  static bool KeyIs(std::string_view raw, bool escaped, std::string_view name) {
-    if (!escaped) return raw == name;
-    size_t n = 0;
-    for (size_t i = 0; i < raw.size(); ++i, ++n) {
-      char c = raw[i];
-      if (c == '\\') {
-        const char e = raw[++i];
-        if (e == 'u') {
-          unsigned v = 0;
-          for (size_t k = 1; k <= 4; ++k) {
-            const char h = raw[i + k];
-            v = v * 16 + static_cast<unsigned>(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
-          }
-          i += 4;
-          if (v >= 0x80) return false;
-          c = static_cast<char>(v);
-        } else {
-          static constexpr std::string_view kFrom = "bfnrt", kTo = "\b\f\n\r\t";
-          const size_t at = kFrom.find(e);
-          c = at == std::string_view::npos ? e : kTo[at];
-        }
-      }
-      if (n >= name.size() || name[n] != c) return false;
-    }
-    return n == name.size();
-  }
-
-  // A JSON number token at pos_; `integer` tells whether it has no fraction or exponent.
-  bool Number(bool* integer) {
-    const size_t n = t_.size();
-    auto digit = [&](size_t i) { return i < n && t_[i] >= '0' && t_[i] <= '9'; };
-    if (Peek() == '-') ++pos_;
-    if (!digit(pos_)) return false;
-    if (t_[pos_] == '0') {
-      ++pos_;
-    } else {
-      while (digit(pos_)) ++pos_;
-    }
-    *integer = true;
-    if (Peek() == '.') {
-      *integer = false;
-      if (!digit(++pos_)) return false;
-      while (digit(pos_)) ++pos_;
-    }
-    if (Peek() == 'e' || Peek() == 'E') {
-      *integer = false;
-      ++pos_;
-      if (Peek() == '+' || Peek() == '-') ++pos_;
-      if (!digit(pos_)) return false;
-      while (digit(pos_)) ++pos_;
-    }
-    return true;
-  }
-
-  bool Literal(std::string_view word) {
-    if (t_.substr(pos_, word.size()) != word) return false;
-    pos_ += word.size();
-    return true;
-  }
-
-  // The value of a count key: overwrites `out` (the last duplicate wins).
-  bool ReadCount(Count* out) {
-    *out = Count{};
-    out->present = true;
-    const char c = Peek();
-    if (c == 'n') return Literal("null");
-    if (c != '-' && !(c >= '0' && c <= '9')) {
-      out->valid = false;
-      return SkipValue();
-    }
-    const size_t begin = pos_;
-    bool integer = false;
-    if (!Number(&integer)) return false;
-    if (!integer) {
-      out->valid = false;
-      return true;
-    }
-    std::string_view digits = t_.substr(begin, pos_ - begin);
-    const bool negative = digits.front() == '-';
-    if (negative) digits.remove_prefix(1);
-    uint64_t v = 0;
-    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
-    if (ec != std::errc() || end != digits.data() + digits.size()) {
-      out->valid = false;  // beyond uint64
-      return true;
-    }
-    if (negative) {
-      // nlohmann keeps -2^63..-1 as an integer (clamped to 0 here); below is a double.
-      if (v > (uint64_t{1} << 63)) out->valid = false;
-      return true;
-    }
-    out->value = v;
-    return true;
-  }
-
-  // Skips one value of any kind, containers iteratively (bounded depth, no recursion).
-  bool SkipValue() {
-    std::string stack;  // '{' or '[' per open container; usually empty or tiny
-    while (true) {
-      SkipWs();
-      const char c = Peek();
-      if (c == '{' || c == '[') {
-        if (stack.size() >= kMaxJsonDepth) return false;
-        stack.push_back(c);
-        ++pos_;
-        SkipWs();
-        if (Peek() == (c == '{' ? '}' : ']')) {
-          ++pos_;
-          stack.pop_back();
-        } else {
-          if (c == '{' && (!String(nullptr, nullptr) || !Eat(':'))) return false;
-          continue;
-        }
-      } else if (c == '"') {
-        if (!String(nullptr, nullptr)) return false;
-      } else if (c == 't' || c == 'f' || c == 'n') {
-        if (!Literal(c == 't' ? "true" : c == 'f' ? "false" : "null")) return false;
-      } else {
-        bool integer = false;
-        if (!Number(&integer)) return false;
-      }
-      // After a value: close containers or go on to the next element.
-      while (true) {
-        if (stack.empty()) return true;
-        SkipWs();
-        const char d = Peek();
-        if (d == ',') {
-          ++pos_;
-          if (stack.back() == '{') {
-            SkipWs();
-            if (!String(nullptr, nullptr) || !Eat(':')) return false;
-          }
-          break;
-        }
-        if (d != (stack.back() == '{' ? '}' : ']')) return false;
-        ++pos_;
-        stack.pop_back();
-      }
-    }
-  }
-
-  std::string_view t_;
-  size_t pos_ = 0;
-};
-
-std::optional<TokenUsage> UsageFromObjectText(std::string_view text) {
-  return UsageScanner(text).Scan();
+  while (i < n && data[i] != '\n' && data[i] != '\r') ++i;
+  return i;
 }
 
 // Only events where some "usage" key has an object value are worth a JSON parse: several
@@ -352,28 +57,29 @@ bool MayCarryUsage(std::string_view text) {
 
 }  // namespace
 
-std::optional<TokenUsage> ExtractUsageFromJson(std::string_view json_body) {
-  // FindTopLevelJsonValue only hands back a value its validating scanner accepted, so the
-  // object scan below runs over well-formed JSON; it still rejects anything odd itself.
-  const std::optional<std::string_view> raw = FindTopLevelJsonValue(json_body, "usage");
-  if (!raw || raw->empty() || raw->front() != '{') return std::nullopt;
-  return UsageFromObjectText(*raw);
+std::optional<TokenUsage> ExtractUsageFromJson(std::string_view json_body, size_t readable_after) {
+  const std::optional<UsageRead> read = ReadUsageJson(json_body, readable_after);
+  if (!read) return std::nullopt;
+  return read->usage;
 }
 
-SseEventInfo InspectSseEvent(std::string_view event) {
+namespace {
+
+// InspectSseEvent with the number of readable bytes after the event (padding for the
+// JSON reader, so a single-line data field is read in place).
+SseEventInfo Inspect(std::string_view event, size_t readable_after) {
   SseEventInfo info;
   // Collect the data field: "data:" lines joined with '\n' (one optional space after ':').
+  // A line ends at LF, CRLF or a lone CR.
   std::string data;
   bool single = true;
   std::string_view single_view;
   int data_lines = 0;
   size_t pos = 0;
   while (pos < event.size()) {
-    size_t eol = event.find('\n', pos);
-    if (eol == std::string_view::npos) eol = event.size();
+    const size_t eol = NextLineEndByte(event, pos);
     std::string_view line = event.substr(pos, eol - pos);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    pos = eol + 1;
+    pos = eol + (event.substr(eol, 2) == "\r\n" ? 2 : 1);
     if (line.substr(0, 5) != "data:") continue;
     line.remove_prefix(5);
     if (!line.empty() && line.front() == ' ') line.remove_prefix(1);
@@ -396,26 +102,65 @@ SseEventInfo InspectSseEvent(std::string_view event) {
     return info;
   }
   if (!MayCarryUsage(payload)) return info;
-  const nlohmann::json json = nlohmann::json::parse(payload, nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded() || !json.is_object()) return info;
-  const auto usage_it = json.find("usage");
-  if (usage_it == json.end()) return info;
-  const std::optional<TokenUsage> usage = UsageFromJson(*usage_it);
-  if (!usage) return info;
+  const size_t padding =
+      single
+          ? static_cast<size_t>(event.data() + event.size() - (payload.data() + payload.size())) +
+                readable_after
+          : data.capacity() - data.size();
+  const std::optional<UsageRead> read = ReadUsageJson(payload, padding);
+  if (!read) return info;
   info.has_usage = true;
-  info.usage = *usage;
-  const auto choices = json.find("choices");
-  info.usage_only = choices == json.end() || (choices->is_array() && choices->empty());
+  info.usage = read->usage;
+  info.usage_only = read->usage_only;
   return info;
 }
 
+}  // namespace
+
+// A line ends at LF, CRLF or a lone CR; a blank line ends the event.
+size_t SseParser::FindEventEnd(std::string_view data, LineScan& scan, bool* open_cr) {
+  const size_t n = data.size();
+  size_t i = scan.pos;
+  *open_cr = false;
+  while (i < n) {
+    const char c = data[i];
+    if (c == '\n') {
+      if (scan.prev_cr) {
+        scan.prev_cr = false;  // the LF of a CRLF
+      } else if (scan.line_start) {
+        return i + 1;
+      } else {
+        scan.line_start = true;
+      }
+      ++i;
+    } else if (c == '\r') {
+      if (scan.line_start) {
+        if (i + 1 < n) return data[i + 1] == '\n' ? i + 2 : i + 1;
+        *open_cr = true;
+        return i + 1;
+      }
+      scan.line_start = true;
+      scan.prev_cr = true;
+      ++i;
+    } else {
+      scan.line_start = false;
+      scan.prev_cr = false;
+      i = NextLineEndByte(data, i + 1);
+    }
+  }
+  scan.pos = n;
+  return std::string_view::npos;
+}
+
+SseEventInfo InspectSseEvent(std::string_view event) { return Inspect(event, 0); }
+
 SseParser::SseParser(SseParserOptions options) : options_(options) {}
 
-bool SseParser::OnEvent(std::string_view event) {
+bool SseParser::OnEvent(std::string_view event, size_t readable_after) {
   ++events_;
   // Cheap pre-checks: most chunks carry neither.
   if (event.find("[DONE]") == std::string_view::npos && !MayCarryUsage(event)) return true;
-  const SseEventInfo info = InspectSseEvent(event);
+  const SseEventInfo info = Inspect(event, readable_after);
   if (info.is_done) done_ = true;
   if (info.has_usage) usage_ = info.usage;
   return !(options_.drop_usage_only_events && info.usage_only);
@@ -429,13 +174,14 @@ std::string_view SseParser::Feed(std::string_view chunk) {
   }
   // Fast path: nothing carried over, so events are views of the chunk itself.
   std::string_view data = chunk;
-  size_t scan = 0;
-  const bool from_chunk = pending_.empty() && !passthrough_event_;
+  const bool from_chunk = pending_.empty();
   if (!from_chunk) {
+    pending_.reserve(pending_.size() + chunk.size() + kJsonPadding);
     pending_.append(chunk);
     data = pending_;
-    scan = scan_from_;
   }
+  // Bytes after data[i] that may be read: the rest of the chunk, or pending_'s capacity.
+  const size_t readable_end = from_chunk ? data.size() : pending_.capacity();
 
   size_t pos = 0;  // start of the current (unterminated) event in data
   // Kept bytes form one contiguous run [run_begin, run_end) until an event is dropped;
@@ -459,57 +205,81 @@ std::string_view SseParser::Feed(std::string_view chunk) {
       out_.append(data.substr(run_begin, run_end - run_begin));
     }
   };
+  auto result = [&]() {
+    return use_out ? std::string_view(out_) : data.substr(run_begin, run_end - run_begin);
+  };
+  // After an event ended at data[end - 1]: the next event starts at `end`.
+  auto next_event = [&](size_t end, bool open_cr, bool kept) {
+    pos = end;
+    scan_ = LineScan{.pos = end};
+    if (open_cr) pending_lf_ = kept ? PendingLf::kKeep : PendingLf::kDrop;
+  };
 
+  if (pending_lf_ != PendingLf::kNone && pos < data.size()) {
+    if (data[pos] == '\n') {
+      if (pending_lf_ == PendingLf::kKeep) {
+        keep(pos, pos + 1);
+      } else {
+        drop();
+      }
+      ++pos;
+      scan_.pos = pos;
+    }
+    pending_lf_ = PendingLf::kNone;
+  }
+
+  bool open_cr = false;
   if (passthrough_event_) {
-    const size_t end = FindEventEnd(data, scan);
+    const size_t end = FindEventEnd(data, scan_, &open_cr);
     if (end == std::string_view::npos) {
-      // Still inside the over-long event: forward all but the last two bytes (they may
-      // start its blank line).
-      const size_t keep_to = ResumeFrom(data.size());
-      keep(0, keep_to);
-      consumed_ = keep_to;
-      scan_from_ = 0;
-      return use_out ? std::string_view(out_) : data.substr(run_begin, run_end - run_begin);
+      // Still inside the over-long event: forward everything (the scan state remembers
+      // how the last line ended).
+      keep(pos, data.size());
+      if (from_chunk) {
+        pending_.clear();
+      } else {
+        consumed_ = data.size();
+      }
+      scan_.pos = 0;
+      return result();
     }
     ++events_;
-    keep(0, end);
-    pos = end;
-    scan = end;
+    keep(pos, end);
     passthrough_event_ = false;
+    next_event(end, open_cr, true);
   }
 
   while (true) {
-    const size_t end = FindEventEnd(data, scan);
+    const size_t end = FindEventEnd(data, scan_, &open_cr);
     if (end == std::string_view::npos) break;
-    if (OnEvent(data.substr(pos, end - pos))) {
+    const bool kept = OnEvent(data.substr(pos, end - pos), readable_end - end);
+    if (kept) {
       keep(pos, end);
     } else {
       drop();
     }
-    pos = end;
-    scan = end;
+    next_event(end, open_cr, kept);
   }
 
   const size_t tail = data.size() - pos;
-  if (tail > options_.max_event_bytes && tail >= 2) {
+  scan_.pos -= pos;  // relative to the unterminated event's start
+  if (tail > options_.max_event_bytes) {
     // Give up framing this event rather than hold it in memory: forward what we have.
-    keep(pos, data.size() - 2);
+    keep(pos, data.size());
     passthrough_event_ = true;
     if (from_chunk) {
-      pending_.assign(data.substr(data.size() - 2));
+      pending_.clear();
     } else {
-      consumed_ = data.size() - 2;
+      consumed_ = data.size();
     }
-    scan_from_ = 0;
+    scan_.pos = 0;
   } else if (from_chunk) {
+    pending_.reserve(tail + kJsonPadding);
     pending_.assign(data.substr(pos));
-    scan_from_ = ResumeFrom(tail);
   } else {
     consumed_ = pos;
-    scan_from_ = ResumeFrom(tail);
   }
-  if (use_out) return out_;
-  return data.substr(run_begin, run_end - run_begin);
+  return result();
 }
 
 std::string_view SseParser::Finish() {
@@ -520,10 +290,11 @@ std::string_view SseParser::Finish() {
   }
   out_.swap(pending_);
   pending_.clear();
-  scan_from_ = 0;
+  scan_ = LineScan{};
+  pending_lf_ = PendingLf::kNone;
   if (!out_.empty() && !passthrough_event_) {
     // An unterminated last event still counts ("data: [DONE]" without its blank line).
-    const SseEventInfo info = InspectSseEvent(out_);
+    const SseEventInfo info = Inspect(out_, out_.capacity() - out_.size());
     if (info.is_done) done_ = true;
     if (info.has_usage) usage_ = info.usage;
   }

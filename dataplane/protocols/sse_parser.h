@@ -2,28 +2,37 @@
 // relay feeds it upstream body pieces as they arrive (any chunk boundaries) and writes
 // what it returns to the client. It forwards whole events only, so a stream that breaks
 // later can end with a clean `data: {"error":...}` event, and (stream_usage: request) it
-// can drop the usage-only chunk the proxy asked for. Only events containing the bytes
-// "usage" are JSON-parsed, so the common chunk costs one scan.
+// can drop the usage-only chunk the proxy asked for. Lines may end in LF, CRLF or a lone
+// CR (the SSE spec allows all three); an event is forwarded as soon as its blank line is
+// complete. Only events where a "usage" key has an object value are JSON-read (by
+// json_reader), so the common chunk costs one scan.
 #pragma once
 
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "dataplane/protocols/json_reader.h"  // TokenUsage
+
 namespace llmproxy {
 
-struct TokenUsage {
-  uint64_t prompt_tokens = 0;
-  uint64_t completion_tokens = 0;
-  bool operator==(const TokenUsage&) const = default;
-};
-
 // Usage of a plain (non-streaming) JSON response body: top-level "usage" object with
-// numeric "prompt_tokens" / "completion_tokens" (a missing one counts 0). nullopt when
-// there is no usable usage object.
-std::optional<TokenUsage> ExtractUsageFromJson(std::string_view json_body);
+// integer "prompt_tokens" / "completion_tokens" (a missing one counts 0); see ReadUsageJson
+// in json_reader.h for the exact rules. nullopt when there is no usable usage object.
+// `readable_after`: bytes after json_body.end() that may be read (fewer than kJsonPadding
+// means the body is copied into a padded buffer first).
+std::optional<TokenUsage> ExtractUsageFromJson(std::string_view json_body,
+                                               size_t readable_after = 0);
+// A std::string body has its spare capacity as padding, so it is read in place when the
+// capacity allows (constrained so string literals still pick the string_view form).
+template <typename S>
+requires std::same_as<S, std::string> std::optional<TokenUsage> ExtractUsageFromJson(
+    const S& json_body) {
+  return ExtractUsageFromJson(std::string_view(json_body), json_body.capacity() - json_body.size());
+}
 
 struct SseParserOptions {
   // Drop events whose JSON is a usage-only chunk ("choices": [] and "usage" an object),
@@ -40,8 +49,10 @@ class SseParser {
   explicit SseParser(SseParserOptions options = {});
 
   // Consumes the next upstream piece; returns the bytes to send to the client now: the
-  // complete events (each with its terminating blank line, "\n\n" or "\r\n\r\n" as the
-  // upstream wrote it) minus dropped ones. A partial trailing event is held back until its
+  // complete events (each with its terminating blank line as the upstream wrote it:
+  // "\n\n", "\r\n\r\n", "\r\r"...) minus dropped ones. When a piece ends in the lone CR
+  // that ended an event, an LF that starts the next piece completes that CRLF and is
+  // forwarded (or dropped) with that event. A partial trailing event is held back until its
   // end arrives. The view points into `chunk` when possible (no copy) or into an internal
   // buffer; valid until the next Feed/Finish call. May be empty.
   std::string_view Feed(std::string_view chunk);
@@ -59,14 +70,32 @@ class SseParser {
   size_t pending_bytes() const { return pending_.size() - consumed_; }
 
  private:
-  // Inspects one complete event; returns false when it must be dropped.
-  bool OnEvent(std::string_view event);
+  // Where the search for an event's blank line stands: the next byte to look at
+  // (relative to the start of the unterminated event), whether it starts a line, and
+  // whether the byte before it was a CR (an LF now would be part of that line end).
+  struct LineScan {
+    size_t pos = 0;
+    bool line_start = false;
+    bool prev_cr = false;
+  };
+  // What to do with an LF that may follow an event ended by a lone CR at a piece's end.
+  enum class PendingLf { kNone, kKeep, kDrop };
+
+  // The end of the event whose blank line comes at or after scan.pos in `data` (the index
+  // just past that blank line's line end), or npos with `scan` advanced to data.size().
+  // *open_cr: the blank line is a CR that is data's last byte.
+  static size_t FindEventEnd(std::string_view data, LineScan& scan, bool* open_cr);
+
+  // Inspects one complete event; returns false when it must be dropped. `readable_after`:
+  // bytes after the event that may be read (JSON padding).
+  bool OnEvent(std::string_view event, size_t readable_after);
 
   SseParserOptions options_;
-  std::string pending_;             // partial event carried over from the previous chunk
-  std::string out_;                 // output when it cannot be a view of the chunk
-  size_t consumed_ = 0;             // prefix of pending_ already returned (erased on the next call)
-  size_t scan_from_ = 0;            // where to resume looking for the blank line in pending_
+  std::string pending_;  // partial event carried over; capacity keeps kJsonPadding spare
+  std::string out_;      // output when it cannot be a view of the chunk
+  size_t consumed_ = 0;  // prefix of pending_ already returned (erased on the next call)
+  LineScan scan_;
+  PendingLf pending_lf_ = PendingLf::kNone;
   bool passthrough_event_ = false;  // inside an over-long event: forward until its end
   bool done_ = false;
   uint64_t events_ = 0;

@@ -340,7 +340,7 @@ asio::awaitable<bool> ProxyRequest::ReadBody() {
     // buffer and the socket into its own array (no zero-fill, no second copy); the
     // parser's job ended with the header.
     const size_t size = static_cast<size_t>(*length);
-    body_bytes_.reset(new char[size == 0 ? 1 : size]);  // uninitialized: written below
+    body_bytes_.reset(new char[size + kJsonPadding]);  // uninitialized; padding for the JSON reader
     const size_t have = std::min(size, conn_.buffer.size());
     std::memcpy(body_bytes_.get(), conn_.buffer.data().data(), have);
     conn_.buffer.consume(have);
@@ -398,7 +398,8 @@ asio::awaitable<bool> ProxyRequest::ReadBody() {
 
 // Phase 3: model and stream, read without a DOM.
 bool ProxyRequest::ParseBody() {
-  peek_ = PeekRequestBody(body_);
+  peek_ =
+      PeekRequestBody(body_, body_bytes_ ? kJsonPadding : parsed_body_.capacity() - body_.size());
   if (!peek_.ok()) return false;
   record_.model_requested = peek_.model;
   record_.stream = peek_.stream;

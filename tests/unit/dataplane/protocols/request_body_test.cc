@@ -1,8 +1,14 @@
 // Reading model/stream from request bodies without a DOM, and byte-exact rewriting.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <memory>
 #include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -75,12 +81,32 @@ TEST(BodyPeek, WhitespaceEverywhere) {
   EXPECT_EQ(body[peek.object_end], '}');
 }
 
-TEST(BodyPeek, DuplicateKeysLastWins) {
-  const BodyPeek peek =
-      PeekRequestBody(R"({"model":"a","stream":true,"model":"b","stream":false})");
-  ASSERT_TRUE(peek.ok());
-  EXPECT_EQ(peek.model, "b");
-  EXPECT_FALSE(peek.stream);
+// Issue 10 item 3: case-insensitive upstreams (Go's encoding/json) would read another key
+// as the model than the one the proxy routed, logged and allow-listed.
+TEST(BodyPeek, AmbiguousModelAndStreamKeysAreRejected) {
+  const std::pair<std::string_view, std::string_view> cases[] = {
+      {R"({"model":"m1","MODEL":"m2"})", R"(key "MODEL" differs from "model" only in case)"},
+      {R"({"Model":"m2","model":"m1"})", R"(key "Model" differs from "model" only in case)"},
+      {R"({"model":"m1","Stream":true})", R"(key "Stream" differs from "stream" only in case)"},
+      {R"({"model":"a","model":"b"})", R"(duplicate "model" key)"},
+      {R"({"model":"a","stream":true,"stream":false})", R"(duplicate "stream" key)"},
+      // Keys are compared unescaped: \u0065 is 'e'.
+      {R"({"model":"a","mod\u0065l":"b"})", R"(duplicate "model" key)"},
+      {R"({"model":"a","MOD\u0045L":"b"})", R"(key "MODEL" differs from "model" only in case)"},
+      // U+017F (long s) folds to 's' in Go: "ſtream" would be read as "stream".
+      {"{\"\xC5\xBFtream\":true}", "key \"\xC5\xBFtream\" differs from \"stream\" only in case"},
+      {R"({"\u017Ftream":true})", "key \"\xC5\xBFtream\" differs from \"stream\" only in case"},
+  };
+  for (const auto& [body, message] : cases) {
+    EXPECT_EQ(PeekRequestBody(body).error, message) << body;
+  }
+  // Nested keys and other spellings are not ambiguous.
+  for (std::string_view fine : {R"({"model":"a","messages":[{"MODEL":"x","model":"y"}]})",
+                                R"({"model":"a","models":1,"modelo":2,"mode":3,"streams":4})",
+                                R"({"model":"a","meta":{"Stream":true,"stream":false}})",
+                                R"({"model":"a","stream_options":{},"STREAM_OPTIONS":{}})"}) {
+    EXPECT_TRUE(PeekRequestBody(fine).ok()) << fine << ": " << PeekRequestBody(fine).error;
+  }
 }
 
 TEST(BodyPeek, StreamOptions) {
@@ -212,8 +238,28 @@ TEST(BodyPeek, AgreesWithAFullJsonParserOnMutatedBodies) {
       }
       if (random() % 5 == 0) body.resize(random() % (body.size() + 1));  // truncation
       const BodyPeek peek = PeekRequestBody(body);
-      const nlohmann::json parsed = nlohmann::json::parse(body, nullptr, false);
+      // The top-level keys in order (nlohmann's DOM keeps only the last duplicate).
+      std::vector<std::string> keys;
+      const nlohmann::json parsed = nlohmann::json::parse(
+          body,
+          [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& value) {
+            if (depth == 1 && event == nlohmann::json::parse_event_t::key) {
+              keys.push_back(value.get<std::string>());
+            }
+            return true;
+          },
+          false);
       bool expect_ok = !parsed.is_discarded() && parsed.is_object();
+      for (std::string_view name : {"model", "stream"}) {
+        const auto same = std::count(keys.begin(), keys.end(), name);
+        const auto folded = std::count_if(keys.begin(), keys.end(), [&](const std::string& k) {
+          return k.size() == name.size() &&
+                 std::equal(k.begin(), k.end(), name.begin(), [](char a, char b) {
+                   return std::tolower(static_cast<unsigned char>(a)) == b;
+                 });
+        });
+        if (same > 1 || folded > same) expect_ok = false;
+      }
       if (expect_ok && parsed.contains("model") && !parsed["model"].is_string()) expect_ok = false;
       if (expect_ok && parsed.contains("stream") && !parsed["stream"].is_boolean() &&
           !parsed["stream"].is_null()) {
@@ -361,6 +407,139 @@ TEST(BodyPeek, StopBytesAreFoundAtEveryOffsetOfLongStrings) {
     EXPECT_EQ(b.model, "q") << prefix;
   }
 }
+
+namespace hostile {
+
+// The reader's limits and refusals, one hostile input at a time.
+TEST(BodyPeekHostile, NestingAtTheLimitPassesOneDeeperFails) {
+  // The top-level object is depth 1.
+  const auto nested = [](size_t depth) {
+    return "{\"a\":" + std::string(depth - 1, '[') + std::string(depth - 1, ']') + "}";
+  };
+  EXPECT_TRUE(PeekRequestBody(nested(kMaxJsonDepth)).ok());
+  EXPECT_EQ(PeekRequestBody(nested(kMaxJsonDepth + 1)).error, "request body is not valid JSON");
+  std::string objects = "{\"model\":\"m\",\"a\":";
+  for (int i = 0; i < 5000; ++i) objects += "{\"b\":";
+  objects += "1" + std::string(5001, '}');
+  EXPECT_FALSE(PeekRequestBody(objects).ok());
+}
+
+// On-Demand skips an unread value by its brackets alone; every value is read, so a wrong
+// separator or bracket deep inside is still caught (found by the mutation test above).
+TEST(BodyPeekHostile, SeparatorsInsideNestedValuesAreChecked) {
+  for (std::string_view bad : {R"({"model":"m","a":["x":"y"}]})", R"({"a":["x" "y"],"model":"m"})",
+                               R"({"a":{"b":"c" "d":1}})", R"({"a":[{"b":"c"]})",
+                               R"({"a":[1,"s",]})", R"({"a":{"b":"c",}})", R"({"a":["s"}})"}) {
+    EXPECT_EQ(PeekRequestBody(bad).error, "request body is not valid JSON") << bad;
+    EXPECT_FALSE(nlohmann::json::accept(bad)) << bad;
+  }
+}
+
+TEST(BodyPeekHostile, HugeNumbers) {
+  // Valid JSON a double can hold (or round): accepted, as nlohmann and upstreams do.
+  EXPECT_TRUE(PeekRequestBody(R"({"seed":123456789012345678901234567890,"model":"m"})").ok());
+  EXPECT_TRUE(PeekRequestBody(R"({"t":1e-400,"u":-18446744073709551617})").ok());
+  EXPECT_TRUE(PeekRequestBody("{\"n\":" + std::string(300, '9') + "}").ok());
+  // Beyond a double: nlohmann refuses these too.
+  const std::string too_big = "{\"n\":" + std::string(5000, '9') + "}";
+  EXPECT_FALSE(PeekRequestBody(too_big).ok());
+  EXPECT_FALSE(nlohmann::json::accept(too_big));
+  EXPECT_FALSE(PeekRequestBody(R"({"t":1e400})").ok());
+  EXPECT_FALSE(nlohmann::json::accept(R"({"t":1e400})"));
+}
+
+TEST(BodyPeekHostile, InvalidUtf8IsRejectedAnywhere) {
+  for (std::string_view bad : {
+           "{\"model\":\"\xff\"}",
+           "{\"content\":\"ok \xc3\"}",           // truncated sequence
+           "{\"content\":\"\xc0\xaf\"}",          // overlong '/'
+           "{\"content\":\"\xed\xa0\x80\"}",      // UTF-8 encoded surrogate
+           "{\"content\":\"\xf4\x90\x80\x80\"}",  // above U+10FFFF
+           "{\"\xfe\":1}",                        // in a key
+           "{\"a\":1}\xff",                       // after the object
+       }) {
+    EXPECT_EQ(PeekRequestBody(bad).error, "request body is not valid JSON") << bad;
+    EXPECT_FALSE(nlohmann::json::accept(bad)) << bad;
+  }
+  EXPECT_EQ(PeekRequestBody("{\"model\":\"\xe6\xa8\xa1\xf0\x9f\x98\x80\"}").model,
+            "\xe6\xa8\xa1\xf0\x9f\x98\x80");
+}
+
+TEST(BodyPeekHostile, EveryTruncationIsRejected) {
+  const std::string body =
+      R"({"model":"gpt-4o","messages":[{"role":"user","content":"h\u00e9\"i"}],)"
+      R"("stream":true,"stream_options":{"include_usage":true},"n":-1.5e3,"x":null})";
+  ASSERT_TRUE(PeekRequestBody(body).ok());
+  for (size_t n = 0; n < body.size(); ++n) {
+    EXPECT_FALSE(PeekRequestBody(body.substr(0, n)).ok()) << n;
+  }
+}
+
+TEST(BodyPeekHostile, NulBytes) {
+  using namespace std::string_literals;
+  EXPECT_FALSE(PeekRequestBody("{\"model\":\"a\0b\"}"s).ok());  // raw control character
+  EXPECT_FALSE(PeekRequestBody("{\"model\":\"m\"}\0"s).ok());   // trailing byte
+  EXPECT_FALSE(PeekRequestBody("\0{\"model\":\"m\"}"s).ok());
+  EXPECT_FALSE(PeekRequestBody("{\"mo\0del\":\"m\"}"s).ok());
+  // Escaped NUL is valid JSON and is decoded.
+  const BodyPeek peek = PeekRequestBody(R"({"model":"a\u0000b"})");
+  ASSERT_TRUE(peek.ok()) << peek.error;
+  EXPECT_EQ(peek.model, "a\0b"s);
+}
+
+TEST(BodyPeekHostile, TenMegabyteStrings) {
+  const std::string content(10 << 20, 'c');
+  const std::string body = R"({"messages":[{"content":")" + content + R"("}],"model":"m"})";
+  BodyPeek peek = PeekRequestBody(body);
+  ASSERT_TRUE(peek.ok()) << peek.error;
+  EXPECT_EQ(body.substr(peek.model_begin, peek.model_end - peek.model_begin), "\"m\"");
+  const std::string big_model = R"({"model":")" + content + R"("})";
+  peek = PeekRequestBody(big_model);
+  ASSERT_TRUE(peek.ok());
+  EXPECT_EQ(peek.model.size(), content.size());
+  EXPECT_EQ(peek.model_end, big_model.size() - 1);
+  // An escape at the very end of a long string is still checked.
+  EXPECT_FALSE(PeekRequestBody(R"({"a":")" + content + R"(\q"})").ok());
+}
+
+TEST(BodyPeekHostile, EscapedKeysAreTheKeysTheyName) {
+  BodyPeek peek = PeekRequestBody(R"({"\u006d\u006f\u0064\u0065\u006c":"m","str\u0065am":true})");
+  ASSERT_TRUE(peek.ok()) << peek.error;
+  EXPECT_EQ(peek.model, "m");
+  EXPECT_TRUE(peek.stream);
+  // A bad escape in a key, or a lone surrogate, is invalid.
+  EXPECT_FALSE(PeekRequestBody(R"({"mod\el":"m"})").ok());
+  EXPECT_FALSE(PeekRequestBody(R"({"\ud800":"m"})").ok());
+  // An escaped key that is not "model" after unescaping is just another key.
+  peek = PeekRequestBody(R"({"model\u0000":"x","model":"m"})");
+  ASSERT_TRUE(peek.ok()) << peek.error;
+  EXPECT_EQ(peek.model, "m");
+}
+
+// The padded and the copying entry points read the same thing; the padded one reads in
+// place, so offsets refer to the caller's buffer either way.
+TEST(BodyPeekHostile, PaddedAndCopiedInputsAgree) {
+  const std::string body = R"( {"stream":true, "model" : "gpt-4o" } )";
+  std::unique_ptr<char[]> buffer(new char[body.size() + kJsonPadding]);
+  std::memcpy(buffer.get(), body.data(), body.size());
+  std::memset(buffer.get() + body.size(), '"', kJsonPadding);  // padding bytes never matter
+  const BodyPeek padded =
+      PeekRequestBody(std::string_view(buffer.get(), body.size()), kJsonPadding);
+  const BodyPeek copied = PeekRequestBody(body);
+  ASSERT_TRUE(padded.ok()) << padded.error;
+  ASSERT_TRUE(copied.ok()) << copied.error;
+  for (const BodyPeek* p : {&padded, &copied}) {
+    EXPECT_EQ(p->model, "gpt-4o");
+    EXPECT_TRUE(p->stream);
+    EXPECT_EQ(body.substr(p->model_begin, p->model_end - p->model_begin), "\"gpt-4o\"");
+    EXPECT_EQ(p->object_begin, 1u);
+    EXPECT_EQ(p->object_end, body.size() - 2);
+  }
+  // Too little padding: copied, same answer.
+  EXPECT_EQ(PeekRequestBody(std::string_view(buffer.get(), body.size()), 3).model, "gpt-4o");
+}
+
+}  // namespace hostile
 
 }  // namespace
 }  // namespace llmproxy

@@ -297,7 +297,7 @@ TEST(Usage, DeepNestingInsideUsage) {
   EXPECT_FALSE(Usage(R"({"usage":{"x":)" + too_deep + R"(,"prompt_tokens":1}})").has_value());
 }
 
-// The DOM reading this replaced (nlohmann::json), kept as the reference: both must agree.
+// A plain nlohmann DOM reading of the same rules, independent of json_reader.
 std::optional<TokenUsage> DomUsage(std::string_view body) {
   const nlohmann::json doc = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded() || !doc.is_object()) return std::nullopt;
@@ -322,8 +322,60 @@ std::optional<TokenUsage> DomUsage(std::string_view body) {
   return out;
 }
 
+struct GoldenUsage {
+  std::string json;
+  std::optional<TokenUsage> usage;
+  bool usage_only = false;
+};
+
+// Chunks and bodies shaped as providers send them, with the usage a person read off them.
+const std::vector<GoldenUsage>& Goldens() {
+  static const std::vector<GoldenUsage> goldens = {
+      // OpenAI, stream_options.include_usage final chunk.
+      {R"({"id":"chatcmpl-B9","object":"chat.completion.chunk","created":1727,"model":"gpt-4o-mini-2024-07-18","system_fingerprint":"fp_f85bea6784","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":9,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}})",
+       TokenUsage{20, 9}, true},
+      // OpenAI content chunk with "usage":null.
+      {R"({"id":"chatcmpl-B9","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hello"},"logprobs":null,"finish_reason":null}],"usage":null})",
+       std::nullopt},
+      // DeepSeek: usage on the last content chunk, cache fields.
+      {R"({"id":"930c60df","object":"chat.completion.chunk","created":1738,"model":"deepseek-chat","choices":[{"index":0,"delta":{"content":""},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":18,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0},"prompt_cache_hit_tokens":0,"prompt_cache_miss_tokens":11}})",
+       TokenUsage{11, 18}, false},
+      // A non-streamed completion with the usage key first and text that mentions usage.
+      {R"({"usage":{"completion_tokens":7,"prompt_tokens":5},"id":"x","choices":[{"message":{"role":"assistant","content":"\"usage\":{\"prompt_tokens\":99}"},"finish_reason":"stop"}]})",
+       TokenUsage{5, 7}, false},
+      // VolcEngine-style pretty-printed body.
+      {"{\n  \"choices\": [],\n  \"usage\": {\n    \"prompt_tokens\": 3,\n    "
+       "\"completion_tokens\": "
+       "4\n  }\n}",
+       TokenUsage{3, 4}, true},
+      {R"({"choices":[],"usage":{"prompt_tokens":1.5,"completion_tokens":2}})", std::nullopt},
+      {R"({"choices":[],"usage":{"prompt_tokens":"3"}})", std::nullopt},
+      {R"({"usage":{"prompt_tokens":4294967296000,"completion_tokens":null}})",
+       TokenUsage{4294967296000ULL, 0}, true},
+      {R"({"usage":{"prompt_tokens":2},"usage":null})", std::nullopt},
+      {R"({"choices":{},"usage":{"prompt_tokens":2}})", TokenUsage{2, 0}, false},
+      {R"({"choices":[],"usage":{"prompt_tokens":2})", std::nullopt},  // truncated
+  };
+  return goldens;
+}
+
+TEST(Usage, GoldenValuesOfRealShapedChunks) {
+  for (const GoldenUsage& g : Goldens()) {
+    EXPECT_EQ(ExtractUsageFromJson(g.json), g.usage) << g.json;
+    // The stream path reads the same JSON inside an event (one data line per JSON line).
+    std::string data;
+    for (char c : g.json) data += c == '\n' ? std::string("\ndata: ") : std::string(1, c);
+    const SseEventInfo info = InspectSseEvent("data: " + data + "\n\n");
+    EXPECT_EQ(info.has_usage, g.usage.has_value()) << g.json;
+    if (g.usage) {
+      EXPECT_EQ(info.usage, *g.usage) << g.json;
+      EXPECT_EQ(info.usage_only, g.usage_only) << g.json;
+    }
+  }
+}
+
 TEST(Usage, AgreesWithADomParser) {
-  const std::vector<std::string> bodies = {
+  std::vector<std::string> bodies = {
       R"({"usage":{"prompt_tokens":9,"completion_tokens":10,"total_tokens":19}})",
       R"({"usage":{"prompt_tokens":"x","prompt_tokens":4}})",
       R"({"usage":{"prompt_tokens":4,"prompt_tokens":"x"}})",
@@ -347,9 +399,171 @@ TEST(Usage, AgreesWithADomParser) {
       R"( { "usage" : { "completion_tokens" : 2 , "prompt_tokens" : 1 } } )",
       R"({"a":"\"usage\":{\"prompt_tokens\":1}","usage":{"prompt_tokens":2}})",
   };
+  for (const GoldenUsage& g : Goldens()) bodies.push_back(g.json);
   for (const std::string& body : bodies) {
     EXPECT_EQ(ExtractUsageFromJson(body), DomUsage(body)) << body;
   }
+}
+
+// A std::string body is read in place when its capacity leaves the padding.
+TEST(Usage, StringBodiesUseTheirCapacity) {
+  std::string body = R"({"usage":{"prompt_tokens":1,"completion_tokens":2}})";
+  body.reserve(body.size() + 2 * kJsonPadding);
+  EXPECT_EQ(ExtractUsageFromJson(body), (TokenUsage{1, 2}));
+  body.shrink_to_fit();
+  EXPECT_EQ(ExtractUsageFromJson(body), (TokenUsage{1, 2}));
+}
+
+// The events of SampleStream() as (lines, expected kept in drop mode).
+struct Event {
+  std::vector<std::string> lines;
+  bool usage_only = false;
+};
+const std::vector<Event>& SampleEvents() {
+  static const std::vector<Event> events = {
+      {{": keep-alive comment"}},
+      {{"data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}],"
+        "\"usage\":null}"}},
+      {{"event: message", "data: {\"choices\":[{\"delta\":{\"content\":\"lo\\r\\n\"}}],",
+        "data: \"x\":1}"}},
+      {{"data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,"
+        "\"completion_tokens\":34}}"},
+       true},
+      {{"data: [DONE]"}},
+  };
+  return events;
+}
+
+// The stream with every line ended by `eol` (mixed: rotating through the three).
+std::string BuildStream(const std::vector<std::string_view>& eols, bool drop_usage_only) {
+  std::string out;
+  size_t k = 0;
+  for (const Event& e : SampleEvents()) {
+    std::string event;
+    for (const std::string& line : e.lines) event += line + std::string(eols[k++ % eols.size()]);
+    event += eols[k++ % eols.size()];
+    if (!(drop_usage_only && e.usage_only)) out += event;
+  }
+  return out;
+}
+
+// Where each event of `stream` becomes complete: just past the byte that makes its blank
+// line (for a CR-ended blank line that is the CR, whether or not an LF follows).
+std::vector<size_t> CompletionPoints(const std::string& stream) {
+  std::vector<size_t> points;
+  bool line_start = false;
+  for (size_t i = 0; i < stream.size(); ++i) {
+    const char c = stream[i];
+    if (c == '\n' && i > 0 && stream[i - 1] == '\r') continue;  // the LF of a CRLF
+    if (c == '\n' || c == '\r') {
+      if (line_start) {
+        points.push_back(i + 1);
+        line_start = false;
+        if (c == '\r' && i + 1 < stream.size() && stream[i + 1] == '\n') ++i;
+        continue;
+      }
+      line_start = true;
+    } else {
+      line_start = false;
+    }
+  }
+  return points;
+}
+
+// Mixed styles never put a lone CR right before an LF (that pair is one CRLF).
+const std::vector<std::vector<std::string_view>> kLineEndStyles = {
+    {"\n"}, {"\r\n"}, {"\r"}, {"\n", "\r", "\r\n"}, {"\r\n", "\r"}, {"\r", "\r\n"}};
+
+// Issue 10 item 11: every line-ending style, the stream cut at every byte offset: the
+// bytes come out unchanged, each event is forwarded as soon as its blank line is in
+// (never held for the next piece), and [DONE]/usage/event counts are right.
+TEST(SseParser, EveryLineEndStyleCutAtEveryOffsetStreamsEventByEvent) {
+  for (bool drop : {false, true}) {
+    for (const auto& eols : kLineEndStyles) {
+      const std::string stream = BuildStream(eols, false);
+      const std::string expected = BuildStream(eols, drop);
+      const std::vector<size_t> points = CompletionPoints(stream);
+      ASSERT_EQ(points.size(), SampleEvents().size());
+      for (size_t cut = 0; cut <= stream.size(); ++cut) {
+        SseParser parser(SseParserOptions{.drop_usage_only_events = drop});
+        std::string out(parser.Feed(std::string_view(stream).substr(0, cut)));
+        // Everything complete by `cut` went out (minus the dropped usage-only event).
+        size_t complete = 0;
+        for (size_t p : points) complete += p <= cut;
+        if (!drop) {
+          const size_t must = complete == 0 ? 0 : points[complete - 1];
+          ASSERT_GE(out.size(), must) << "cut " << cut;
+          ASSERT_EQ(out, stream.substr(0, out.size())) << "cut " << cut;
+        }
+        out.append(parser.Feed(std::string_view(stream).substr(cut)));
+        out.append(parser.Finish());
+        ASSERT_EQ(out, expected) << "cut " << cut << " drop " << drop;
+        EXPECT_TRUE(parser.done()) << cut;
+        EXPECT_EQ(parser.events(), SampleEvents().size()) << cut;
+        EXPECT_EQ(parser.usage().value_or(TokenUsage{}), (TokenUsage{12, 34})) << cut;
+      }
+    }
+  }
+}
+
+TEST(SseParser, EveryLineEndStyleByteAtATime) {
+  for (const auto& eols : kLineEndStyles) {
+    const std::string stream = BuildStream(eols, false);
+    const std::vector<size_t> points = CompletionPoints(stream);
+    SseParser parser;
+    std::string out;
+    size_t next = 0;
+    for (size_t i = 0; i < stream.size(); ++i) {
+      out.append(parser.Feed(std::string_view(stream).substr(i, 1)));
+      if (next < points.size() && points[next] == i + 1) {
+        // The byte that completed an event released it at once.
+        ASSERT_EQ(out, stream.substr(0, i + 1)) << i;
+        ++next;
+      }
+    }
+    out.append(parser.Finish());
+    EXPECT_EQ(out, stream);
+    EXPECT_EQ(parser.events(), points.size());
+    EXPECT_TRUE(parser.done());
+  }
+}
+
+// A CR-only stream is not held until the end (it was: the framer only knew LF).
+TEST(SseParser, CrOnlyEventsGoOutAsTheyArrive) {
+  SseParser parser;
+  EXPECT_EQ(parser.Feed("data: a\r\r"), "data: a\r\r");
+  EXPECT_EQ(parser.Feed("data: b\r"), "");
+  EXPECT_EQ(parser.Feed("\rdata: [DONE]\r\r"), "data: b\r\rdata: [DONE]\r\r");
+  EXPECT_TRUE(parser.done());
+  EXPECT_EQ(parser.events(), 3u);
+}
+
+// A CRLF blank line split after its CR: the event goes out at the CR and the LF follows
+// with the next piece, never counted as an event of its own.
+TEST(SseParser, CrLfSplitAfterTheCr) {
+  SseParser parser;
+  EXPECT_EQ(parser.Feed("data: a\r\n\r"), "data: a\r\n\r");
+  EXPECT_EQ(parser.Feed("\n"), "\n");
+  EXPECT_EQ(parser.Feed("data: b\r\n\r\n"), "data: b\r\n\r\n");
+  EXPECT_EQ(parser.events(), 2u);
+  // Dropped usage-only event: its LF is dropped with it.
+  SseParser dropping(SseParserOptions{.drop_usage_only_events = true});
+  const std::string usage =
+      "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\r\n\r";
+  EXPECT_EQ(dropping.Feed(usage), "");
+  EXPECT_EQ(dropping.Feed("\ndata: [DONE]\r\n\r\n"), "data: [DONE]\r\n\r\n");
+  EXPECT_EQ(dropping.usage().value_or(TokenUsage{}), (TokenUsage{1, 2}));
+}
+
+TEST(SseParser, OverlongCrOnlyEventIsPassedThrough) {
+  SseParser parser(SseParserOptions{.drop_usage_only_events = false, .max_event_bytes = 64});
+  const std::string big = "data: " + std::string(200, 'z');
+  std::string out(parser.Feed(big + "\r"));
+  EXPECT_EQ(parser.pending_bytes(), 0u);
+  out.append(parser.Feed("\rdata: [DONE]\r\r"));
+  EXPECT_EQ(out, big + "\r\rdata: [DONE]\r\r");
+  EXPECT_TRUE(parser.done());
+  EXPECT_EQ(parser.events(), 2u);
 }
 
 TEST(SseErrorEvent, IsOneDataEvent) {
