@@ -95,6 +95,10 @@ int Workers(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::o
                          {"pid", w.pid()},
                          {"address", w.address()},
                          {"connected", w.connected()},
+                         {"healthy", w.healthy()},
+                         {"state", w.state()},
+                         {"last_report_age_ms", w.last_report_age_ms()},
+                         {"report_interval_ms", w.report_interval_ms()},
                          {"acked_version", w.acked_version()},
                          {"nacked_version", w.nacked_version()},
                          {"last_nack_error", w.last_nack_error()},
@@ -107,11 +111,12 @@ int Workers(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::o
     return 0;
   }
   out << "current version: " << resp.current_version() << "\n";
-  std::vector<std::vector<std::string>> rows = {
-      {"ID", "PID", "ADDRESS", "CONNECTED", "ACKED", "NACKED", "IN_FLIGHT", "METRICS", "SINCE"}};
+  std::vector<std::vector<std::string>> rows = {{"ID", "PID", "ADDRESS", "CONNECTED", "STATE",
+                                                 "ACKED", "NACKED", "IN_FLIGHT", "METRICS",
+                                                 "SINCE"}};
   for (const auto& w : resp.workers()) {
     rows.push_back({w.id(), std::to_string(w.pid()), w.address(), w.connected() ? "yes" : "no",
-                    std::to_string(w.acked_version()),
+                    w.state().empty() ? "-" : w.state(), std::to_string(w.acked_version()),
                     w.nacked_version() ? std::to_string(w.nacked_version()) : "-",
                     std::to_string(w.in_flight()), std::to_string(w.metrics_port()),
                     Timestamp(w.connected_since())});
@@ -121,6 +126,10 @@ int Workers(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::o
     if (!w.last_nack_error().empty()) {
       out << w.id() << " refused version " << w.nacked_version() << ": " << w.last_nack_error()
           << "\n";
+    }
+    if (w.state() == "stale") {
+      out << w.id() << " is stale: no load report for " << w.last_report_age_ms()
+          << " ms (reports every " << w.report_interval_ms() << " ms)\n";
     }
   }
   return 0;
@@ -247,7 +256,7 @@ void PrintAdminUsage(std::ostream& out) {
   out << "usage: llmproxy-ctl admin [--addr HOST:PORT] [--token T] [--json] COMMAND\n"
          "\n"
          "commands:\n"
-         "  workers         connected workers: id, pid, acked version, load\n"
+         "  workers         workers: id, pid, state (healthy|stale), acked version, load\n"
          "  backends        backends with overrides and health aggregated over workers\n"
          "  config          the config in force (keys redacted), reload counts, last errors\n"
          "  reload          re-read the config file now\n"

@@ -5,6 +5,7 @@
 
 #include "common/config/config_proto.h"
 #include "common/log/logging.h"
+#include "controlplane/core/worker_liveness.h"
 
 namespace llmproxy {
 
@@ -39,6 +40,7 @@ grpc::Status AdminService::Authorize(const grpc::ServerContext& ctx) const {
 
 grpc::Status AdminService::ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*,
                                        v1::ListWorkersResponse* resp) {
+  const int64_t now_ms = SnapshotHub::SteadyNowMs();
   for (const WorkerRecord& w : hub_.Workers()) {
     v1::WorkerInfo* info = resp->add_workers();
     info->set_id(w.id);
@@ -54,6 +56,11 @@ grpc::Status AdminService::ListWorkers(grpc::ServerContext*, const v1::ListWorke
     info->set_last_nack_error(w.last_nack_error);
     info->set_metrics_port(w.metrics_port);
     if (w.has_load) *info->mutable_backends() = w.load.backends();
+    const Liveness live = JudgeLiveness(w.connected, w.last_seen_ms, w.report_interval_ms, now_ms);
+    info->set_healthy(live.healthy());
+    info->set_state(std::string(WorkerStateName(live.state)));
+    info->set_last_report_age_ms(static_cast<uint64_t>(live.silent_for.count()));
+    info->set_report_interval_ms(static_cast<uint32_t>(live.interval.count()));
   }
   resp->set_current_version(hub_.version());
   return grpc::Status::OK;

@@ -12,9 +12,9 @@
 #include <string_view>
 #include <vector>
 
-#include "controlplane/core/backend_overrides.h"
 #include "common/config/config.h"
 #include "common/config/config_loader.h"
+#include "controlplane/core/backend_overrides.h"
 #include "controlplane/ctl_metrics.h"
 #include "controlplane/snapshot_hub.h"
 

@@ -2,12 +2,15 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
+#include <netdb.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -15,10 +18,11 @@
 #include <random>
 
 #include "common/log/logging.h"
-#include "controlplane/core/metrics_sd.h"
 #include "controlplane/admin_service.h"
 #include "controlplane/config_publisher.h"
 #include "controlplane/config_watcher.h"
+#include "controlplane/core/metrics_sd.h"
+#include "controlplane/core/worker_liveness.h"
 #include "controlplane/ctl_metrics.h"
 #include "controlplane/discovery_service.h"
 #include "controlplane/snapshot_hub.h"
@@ -45,6 +49,40 @@ std::string HostOf(const std::string& addr) {
     host = host.substr(1, host.size() - 2);
   }
   return host;
+}
+
+// Why gRPC could not bind `addr` (it reports only that it failed): bind it ourselves,
+// as gRPC does (SO_REUSEADDR, no SO_REUSEPORT), and say what the kernel said.
+std::string BindError(const std::string& addr) {
+  auto colon = addr.rfind(':');
+  if (colon == std::string::npos) return "not a host:port address";
+  std::string host = HostOf(addr), port = addr.substr(colon + 1);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  if (int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res);
+      rc != 0) {
+    return ::gai_strerror(rc);
+  }
+  std::string error = "gRPC could not bind it";
+  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) continue;
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    const int rc = ::bind(fd, ai->ai_addr, ai->ai_addrlen);
+    const int err = errno;
+    ::close(fd);
+    if (rc == 0) continue;
+    error = std::strerror(err);
+    if (!error.empty()) error[0] = static_cast<char>(std::tolower(error[0]));
+    if (err == EADDRINUSE) error += " (is another llmproxy-ctl running?)";
+    break;
+  }
+  ::freeaddrinfo(res);
+  return error;
 }
 
 std::string DefaultWorkerBin() {
@@ -90,12 +128,16 @@ int RunControlPlane(const CtlOptions& opts) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int bound_port = 0;
+  // gRPC sets SO_REUSEPORT by default: a second ctl on the same address would then start
+  // and take a share of the workers (split brain: two configs in force). It must fail.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &bound_port);
   builder.RegisterService(&discovery);
   builder.RegisterService(&admin);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) {
-    LogError("cannot listen for gRPC", {{"listen", listen}});
+    if (server) server->Shutdown();
+    LogError("cannot listen on " + listen + ": " + BindError(listen), {{"listen", listen}});
     ::close(sfd);
     return 1;
   }
@@ -128,6 +170,7 @@ int RunControlPlane(const CtlOptions& opts) {
   sup_opts.metrics_port_base = initial.server.metrics_port;
   sup_opts.log_format = opts.log_format;
   sup_opts.log_level = opts.log_level;
+  sup_opts.report_interval = opts.report_interval;
   if (!opts.metrics_sd_file.empty()) {
     // Workers bind their metrics on server.host; this is read once, like server.port.
     sup_opts.on_started = [path = opts.metrics_sd_file,
@@ -148,6 +191,32 @@ int RunControlPlane(const CtlOptions& opts) {
   Supervisor supervisor(sup_opts);
   supervisor.StartAll(Clock::now());
 
+  // Workers go stale with no event to wake the loop: look at them a few times per report
+  // interval (the supervised workers' one; remote workers are judged on their own).
+  const LivenessPolicy liveness;
+  const auto liveness_every = std::max<std::chrono::milliseconds>(
+      liveness.min_interval / 2,
+      (opts.report_interval.count() > 0 ? opts.report_interval : liveness.default_interval) / 2);
+  Clock::time_point liveness_at = Clock::now();
+  auto check_liveness = [&](Clock::time_point now) {
+    liveness_at = now + liveness_every;
+    const int64_t now_ms = SnapshotHub::SteadyNowMs();
+    size_t healthy = 0;
+    for (const WorkerRecord& w : hub.Workers()) {
+      const Liveness l =
+          JudgeLiveness(w.connected, w.last_seen_ms, w.report_interval_ms, now_ms, liveness);
+      if (l.healthy()) ++healthy;
+      if (l.replace) {
+        supervisor.ReplaceUnresponsive(w.id, w.pid,
+                                       "no load report for " +
+                                           std::to_string(l.silent_for.count()) + " ms (" +
+                                           std::to_string(l.missed) + " report intervals of " +
+                                           std::to_string(l.interval.count()) + " ms)");
+      }
+    }
+    metrics.SetWorkersHealthy(healthy);
+  };
+
   bool stopping = false;
   Clock::time_point kill_at{};
   while (true) {
@@ -159,6 +228,7 @@ int RunControlPlane(const CtlOptions& opts) {
     };
     consider(watcher.Deadline());
     consider(supervisor.NextDeadline());
+    consider(liveness_at);
     if (stopping) consider(kill_at);
     int timeout_ms = -1;
     if (next) {
@@ -205,6 +275,7 @@ int RunControlPlane(const CtlOptions& opts) {
     if (nfds == 2 && rc > 0 && (fds[1].revents & POLLIN)) watcher.OnReadable(now);
     if (!stopping && watcher.Due(now)) publisher.Reload("file change");
     supervisor.Tick(now);
+    if (now >= liveness_at) check_liveness(now);
     if (stopping && now >= kill_at && !supervisor.AllExited()) {
       supervisor.KillAll();
       kill_at = now + std::chrono::seconds(5);

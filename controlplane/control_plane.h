@@ -22,6 +22,10 @@ struct CtlOptions {
   // How long supervised workers get to finish in-flight requests after SIGTERM before
   // they are killed (a worker's own drain deadline is shorter).
   std::chrono::milliseconds drain_timeout{35000};
+  // Supervised workers send a load report this often (0: their default, 2 s). Whether a
+  // worker is stale is judged on the interval each worker announces, so this only sets
+  // what supervised workers announce (docs/controlplane.md "Hung workers").
+  std::chrono::milliseconds report_interval{0};
 };
 
 // Runs until SIGTERM/SIGINT. Returns the process exit code (1: the config is invalid

@@ -17,6 +17,8 @@ CtlMetrics::CtlMetrics()
     : registry_(std::make_shared<prometheus::Registry>()),
       workers_connected_(MakeGauge(*registry_, "llmproxy_ctl_workers_connected",
                                    "Workers with an open ConfigDiscovery stream")),
+      workers_healthy_(MakeGauge(*registry_, "llmproxy_ctl_workers_healthy",
+                                 "Connected workers whose load reports arrive on time")),
       config_version_(MakeGauge(*registry_, "llmproxy_ctl_config_version",
                                 "Version of the routing table the control plane serves")),
       reloads_ok_(prometheus::BuildCounter()

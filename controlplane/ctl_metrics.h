@@ -26,6 +26,8 @@ class CtlMetrics {
   uint16_t port() const;  // bound port, 0 when not serving
 
   void SetWorkersConnected(size_t n) { workers_connected_.Set(static_cast<double>(n)); }
+  // Connected workers whose load reports arrive on time (core/worker_liveness.h).
+  void SetWorkersHealthy(size_t n) { workers_healthy_.Set(static_cast<double>(n)); }
   void SetConfigVersion(uint64_t v) { config_version_.Set(static_cast<double>(v)); }
   void CountReload(bool ok) { (ok ? reloads_ok_ : reloads_rejected_).Increment(); }
 
@@ -34,6 +36,7 @@ class CtlMetrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Gauge& workers_connected_;
+  prometheus::Gauge& workers_healthy_;
   prometheus::Gauge& config_version_;
   prometheus::Counter& reloads_ok_;
   prometheus::Counter& reloads_rejected_;

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common/config/config_check.h"
+#include "common/config/config_loader.h"
 #include "common/log/logging.h"
 #include "controlplane/admin_cli.h"
 #include "controlplane/control_plane.h"
@@ -26,6 +27,9 @@ void Usage(std::ostream& out) {
          "  --check             validate the file only: summary and exit 0, or errors and exit 1\n"
          "  --workers N         start and supervise N workers (default 0)\n"
          "  --worker-bin PATH   worker binary (default: llmproxy-worker next to this binary)\n"
+         "  --report-interval D supervised workers send a load report every D (default 2s,\n"
+         "                      100ms to 60s); a worker silent for 3 intervals is shown stale,\n"
+         "                      a supervised one silent for 5 is killed and restarted\n"
          "  --listen ADDR       gRPC address (default: control_plane.listen)\n"
          "  --metrics-sd-file PATH\n"
          "                      write the workers' metrics endpoints to PATH as a Prometheus\n"
@@ -93,6 +97,14 @@ int main(int argc, char** argv) {
     } else if (flag == "--worker-bin") {
       if (!need()) return 2;
       opts.worker_bin = value;
+    } else if (flag == "--report-interval") {
+      if (!need()) return 2;
+      auto d = llmproxy::ParseDuration(value);
+      if (!d || *d < std::chrono::milliseconds(100) || *d > std::chrono::seconds(60)) {
+        std::cerr << "llmproxy-ctl: --report-interval wants a duration from 100ms to 60s\n";
+        return 2;
+      }
+      opts.report_interval = *d;
     } else if (flag == "--listen") {
       if (!need()) return 2;
       opts.listen = value;

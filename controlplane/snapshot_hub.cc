@@ -13,6 +13,12 @@ int64_t NowUnixMs() {
 
 }  // namespace
 
+int64_t SnapshotHub::SteadyNowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 SnapshotHub::SnapshotHub(std::string instance_id, std::function<void(uint64_t, size_t)> on_change)
     : store_(std::move(instance_id)), on_change_(std::move(on_change)) {}
 
@@ -54,6 +60,7 @@ uint64_t SnapshotHub::Connect(const v1::WorkerHello& hello) {
   {
     std::lock_guard lock(mu_);
     s = store_.Connect(hello, NowUnixMs());
+    store_.Seen(hello.id(), s, SteadyNowMs());
   }
   Changed();
   return s;
@@ -93,17 +100,20 @@ void SnapshotHub::Shutdown() {
 
 bool SnapshotHub::Ack(const std::string& worker_id, uint64_t session, const v1::Ack& ack) {
   std::lock_guard lock(mu_);
+  store_.Seen(worker_id, session, SteadyNowMs());
   return store_.Ack(worker_id, session, ack);
 }
 
 bool SnapshotHub::Nack(const std::string& worker_id, uint64_t session, const v1::Nack& nack) {
   std::lock_guard lock(mu_);
+  store_.Seen(worker_id, session, SteadyNowMs());
   return store_.Nack(worker_id, session, nack);
 }
 
 bool SnapshotHub::Report(const std::string& worker_id, uint64_t session,
                          const v1::LoadReport& report) {
   std::lock_guard lock(mu_);
+  store_.Seen(worker_id, session, SteadyNowMs());
   return store_.Report(worker_id, session, report);
 }
 

@@ -45,6 +45,10 @@ class SnapshotHub {
   std::vector<WorkerRecord> Workers() const;
   size_t ConnectedCount() const;
 
+  // The monotonic clock of WorkerRecord::last_seen_ms (every message from a worker,
+  // its hello included, refreshes it), for JudgeLiveness (core/worker_liveness.h).
+  static int64_t SteadyNowMs();
+
  private:
   void Changed();
 

@@ -43,6 +43,10 @@ bool Supervisor::Spawn(Slot& slot, Clock::time_point now) {
     args.push_back("--log-level");
     args.push_back(opts_.log_level);
   }
+  if (opts_.report_interval.count() > 0) {
+    args.push_back("--report-interval");
+    args.push_back(std::to_string(opts_.report_interval.count()) + "ms");
+  }
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -71,6 +75,7 @@ bool Supervisor::Spawn(Slot& slot, Clock::time_point now) {
     return false;
   }
   slot.pid = pid;
+  slot.replacing = false;
   slot.restart_at.reset();
   LogInfo("worker started", {{"worker", slot.id},
                              {"pid", static_cast<int64_t>(pid)},
@@ -152,6 +157,17 @@ void Supervisor::KillAll() {
       ::kill(s.pid, SIGKILL);
     }
   }
+}
+
+bool Supervisor::ReplaceUnresponsive(const std::string& id, int64_t pid, const std::string& why) {
+  if (stopping_) return false;
+  auto it = std::find_if(slots_.begin(), slots_.end(), [&](const Slot& s) { return s.id == id; });
+  if (it == slots_.end() || it->pid <= 0 || it->pid != pid || it->replacing) return false;
+  it->replacing = true;
+  LogWarn("worker stopped answering; killing it to restart it",
+          {{"worker", id}, {"pid", static_cast<int64_t>(it->pid)}, {"reason", why}});
+  ::kill(it->pid, SIGKILL);
+  return true;
 }
 
 bool Supervisor::AllExited() const {

@@ -1,7 +1,9 @@
 // `llmproxy-ctl --workers N`: starts N local llmproxy-worker processes (nginx-style
-// master), restarts any that dies with exponential backoff against crash loops, and on
-// shutdown asks them to drain (SIGTERM) and waits for them. Driven by the ctl's poll
-// loop: Reap() on SIGCHLD, Tick() at NextDeadline(). Not thread-safe; one loop owns it.
+// master), restarts any that dies with exponential backoff against crash loops, kills
+// (and so restarts) one whose load reports stopped (ReplaceUnresponsive: a stopped or
+// wedged process keeps its share of the port's connections), and on shutdown asks them
+// to drain (SIGTERM) and waits for them. Driven by the ctl's poll loop: Reap() on
+// SIGCHLD, Tick() at NextDeadline(). Not thread-safe; one loop owns it.
 #pragma once
 
 #include <sys/types.h>
@@ -30,6 +32,8 @@ struct SupervisorOptions {
   uint16_t metrics_port_base = 9400;  // worker i: base + i
   std::string log_format;             // passed through when set
   std::string log_level;
+  // Passed as --report-interval when set (0: the workers' default).
+  std::chrono::milliseconds report_interval{0};
   std::chrono::milliseconds min_backoff{100};
   std::chrono::milliseconds max_backoff{10000};
   std::chrono::milliseconds healthy_after{30000};  // a run this long resets the backoff
@@ -54,6 +58,11 @@ class Supervisor {
   // SIGTERM to every worker: they stop accepting and drain. No restarts afterwards.
   void BeginShutdown();
   void KillAll();  // SIGKILL to whatever is left
+  // The worker `id` stopped answering: SIGKILL it (SIGTERM would not reach a stopped
+  // process, and a wedged one would not drain), and Reap() restarts it as after a crash.
+  // Only when `pid` is still that slot's process (the record may be of an earlier one).
+  // Returns true when a kill was sent; a slot is killed once per process.
+  bool ReplaceUnresponsive(const std::string& id, int64_t pid, const std::string& why);
   bool AllExited() const;
 
   std::vector<WorkerEndpoint> Endpoints() const;
@@ -67,6 +76,7 @@ class Supervisor {
     Clock::time_point started{};
     std::optional<Clock::time_point> restart_at;
     std::chrono::milliseconds backoff{0};
+    bool replacing = false;  // ReplaceUnresponsive sent SIGKILL to this process
   };
   bool Spawn(Slot& slot, Clock::time_point now);
   void NotifyStarted() const;

@@ -18,11 +18,11 @@
 
 #include "common/config/config_loader.h"
 #include "common/log/logging.h"
-#include "dataplane/observe/access_log.h"
 #include "dataplane/config_sync/control_plane_client.h"
+#include "dataplane/config_sync/table_store.h"
+#include "dataplane/observe/access_log.h"
 #include "dataplane/observe/metrics.h"
 #include "dataplane/observe/metrics_server.h"
-#include "dataplane/config_sync/table_store.h"
 #include "dataplane/worker.h"
 
 namespace llmproxy {
@@ -45,7 +45,10 @@ Options:
       --port P               listen port (overrides server.port)
       --metrics-port P       /metrics port (overrides server.metrics_port; 0 disables)
       --threads T            io threads, each with its own SO_REUSEPORT listener (default 1)
-      --drain-timeout D      on SIGTERM/SIGINT, how long in-flight requests may finish (default 30s)
+      --drain-timeout D      on SIGTERM/SIGINT, how long in-flight requests may finish (default 30s);
+                             streams still running then end with an SSE error event
+      --report-interval D    how often to send a load report to the control plane (default
+                             2s, 100ms to 60s); it judges a worker silent for 3 intervals stale
       --log-format F         text | json (default text)
       --log-level L          debug | info | warn | error (default info)
   -h, --help                 this text
@@ -63,6 +66,7 @@ struct Flags {
   std::optional<uint16_t> metrics_port;
   unsigned threads = 1;
   Millis drain_timeout = std::chrono::seconds(30);
+  Millis report_interval = std::chrono::seconds(2);
   LogFormat log_format = LogFormat::kText;
   LogLevel log_level = LogLevel::kInfo;
 };
@@ -137,6 +141,13 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags& flags) {
       auto d = ParseDuration(value);
       if (!d) return bad("--drain-timeout (e.g. 30s)");
       flags.drain_timeout = *d;
+    } else if (arg == "--report-interval") {
+      if (!need_value(arg)) return 2;
+      auto d = ParseDuration(value);
+      if (!d || *d < std::chrono::milliseconds(100) || *d > std::chrono::seconds(60)) {
+        return bad("--report-interval (100ms to 60s)");
+      }
+      flags.report_interval = *d;
     } else if (arg == "--log-format") {
       if (!need_value(arg)) return 2;
       auto f = ParseLogFormat(value);
@@ -272,6 +283,7 @@ int Run(int argc, char** argv) {
     cp.worker_id = flags.id;
     cp.address = options.host + ":" + std::to_string(worker->port());
     cp.metrics_port = metrics_server ? metrics_server->port() : 0;
+    cp.report_interval = flags.report_interval;
     Worker* w = worker.get();
     control_plane = std::make_unique<ControlPlaneClient>(
         cp, store, [&store, w] { return MakeLoadReport(store, *w); });

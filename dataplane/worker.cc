@@ -1,9 +1,15 @@
 #include "dataplane/worker.h"
 
-#include "dataplane/proxy/proxy_pipeline.h"
 #include "dataplane/dispatch/request_router.h"
+#include "dataplane/proxy/proxy_pipeline.h"
 
 namespace llmproxy {
+namespace {
+
+// After the drain deadline, how long the cut requests get to write their last bytes.
+constexpr std::chrono::milliseconds kCutGrace{1000};
+
+}  // namespace
 
 Worker::Worker(WorkerOptions options, TableStore& store, std::vector<RequestObserver*> observers)
     : options_(std::move(options)), store_(store) {
@@ -35,6 +41,12 @@ int64_t Worker::in_flight() const { return pipeline_->in_flight(); }
 bool Worker::Drain(std::chrono::milliseconds timeout) {
   server_->StopAccepting();
   bool idle = server_->WaitIdle(std::chrono::steady_clock::now() + timeout);
+  if (!idle) {
+    // Streams still running end with their SSE error event, like any broken stream, not
+    // with a bare close; a client too slow to take it is cut by Stop() after the grace.
+    server_->CutInFlight();
+    server_->WaitIdle(std::chrono::steady_clock::now() + kCutGrace);
+  }
   server_->Stop();
   return idle;
 }

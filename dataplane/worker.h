@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/server/http_server.h"
-#include "dataplane/observe/request_record.h"
 #include "dataplane/config_sync/table_store.h"
+#include "dataplane/observe/request_record.h"
+#include "dataplane/server/http_server.h"
 #include "dataplane/upstream/upstream_pool.h"
 
 namespace llmproxy {
@@ -40,7 +40,8 @@ class Worker {
   uint16_t port() const;
 
   // Graceful stop: stop accepting, close idle connections, let requests and streams in
-  // flight finish until `timeout`, then cut what is left. True when all finished in time.
+  // flight finish until `timeout`, then cut what is left (streams end with their SSE
+  // error event). True when all finished in time.
   bool Drain(std::chrono::milliseconds timeout);
   // Immediate stop (cuts everything). Idempotent.
   void Stop();

@@ -36,6 +36,7 @@ uint64_t SnapshotStore::Connect(const v1::WorkerHello& hello, int64_t now_ms) {
   w.sent_nonce.clear();
   w.load.Clear();
   w.has_load = false;
+  w.report_interval_ms = hello.report_interval_ms();
 
   if (current_ && hello.current_version() == current_->version &&
       hello.current_nonce() == current_->nonce) {
@@ -108,6 +109,13 @@ bool SnapshotStore::Report(const std::string& worker_id, uint64_t session,
   if (w == nullptr) return false;
   w->load = report;
   w->has_load = true;
+  return true;
+}
+
+bool SnapshotStore::Seen(const std::string& worker_id, uint64_t session, int64_t now_ms) {
+  WorkerRecord* w = Live(worker_id, session);
+  if (w == nullptr) return false;
+  w->last_seen_ms = now_ms;
   return true;
 }
 

@@ -50,6 +50,10 @@ struct WorkerRecord {
   std::string last_nack_error;
   v1::LoadReport load;  // latest report
   bool has_load = false;
+  // When the live stream last carried anything from the worker (caller's monotonic clock,
+  // ms; see Seen()) and the report interval it announced: worker_liveness.h judges them.
+  int64_t last_seen_ms = 0;
+  uint32_t report_interval_ms = 0;
 };
 
 class SnapshotStore {
@@ -78,6 +82,9 @@ class SnapshotStore {
   bool Ack(const std::string& worker_id, uint64_t session, const v1::Ack& ack);
   bool Nack(const std::string& worker_id, uint64_t session, const v1::Nack& nack);
   bool Report(const std::string& worker_id, uint64_t session, const v1::LoadReport& report);
+  // The worker sent something on `session` at `now_ms` (a monotonic clock, not the unix
+  // clock of Connect: a clock step must not make workers look hung). False when stale.
+  bool Seen(const std::string& worker_id, uint64_t session, int64_t now_ms);
 
   std::vector<WorkerRecord> Workers() const;  // sorted by id
   size_t ConnectedCount() const;

@@ -20,7 +20,6 @@ using namespace std::chrono_literals;
 
 constexpr auto kMinBackoff = 200ms;
 constexpr auto kMaxBackoff = 5000ms;
-constexpr auto kReportInterval = 2000ms;
 
 std::optional<uint64_t> TestRejectVersion() {
   const char* v = std::getenv("LLMPROXY_TEST_REJECT_VERSION");
@@ -116,6 +115,7 @@ bool ControlPlaneClient::RunSession() {
   h->set_current_version(store_.version());
   if (store_.version() == applied_version_) h->set_current_nonce(applied_nonce_);
   h->set_metrics_port(opts_.metrics_port);
+  h->set_report_interval_ms(static_cast<uint32_t>(opts_.report_interval.count()));
 
   bool got_snapshot = false;
   std::mutex report_mu;
@@ -126,7 +126,7 @@ bool ControlPlaneClient::RunSession() {
   if (write(hello)) {
     reporter = std::thread([&] {
       std::unique_lock lock(report_mu);
-      while (!report_cv.wait_for(lock, kReportInterval, [&] { return session_over; })) {
+      while (!report_cv.wait_for(lock, opts_.report_interval, [&] { return session_over; })) {
         lock.unlock();
         v1::SyncRequest req;
         if (report_) *req.mutable_report() = report_();

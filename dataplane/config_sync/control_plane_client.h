@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -36,11 +37,15 @@ struct ControlPlaneClientOptions {
   std::string worker_id;  // shown by `llmproxy-ctl admin workers`
   std::string address;    // where this worker serves clients, host:port
   uint16_t metrics_port = 0;
+  // How often a load report goes out; announced in the Hello, because the control plane
+  // judges a worker whose reports stop as hung (docs/controlplane.md "Hung workers").
+  std::chrono::milliseconds report_interval{2000};
 };
 
 class ControlPlaneClient {
  public:
-  // `report` is called on the client's thread every ~2 s; it must be thread-safe.
+  // `report` is called on the client's thread every report_interval; it must be
+  // thread-safe.
   ControlPlaneClient(ControlPlaneClientOptions opts, TableStore& store,
                      std::function<v1::LoadReport()> report);
   ~ControlPlaneClient();  // stops

@@ -678,6 +678,17 @@ asio::awaitable<void> ProxyRequest::RelayStream(UpstreamCall& call, const std::s
     record_.completion_tokens = sse_parser.usage()->completion_tokens;
   }
 
+  if (ok && upstream_ec && conn_.drain_cut) {
+    // The worker's drain deadline cancelled the call (HttpServer::CutInFlight): the client
+    // is still there and gets the error event; the backend did nothing wrong.
+    keep_alive_ = false;
+    record_.error = "stream cut by the drain deadline";
+    NotifyAttempt(backend, AttemptOutcome::kCancelled);
+    std::string event =
+        StreamBrokenError("The stream was cut: the proxy is shutting down.").SseEvent();
+    if (co_await WriteToClient(event, chunked) && chunked) co_await WriteToClient({}, true);
+    co_return;
+  }
   if (!ok || client_gone_ || upstream_ec == UpstreamErrc::kCancelled) {
     // The client went away (or stopped reading): cut the upstream at once.
     client_gone_ = true;

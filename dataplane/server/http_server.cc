@@ -104,6 +104,21 @@ void HttpServer::CloseConnections(bool all) {
   }
 }
 
+void HttpServer::CutInFlight() {
+  for (auto& t : threads_) {
+    if (!t->thread.joinable()) continue;
+    asio::post(t->io, [t = t.get()] {
+      for (ClientConnection* c : t->connections) {
+        c->drain_cut = true;
+        ClientWatchState* w = c->watch.get();
+        if (w == nullptr || !w->active || w->on_gone == nullptr) continue;
+        w->active = false;  // on_gone runs once
+        w->on_gone(w->ctx);
+      }
+    });
+  }
+}
+
 bool HttpServer::WaitIdle(std::chrono::steady_clock::time_point deadline) const {
   while (open_connections_.load() > 0) {
     if (std::chrono::steady_clock::now() >= deadline) return false;

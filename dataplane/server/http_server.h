@@ -98,6 +98,7 @@ struct ClientConnection {
   bool timed_out = false;  // the sweeper closed the connection because of its deadline
   bool idle = false;       // waiting for the next request: the drain closes idle connections
   bool closing = false;    // the server is draining: answer this request, then close
+  bool drain_cut = false;  // the drain deadline passed: a stream ends with an error event
   // Made by the first proxied request (StartClientWatch); outlives the connection in a
   // pending wait handler.
   std::shared_ptr<ClientWatchState> watch;
@@ -149,6 +150,10 @@ class HttpServer {
   // Graceful stop, first half: close the acceptors and the idle keep-alive connections;
   // requests in flight run on, and their connections close after the response.
   void StopAccepting();
+  // The drain deadline passed: cancel the upstream calls of the requests still running
+  // (through their client watch, with ClientConnection::drain_cut set), so a stream ends
+  // with its SSE error event instead of a bare close. Stop() still closes what is left.
+  void CutInFlight();
   // Waits until no connection is open, or the deadline passes. True when idle.
   bool WaitIdle(std::chrono::steady_clock::time_point deadline) const;
   // Hard stop: closes the listeners and every client connection, gives the sessions a
