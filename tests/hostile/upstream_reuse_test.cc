@@ -26,7 +26,9 @@ void ExpectResponse(const std::string& raw, const std::string& status_line, cons
   ASSERT_TRUE(r.complete) << raw;
   EXPECT_EQ(r.status_line, status_line);
   EXPECT_EQ(r.body, body);
-  if (!request_id.empty()) EXPECT_EQ(r.Header("x-request-id"), request_id);
+  if (!request_id.empty()) {
+    EXPECT_EQ(r.Header("x-request-id"), request_id);
+  }
   EXPECT_EQ(r.Header("x-llmproxy-backend"), "b1");
   EXPECT_EQ(r.Header("x-llmproxy-attempts"), std::to_string(attempts));
   EXPECT_EQ(r.rest, "") << "bytes after the response";
