@@ -105,6 +105,33 @@ TEST(UpstreamReuseHostile, ARequestReadAndDroppedGoesToTheNextBackendUnderTheRet
   EXPECT_EQ(other.RequestCount(), 2u);
 }
 
+TEST(UpstreamReuseHostile, APooledConnectionResetDuringTheWriteIsResentOnceOnAFreshOne) {
+  RawUpstream up;
+  Config config = OneBackendConfig(up.BaseUrl(), 0);  // retry 0: the resend is the only extra
+  config.server.max_body_bytes = 64ull << 20;
+  PoolTunedWorker worker(std::move(config));
+  ExpectResponse(ExchangeChat(worker.port(), kChat), "HTTP/1.1 200 OK", RawUpstream::DefaultBody(1),
+                 "up-1", 1);
+  // The pooled connection is reset after its head arrived, mid-body: the write fails with
+  // no answer, so the upstream cannot have run the request and it is sent again.
+  up.Push(RawUpstreamAction::ResetAfterHead());
+  const std::string body = R"({"model":"m1","pad":")" + std::string(16 << 20, 'p') + "\"}";
+  const ClientResponse r = ParseClientResponse(ExchangeChat(worker.port(), body, 30s));
+  ASSERT_TRUE(r.complete);
+  EXPECT_EQ(r.status_line, "HTTP/1.1 200 OK");
+  EXPECT_EQ(r.body, RawUpstream::DefaultBody(3));
+  EXPECT_EQ(r.Header("x-request-id"), "up-3");
+  EXPECT_EQ(r.rest, "");
+  // x-llmproxy-attempts counts the resend once the pipeline adds UpstreamCall::resends()
+  // to its attempts (issue 10 item 14, counted by the pipeline, not here).
+  const std::vector<RawUpstreamRequest> requests = up.Requests();
+  ASSERT_EQ(requests.size(), 3u);
+  EXPECT_FALSE(requests[1].body_complete);
+  EXPECT_TRUE(requests[2].body_complete);
+  EXPECT_EQ(requests[2].body, body);
+  EXPECT_EQ(up.Connections().size(), 2u);
+}
+
 TEST(UpstreamReuseHostile, AnIdleUpstreamConnectionIsClosedAtTheIdleLimitWithoutANewRequest) {
   RawUpstream up;
   UpstreamPoolOptions pool;
