@@ -583,7 +583,7 @@ asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
     // Not a stream (or an error answer): read the whole body, then decide.
     std::string body;
     auto body_start = SteadyClockT::now();
-    ec = co_await call.ReadAll(body, p_.options_.max_response_bytes, remaining);
+    ec = co_await call.ReadAll(body, table_->config.server.max_response_bytes, remaining);
     upstream_wait_ += SecondsBetween(body_start, SteadyClockT::now());
     if (ec || client_gone_) {
       if (report_no_answer(ec, ": ")) co_return;

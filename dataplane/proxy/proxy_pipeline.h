@@ -25,8 +25,6 @@ namespace llmproxy {
 struct ProxyPipelineOptions {
   unsigned threads = 1;  // must match the HttpServer's thread count
   UpstreamPoolOptions pool;
-  // Largest non-streamed upstream body accepted (an error body included); beyond: 502.
-  size_t max_response_bytes = 256u << 20;
   // Whole request body upload (after the header) must arrive within this.
   std::chrono::milliseconds body_read_timeout{60000};
 };

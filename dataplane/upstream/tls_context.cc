@@ -1,7 +1,5 @@
 #include "dataplane/upstream/tls_context.h"
 
-#include <cstdlib>
-
 #include <openssl/ssl.h>
 
 namespace llmproxy {
@@ -31,10 +29,7 @@ TlsContext::TlsContext(TlsOptions options)
     verified_.set_default_verify_paths(ec);
     if (ec) load_error_ = "cannot load the system CA store: " + ec.message();
   }
-  std::string extra = options.extra_ca_file;
-  if (extra.empty()) {
-    if (const char* env = std::getenv("LLMPROXY_EXTRA_CA_FILE")) extra = env;
-  }
+  const std::string& extra = options.extra_ca_file;
   if (!extra.empty()) {
     verified_.load_verify_file(extra, ec);
     if (ec) {

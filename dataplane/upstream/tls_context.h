@@ -12,8 +12,8 @@
 namespace llmproxy {
 
 struct TlsOptions {
-  // Also trusted besides the system store (PEM). Empty: the environment variable
-  // LLMPROXY_EXTRA_CA_FILE is used when set (tests and private CAs).
+  // Also trusted besides the system store (PEM). UpstreamPool fills it from the
+  // environment variable LLMPROXY_EXTRA_CA_FILE when empty (docs/upstream.md).
   std::string extra_ca_file;
   // Trust the system CA store (/etc/ssl/certs via OpenSSL's default paths).
   bool use_system_store = true;
@@ -23,8 +23,6 @@ class TlsContext {
  public:
   explicit TlsContext(TlsOptions options = {});
 
-  boost::asio::ssl::context& verified() { return verified_; }
-  boost::asio::ssl::context& insecure() { return insecure_; }
   boost::asio::ssl::context& Get(bool insecure_skip_verify) {
     return insecure_skip_verify ? insecure_ : verified_;
   }

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <array>
+#include <exception>
+#include <initializer_list>
+#include <string>
 #include <utility>
 
 #include <boost/asio/as_tuple.hpp>
@@ -44,6 +47,34 @@ std::error_code MapReadError(const boost::system::error_code& ec, bool cancelled
   return UpstreamErrc::kReadFailed;
 }
 
+// Makes room for `more` bytes in `out` without letting its capacity pass `limit`. The
+// string's own doubling would reach up to twice the limit, and each regrowth copies the
+// whole body, old and new buffer alive at once: a 256 MiB limit cost ~500 MiB. Small
+// bodies double as usual; past 1 MiB the rest of the limit is reserved once (pages are
+// only touched as bytes arrive), so resident memory stays the body plus at most 1 MiB.
+// False when even the exact size cannot be allocated.
+bool GrowFor(std::string& out, size_t more, size_t limit) {
+  constexpr size_t kDoubleUpTo = size_t{1} << 20;
+  const size_t need = out.size() + more;
+  if (need <= out.capacity()) return true;
+  size_t target = std::max(need, out.capacity() * 2);
+  if (target > kDoubleUpTo) target = limit;
+  target = std::max(need, std::min(target, limit));
+  // Into a fresh string: reserve on a non-empty one rounds up to twice its capacity,
+  // which could pass the limit.
+  for (const size_t size : {target, need}) {  // need: no room for target (strict overcommit)
+    try {
+      std::string grown;
+      grown.reserve(size);
+      grown.append(out);
+      out.swap(grown);
+      return true;
+    } catch (const std::exception&) {
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 UpstreamCall::UpstreamCall(UpstreamPool& pool) : pool_(pool) {}
@@ -64,31 +95,17 @@ void UpstreamCall::Cancel() {
 
 void UpstreamCall::Release() {
   if (!conn_) return;
+  // Bytes past the response mean the upstream answered more than it was asked: pooled,
+  // they would become the next request's answer.
   const bool reusable = started_ && body_done_ && !sticky_error_ && !cancel_.cancelled &&
-                        request_keep_alive_ && parser_ && parser_->keep_alive();
+                        !write_failed_ && parser_ && parser_->keep_alive() &&
+                        !conn_->HasBufferedBytes();
   if (reusable) {
     pool_.Release(std::move(conn_));
   } else {
     conn_->Close();
     conn_.reset();
   }
-}
-
-asio::awaitable<std::error_code> UpstreamCall::Start(const UpstreamUrl& url,
-                                                     http::request<http::string_body> request,
-                                                     UpstreamCallOptions options) {
-  if (request.find(http::field::host) == request.end()) {
-    request.set(http::field::host, url.HostHeader());
-  }
-  request.version(11);
-  request.prepare_payload();
-  request_keep_alive_ = request.keep_alive();
-  owned_head_.clear();
-  AppendRequestLine(owned_head_, request.method_string(), request.target());
-  AppendFields(owned_head_, request.base());
-  owned_head_ += "\r\n";
-  owned_body_ = std::move(request.body());
-  co_return co_await StartRaw(url, owned_head_, owned_body_, options);
 }
 
 asio::awaitable<std::error_code> UpstreamCall::StartRaw(const UpstreamUrl& url,
@@ -108,28 +125,29 @@ asio::awaitable<std::error_code> UpstreamCall::StartRaw(const UpstreamUrl& url,
     if (acquired.ec) co_return acquired.ec;
     conn_ = std::move(acquired.conn);
     reused_ = acquired.reused;
-    ++connections_tried_;
+    write_failed_ = false;
 
-    bool nothing_received = false;
+    bool unsent = false;
     const std::error_code ec =
-        co_await SendAndReadHead(*conn_, Clock::now() + options.response_timeout, nothing_received);
+        co_await SendAndReadHead(*conn_, Clock::now() + options.response_timeout, unsent);
     if (!ec) co_return ec;
     if (cancel_.cancelled) co_return UpstreamErrc::kCancelled;
     conn_->Close();
     conn_.reset();
-    // The keep-alive race: the server closed this idle connection as we reused it. It
-    // never saw the request, so sending it again on a fresh connection is safe.
-    const bool stale = reused_ && nothing_received &&
-                       (ec == UpstreamErrc::kWriteFailed || ec == UpstreamErrc::kReadFailed);
-    if (!stale) co_return ec;
+    // The keep-alive race: the server closed this pooled connection as we reused it, and
+    // the write failed before the request was whole, with no answer. The upstream cannot
+    // have acted on it, so one resend on a fresh connection is safe. A request that went
+    // out whole may have been processed: that is the pipeline's retry decision.
+    if (!(reused_ && unsent)) co_return ec;
+    ++resends_;
   }
-  co_return UpstreamErrc::kReadFailed;
+  co_return UpstreamErrc::kWriteFailed;
 }
 
 asio::awaitable<std::error_code> UpstreamCall::SendAndReadHead(UpstreamConnection& conn,
                                                                Clock::time_point deadline,
-                                                               bool& nothing_received) {
-  nothing_received = false;
+                                                               bool& unsent) {
+  unsent = false;
   conn.buffer().clear();
   conn.ExpiresAt(deadline);
   const std::array<asio::const_buffer, 2> request{asio::buffer(head_.data(), head_.size()),
@@ -144,11 +162,14 @@ asio::awaitable<std::error_code> UpstreamCall::SendAndReadHead(UpstreamConnectio
     write_ec = co_await WriteAll(conn.socket(), request);
   }
   if (write_ec) {
-    nothing_received = true;
     if (cancel_.cancelled) co_return UpstreamErrc::kCancelled;
     if (conn.timed_out()) co_return UpstreamErrc::kResponseTimeout;
     if (write_ec == asio::error::operation_aborted) co_return UpstreamErrc::kCancelled;
-    co_return UpstreamErrc::kWriteFailed;
+    // An upstream may answer before it has read the whole body (413 to a large upload)
+    // and close: the write then fails, but the answer is already in our receive queue
+    // (the kernel keeps it after a reset). Read it and let it be classified like any
+    // answer; only when there is none is this a write failure.
+    write_failed_ = true;
   }
   while (true) {
     parser_.emplace(std::piecewise_construct, std::make_tuple(),
@@ -159,7 +180,11 @@ asio::awaitable<std::error_code> UpstreamCall::SendAndReadHead(UpstreamConnectio
       return http::async_read_header(stream, conn.buffer(), *parser_, kUse);
     });
     if (read_ec) {
-      nothing_received = IsConnectionLoss(read_ec) && conn.buffer().size() == 0 && read == 0;
+      const bool nothing_received = conn.buffer().size() == 0 && read == 0;
+      if (write_failed_ && !cancel_.cancelled && !conn.timed_out()) {
+        unsent = nothing_received;
+        co_return UpstreamErrc::kWriteFailed;
+      }
       co_return MapReadError(read_ec, cancel_.cancelled, conn.timed_out(),
                              UpstreamErrc::kResponseTimeout);
     }
@@ -275,11 +300,14 @@ asio::awaitable<std::error_code> UpstreamCall::ReadAll(std::string& out, size_t 
     co_return std::error_code{};
   }
   while (!body_done_) {
+    const size_t room = limit - std::min(limit, out.size());
+    // One byte past the room tells that the limit is exceeded; reading more would not.
+    const size_t want = std::min(pool_.options().read_chunk_bytes, room + 1);
     size_t got = 0;
-    const std::error_code ec =
-        co_await ReadSome(chunk_, pool_.options().read_chunk_bytes, deadline, got);
+    const std::error_code ec = co_await ReadSome(chunk_, want, deadline, got);
     if (ec) co_return ec;
-    if (got > limit - std::min(limit, out.size())) co_return fail(UpstreamErrc::kBodyTooLarge);
+    if (got > room) co_return fail(UpstreamErrc::kBodyTooLarge);
+    if (!GrowFor(out, got, limit)) co_return fail(UpstreamErrc::kBodyTooLarge);
     out.append(chunk_, got);
   }
   co_return std::error_code{};

@@ -3,43 +3,47 @@
 // No exceptions: every step returns an std::error_code of UpstreamErrc (upstream_error.h).
 // Lives on the io thread that owns `pool`; not thread-safe.
 //
-// How the pipeline uses it (inside its request coroutine):
+// How the pipeline uses it (ProxyRequest's attempt loop, dataplane/proxy/proxy_pipeline.cc):
 //
-//   UpstreamCall call(pool);                       // pool: this io thread's UpstreamPool
-//   http::request<http::string_body> req{http::verb::post,
-//                                        url.Target(UpstreamEndpointSuffix(route)), 11};
-//   req.set(http::field::authorization, "Bearer " + backend.api_key);
-//   req.set(http::field::content_type, "application/json");
-//   req.body() = std::move(body);                  // moved, never copied
-//   std::error_code ec = co_await call.Start(url, std::move(req),
-//       {.connect_timeout = cfg.connect_timeout, .response_timeout = ttfb_or_whole,
+//   UpstreamCall call(*thread_state.pool);       // this io thread's UpstreamPool
+//   // head: request line + every header (Host, Content-Length, Authorization) + blank
+//   // line, serialized by the pipeline; both views stay valid until StartRaw returns.
+//   std::error_code ec = co_await call.StartRaw(url, head, body,
+//       {.connect_timeout = cfg.connect_timeout, .response_timeout = backend_or_cfg_timeout,
 //        .tls_insecure_skip_verify = backend.tls_insecure_skip_verify});
-//   if (ec) { IsConnectError(ec) / IsTimeout(ec) / kCancelled -> classify, next backend }
-//   unsigned status = call.status();  call.head()[http::field::content_type] ...
-//   // non-streaming:
-//   std::string body; ec = co_await call.ReadAll(body, limit, remaining_timeout);
-//   // streaming (relay):
+//   if (ec) { classify (IsConnectError / IsTimeout / kCancelled / ...), next attempt }
+//   call.status(); call.head()[http::field::content_type] ...
+//   // stream (2xx and text/event-stream or stream:true): relay piece by piece
 //   for (;;) {
 //     UpstreamBodyPiece p = co_await call.ReadBody(stream_idle_timeout);
-//     if (p.ec) break;                             // kBodyTimeout / kReadFailed / kCancelled
-//     if (!p.data.empty()) co_await write p.data to the client (then read again)
-//     if (p.done) break;                           // response complete
+//     if (p.ec) break;                           // kBodyTimeout / kReadFailed / kCancelled
+//     write p.data to the client, then read again (backpressure)
+//     if (p.done) break;                         // response complete
 //   }
-//   // On client disconnect, from another coroutine on the same thread: call.Cancel();
-//   // ~UpstreamCall (or Release()) gives the connection back to the pool when the body was
-//   // read to its end with keep-alive, otherwise closes it.
+//   // anything else: the whole body, at most server.max_response_bytes
+//   std::string body; ec = co_await call.ReadAll(body, limit, remaining_timeout);
+//   call.Release();                              // before the client write; head() stays
+//   // On client disconnect, from the client-watch side on the same thread: call.Cancel().
 //
-// Start sets Host (when absent), Content-Length (prepare_payload) and HTTP/1.1 keep-alive.
-// A connection taken from the idle list that fails before any response byte arrives
-// (peer closed it meanwhile: write error, EOF or reset on the head read) is replaced by a
-// fresh connection and the request re-sent once, transparently.
+// Connection reuse (docs/upstream.md "Connection pool"): Release pools the connection only
+// when the body was read to its end, both sides keep it alive and no byte beyond the
+// response is buffered; the pool peeks every idle connection before reusing it.
+//
+// Resends: a pooled connection whose request write fails, with no answer waiting on it,
+// is replaced by a fresh one and the request sent once more (resends()). A connection
+// that took the whole request and then closed or reset without an answer is not resent
+// here: the upstream may have processed it, so it is a failed attempt (kReadFailed) that
+// the pipeline's retry rules decide on.
+//
+// Early answers: when the write fails because the upstream answered (a 413 to a large
+// body) and closed, the answer already received is read and returned as the response.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
-#include <memory_resource>
 #include <cstdint>
 #include <memory>
+#include <memory_resource>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -48,13 +52,12 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/string_body.hpp>
 
-#include "dataplane/upstream/upstream_url.h"
 #include "dataplane/http/http_head.h"
 #include "dataplane/upstream/upstream_connection.h"
 #include "dataplane/upstream/upstream_error.h"
 #include "dataplane/upstream/upstream_pool.h"
+#include "dataplane/upstream/upstream_url.h"
 
 namespace llmproxy {
 
@@ -81,22 +84,17 @@ class UpstreamCall {
   UpstreamCall(const UpstreamCall&) = delete;
   UpstreamCall& operator=(const UpstreamCall&) = delete;
 
-  // Acquire + send + read the response head. Errors: kBadUrl, kDnsFailed, kConnectFailed,
-  // kConnectTimeout, kTlsFailed (IsConnectError), kWriteFailed, kResponseTimeout,
-  // kReadFailed, kBadResponse, kCancelled. Call once per UpstreamCall.
-  boost::asio::awaitable<std::error_code> Start(
-      const UpstreamUrl& url, boost::beast::http::request<boost::beast::http::string_body> request,
-      UpstreamCallOptions options);
-
-  // The same with a request already serialized (the proxy's hot path): `head` is the
-  // request line and every header, Host and Content-Length included, up to and with the
-  // blank line; it and `body` must stay valid until Start returns. Sent in one gather
-  // write; the request keeps the connection alive.
+  // Acquire + send + read the response head. `head` is the request line and every header,
+  // Host and Content-Length included, up to and with the blank line; it and `body` must
+  // stay valid until StartRaw returns. Sent in one gather write; the request keeps the
+  // connection alive. Errors: kBadUrl, kDnsFailed, kConnectFailed, kConnectTimeout,
+  // kTlsFailed (IsConnectError), kWriteFailed, kResponseTimeout, kReadFailed,
+  // kBadResponse, kCancelled. Call once per UpstreamCall.
   boost::asio::awaitable<std::error_code> StartRaw(const UpstreamUrl& url, std::string_view head,
                                                    std::string_view body,
                                                    UpstreamCallOptions options);
 
-  // The response head (valid after Start succeeded, and after Release, until the call
+  // The response head (valid after StartRaw succeeded, and after Release, until the call
   // is destroyed).
   using Head = boost::beast::http::response_header<ArenaFields>;
   const Head& head() const;
@@ -107,7 +105,9 @@ class UpstreamCall {
   boost::asio::awaitable<UpstreamBodyPiece> ReadBody(std::chrono::milliseconds idle_timeout);
 
   // Reads the rest of the body into `out` (appends) within `timeout` overall.
-  // kBodyTooLarge when it would exceed `limit` bytes.
+  // kBodyTooLarge as soon as it would exceed `limit` bytes: a Content-Length beyond it is
+  // refused before any body byte is read, and a chunked body stops at the limit. `out`
+  // never grows past `limit` (reserved at most once past 1 MiB, so no large copies).
   boost::asio::awaitable<std::error_code> ReadAll(std::string& out, size_t limit,
                                                   std::chrono::milliseconds timeout);
 
@@ -115,18 +115,21 @@ class UpstreamCall {
   // later ones end with kCancelled. Safe to call at any time, from the same thread.
   void Cancel();
 
-  // Gives the connection back to the pool when the response was read completely and both
-  // sides keep it alive; otherwise closes it. Idempotent; called by the destructor.
+  // Gives the connection back to the pool when the response was read completely, both
+  // sides keep it alive, the whole request went out and nothing beyond the response is
+  // buffered; otherwise closes it. Idempotent; called by the destructor.
   void Release();
 
-  bool body_done() const { return body_done_; }
   bool reused_connection() const { return reused_; }  // the final connection came pooled
-  uint32_t connections_tried() const { return connections_tried_; }  // 2 after a stale retry
+  // Free resends this call made after a pooled connection failed on write (0 or 1); each
+  // is one more attempt for the pipeline's counts.
+  uint32_t resends() const { return resends_; }
 
  private:
+  // `unsent` is set when the request may be resent elsewhere: its write failed and not a
+  // byte of an answer arrived.
   boost::asio::awaitable<std::error_code> SendAndReadHead(
-      UpstreamConnection& conn, std::chrono::steady_clock::time_point deadline,
-      bool& nothing_received);
+      UpstreamConnection& conn, std::chrono::steady_clock::time_point deadline, bool& unsent);
   // One body read into [data, data + size) before `deadline`; returns the bytes stored.
   boost::asio::awaitable<std::error_code> ReadSome(char* data, size_t size,
                                                    std::chrono::steady_clock::time_point deadline,
@@ -135,22 +138,21 @@ class UpstreamCall {
   UpstreamPool& pool_;
   UpstreamCancelState cancel_;
   std::unique_ptr<UpstreamConnection> conn_;
-  std::string owned_head_;  // Start's serialized head (StartRaw borrows the caller's)
-  std::string owned_body_;
   std::string_view head_;
   std::string_view body_;
   // The response head's fields come from this arena (no malloc per header line).
   alignas(std::max_align_t) std::byte head_arena_block_[1024];
   std::pmr::monotonic_buffer_resource head_arena_{head_arena_block_, sizeof head_arena_block_};
-  std::optional<boost::beast::http::response_parser<boost::beast::http::buffer_body, ArenaAllocator>>
+  std::optional<
+      boost::beast::http::response_parser<boost::beast::http::buffer_body, ArenaAllocator>>
       parser_;
   char* chunk_ = nullptr;  // body piece buffer, owned by the connection
   std::error_code sticky_error_;
   bool started_ = false;
   bool body_done_ = false;
   bool reused_ = false;
-  bool request_keep_alive_ = true;
-  uint32_t connections_tried_ = 0;
+  bool write_failed_ = false;  // the request did not fully go out: never pool the connection
+  uint32_t resends_ = 0;
 };
 
 }  // namespace llmproxy

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 
+#include <openssl/bio.h>
 #include <openssl/ssl.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>
@@ -95,12 +96,20 @@ void UpstreamConnection::Close() {
 
 bool UpstreamConnection::is_open() { return socket().is_open(); }
 
+bool UpstreamConnection::HasBufferedBytes() {
+  if (buffer_.size() != 0) return true;
+  if (!tls_) return false;
+  SSL* ssl = tls_->native_handle();
+  // Decrypted bytes not yet read, or raw records handed to OpenSSL's input BIO.
+  return SSL_pending(ssl) > 0 || BIO_ctrl_pending(SSL_get_rbio(ssl)) > 0;
+}
+
 bool UpstreamConnection::LooksReusable() {
-  if (!is_open() || buffer_.size() != 0) return false;
+  if (!is_open() || HasBufferedBytes()) return false;
   char byte;
   const ssize_t n = ::recv(socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  // Nothing to read is the healthy idle state; EOF or unexpected bytes (an error page, a
-  // TLS close_notify) mean the server is done with this connection.
+  // Nothing to read is the healthy idle state; EOF or unexpected bytes (an extra
+  // response, an error page, a TLS close_notify) mean the connection is done.
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 

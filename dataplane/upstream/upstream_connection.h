@@ -76,8 +76,14 @@ class UpstreamConnection {
   void Close();
   bool is_open();
 
-  // For an idle pooled connection: false when the peer has closed it or sent unexpected
-  // bytes (a non-blocking MSG_PEEK), so it is not worth reusing.
+  // True when response bytes beyond the last message are held anywhere on our side: the
+  // read buffer, or (TLS) records OpenSSL has taken in but not yet handed out. Such a
+  // connection is out of step with the requests sent on it and must not be pooled.
+  bool HasBufferedBytes();
+
+  // For an idle pooled connection about to be reused: false when the peer has closed it
+  // or sent bytes nobody asked for (buffered, or readable: one non-blocking MSG_PEEK).
+  // Those bytes would otherwise be read as the answer to the next request.
   bool LooksReusable();
 
   // The buffer body pieces are decoded into: owned by the connection so a pooled
@@ -85,7 +91,6 @@ class UpstreamConnection {
   char* BodyChunk(size_t size);
 
   Clock::time_point idle_since;  // set by the pool on release
-  uint64_t requests_served = 0;
 
  private:
   friend class UpstreamPool;  // tracks connections in use for its deadline sweep

@@ -2,6 +2,7 @@
 
 #include "common/log/logging.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <utility>
@@ -83,19 +84,47 @@ void UpstreamPool::Untrack(UpstreamConnection& conn) {
   conn.tracked_by_ = nullptr;
 }
 
-// One timer for every connection in use, armed only while there are some.
+// Track runs once per request: while the in-use interval is armed it costs one test.
 void UpstreamPool::ArmSweep() {
-  if (sweep_armed_ || in_use_.empty()) return;
+  if (sweep_armed_ && sweep_short_) return;
+  ArmSweepAt(Clock::now() + options_.sweep_interval, true);
+}
+
+void UpstreamPool::ArmSweepAt(Clock::time_point at, bool in_use_interval) {
+  if (sweep_armed_ && sweep_timer_.expiry() <= at) return;
   sweep_armed_ = true;
-  sweep_timer_.expires_after(options_.sweep_interval);
+  sweep_short_ = in_use_interval;
+  // Moving the expiry cancels a later wait; its handler then sees operation_aborted and
+  // leaves the state to this one.
+  sweep_timer_.expires_at(at);
   sweep_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
-    if (!*alive) return;
+    if (!*alive || ec) return;
     sweep_armed_ = false;
-    if (ec) return;
-    const Clock::time_point now = Clock::now();
-    for (size_t i = 0; i < in_use_.size(); ++i) in_use_[i]->CheckDeadline(now);
-    ArmSweep();
+    Sweep();
   });
+}
+
+void UpstreamPool::Sweep() {
+  const Clock::time_point now = Clock::now();
+  for (size_t i = 0; i < in_use_.size(); ++i) in_use_[i]->CheckDeadline(now);
+  const Clock::time_point next_idle_expiry = ExpireIdle(now);
+  if (!in_use_.empty()) {
+    ArmSweepAt(now + options_.sweep_interval, true);
+  } else if (next_idle_expiry != Clock::time_point::max()) {
+    ArmSweepAt(next_idle_expiry, false);
+  }
+}
+
+Clock::time_point UpstreamPool::ExpireIdle(Clock::time_point now) {
+  Clock::time_point next = Clock::time_point::max();
+  for (auto& [key, list] : idle_) {
+    // Oldest at the front.
+    while (!list.empty() && list.front()->idle_since + options_.idle_expiry <= now) {
+      list.pop_front();
+    }
+    if (!list.empty()) next = std::min(next, list.front()->idle_since + options_.idle_expiry);
+  }
+  return next;
 }
 
 size_t UpstreamPool::idle_count() const {
@@ -104,22 +133,18 @@ size_t UpstreamPool::idle_count() const {
   return n;
 }
 
-void UpstreamPool::CloseIdle() { idle_.clear(); }
-
 std::unique_ptr<UpstreamConnection> UpstreamPool::TakeIdle(const std::string& key) {
   const auto it = idle_.find(key);
   if (it == idle_.end()) return nullptr;
   auto& list = it->second;
-  const Clock::time_point oldest_allowed = Clock::now() - options_.idle_expiry;
-  // Oldest at the front: drop the expired ones; reuse the newest (most likely alive).
-  while (!list.empty() && list.front()->idle_since < oldest_allowed) list.pop_front();
-  // Under load a connection idles for microseconds: the peek (a syscall) only pays off
-  // for one that sat long enough for the server to have closed it (options_ comment).
-  const Clock::time_point peek_before = Clock::now() - options_.peek_after_idle;
+  // Reuse the newest (most likely alive); the sweep closes the expired ones at the front.
+  // Every candidate is peeked, however briefly it idled: bytes that arrived since its
+  // last response (an extra reply, a close) would be read as the next request's answer.
+  // The peek is one recv returning EAGAIN (docs/upstream.md has its measured cost).
   while (!list.empty()) {
     std::unique_ptr<UpstreamConnection> conn = std::move(list.back());
     list.pop_back();
-    if (conn->idle_since > peek_before ? conn->is_open() : conn->LooksReusable()) return conn;
+    if (conn->LooksReusable()) return conn;
   }
   return nullptr;
 }
@@ -184,7 +209,6 @@ asio::awaitable<UpstreamPool::Acquired> UpstreamPool::Acquire(
     if (auto conn = TakeIdle(key)) {
       Track(*conn);
       ++reuses_;
-      ++conn->requests_served;
       out.conn = std::move(conn);
       out.reused = true;
       co_return out;
@@ -207,10 +231,7 @@ asio::awaitable<UpstreamPool::Acquired> UpstreamPool::Acquire(
   out.ec = co_await conn->Connect(endpoints, url.host, tls_insecure, deadline);
   cancel.connecting = nullptr;
   if (cancel.cancelled) out.ec = UpstreamErrc::kCancelled;
-  if (!out.ec) {
-    conn->requests_served = 1;
-    out.conn = std::move(conn);
-  }
+  if (!out.ec) out.conn = std::move(conn);
   co_return out;
 }
 

@@ -23,9 +23,9 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include "dataplane/upstream/upstream_url.h"
 #include "dataplane/upstream/tls_context.h"
 #include "dataplane/upstream/upstream_connection.h"
+#include "dataplane/upstream/upstream_url.h"
 
 namespace llmproxy {
 
@@ -33,19 +33,17 @@ struct UpstreamPoolOptions {
   // Beyond this, released ones close. Sized for a burst of a thousand concurrent streams
   // per thread to find warm connections (nginx's `keepalive` is per worker too).
   size_t max_idle_per_origin = 1024;
-  std::chrono::milliseconds idle_expiry{std::chrono::seconds(55)};  // idle longer: closed
-  std::chrono::milliseconds dns_ttl{std::chrono::seconds(30)};      // successful lookups cached
+  // Idle longer: closed by the sweep (below the usual 60 s server idle timeouts, so we
+  // close first rather than race the server's close). docs/upstream.md.
+  std::chrono::milliseconds idle_expiry{std::chrono::seconds(55)};
+  std::chrono::milliseconds dns_ttl{std::chrono::seconds(30)};  // successful lookups cached
   size_t max_header_bytes = 64 * 1024;  // response head limit (kBadResponse beyond)
   size_t read_chunk_bytes = 16 * 1024;  // largest body piece ReadBody returns
-  // An idle connection is checked with a non-blocking peek (one syscall) before reuse
-  // only when it sat idle at least this long: servers close idle connections after
-  // seconds, and under load connections idle for microseconds. A connection closed in
-  // between is still covered by UpstreamCall's one stale-connection retry.
-  std::chrono::milliseconds peek_after_idle{1000};
   // How often connections in use are checked against their deadlines (connect, response
-  // and body timeouts fire up to this much late).
+  // and body timeouts fire up to this much late). With none in use, the sweep wakes only
+  // when the oldest idle connection expires.
   std::chrono::milliseconds sweep_interval{50};
-  TlsOptions tls;                       // CA sources (extra CA file / env)
+  TlsOptions tls;  // CA sources (extra CA file / env)
 };
 
 // Lets UpstreamCall::Cancel reach an Acquire in progress (resolver or connecting socket).
@@ -68,14 +66,15 @@ class UpstreamPool {
     std::unique_ptr<UpstreamConnection> conn;
     bool reused = false;  // came from the idle list (may be stale: see UpstreamCall)
   };
-  // An idle connection to url's origin (newest first), else a new one (DNS, TCP, TLS before
-  // now + connect_timeout). fresh_only skips the idle list.
+  // An idle connection to url's origin (newest first, checked with LooksReusable), else a
+  // new one (DNS, TCP, TLS before now + connect_timeout). fresh_only skips the idle list.
   boost::asio::awaitable<Acquired> Acquire(const UpstreamUrl& url, bool tls_insecure,
                                            std::chrono::milliseconds connect_timeout,
                                            bool fresh_only, UpstreamCancelState& cancel);
 
-  // Returns a connection whose last response was read completely with keep-alive on;
-  // kept idle unless the origin already has max_idle_per_origin idle ones.
+  // Returns a connection whose last response was read completely with keep-alive on and
+  // nothing buffered past it (UpstreamCall checks); kept idle unless the origin already
+  // has max_idle_per_origin idle ones.
   void Release(std::unique_ptr<UpstreamConnection> conn);
 
   boost::asio::any_io_executor executor() const { return executor_; }
@@ -87,15 +86,19 @@ class UpstreamPool {
   uint64_t connects_started() const { return connects_started_; }
   uint64_t reuses() const { return reuses_; }
 
-  // Drops every idle connection (e.g. on shutdown).
-  void CloseIdle();
-
  private:
   friend class UpstreamConnection;
   // Connections in use (connecting, or held by an UpstreamCall) are swept for deadlines.
   void Track(UpstreamConnection& conn);
   void Untrack(UpstreamConnection& conn);
+  // One timer serves both sweeps: every sweep_interval while connections are in use,
+  // else at the next idle expiry, else not at all.
   void ArmSweep();
+  void ArmSweepAt(std::chrono::steady_clock::time_point at, bool in_use_interval);
+  void Sweep();
+  // Closes idle connections past idle_expiry; returns when the next one expires
+  // (time_point::max() when none is idle).
+  std::chrono::steady_clock::time_point ExpireIdle(std::chrono::steady_clock::time_point now);
 
   struct DnsEntry {
     boost::asio::ip::tcp::resolver::results_type results;
@@ -117,6 +120,7 @@ class UpstreamPool {
   std::vector<UpstreamConnection*> in_use_;
   boost::asio::steady_timer sweep_timer_;
   bool sweep_armed_ = false;
+  bool sweep_short_ = false;  // the armed wait is the in-use interval (cheap test in Track)
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for the sweep handler
 };
 

@@ -30,8 +30,8 @@
 #include <boost/beast/http.hpp>
 
 #include "dataplane/protocols/sse_parser.h"
-#include "dataplane/upstream/upstream_url.h"
 #include "dataplane/upstream/upstream_call.h"
+#include "dataplane/upstream/upstream_url.h"
 #include "tests/mockllm/mock_llm.h"
 
 namespace llmproxy {
@@ -154,15 +154,25 @@ struct FetchResult {
   std::string body;
   std::string content_type;
   bool reused = false;
-  uint32_t connections_tried = 0;
+  uint32_t resends = 0;
 };
 
-http::request<http::string_body> ChatRequest(const UpstreamUrl& url, std::string body,
-                                             std::string_view endpoint = "/chat/completions") {
-  http::request<http::string_body> req{http::verb::post, url.Target(endpoint), 11};
-  req.set(http::field::content_type, "application/json");
-  req.set(http::field::authorization, "Bearer test-key");
-  req.body() = std::move(body);
+// A request serialized the way the pipeline hands it to StartRaw: request line, every
+// header (Host and Content-Length included) and the blank line, then the body.
+struct RawRequest {
+  std::string head;
+  std::string body;
+};
+
+RawRequest ChatRequest(const UpstreamUrl& url, std::string body,
+                       const std::vector<std::pair<std::string, std::string>>& headers = {},
+                       std::string_view endpoint = "/chat/completions") {
+  RawRequest req;
+  req.head = "POST " + url.Target(endpoint) + " HTTP/1.1\r\nHost: " + url.HostHeader() +
+             "\r\nContent-Type: application/json\r\nAuthorization: Bearer test-key\r\n";
+  for (const auto& [name, value] : headers) req.head += name + ": " + value + "\r\n";
+  req.head += "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+  req.body = std::move(body);
   return req;
 }
 
@@ -177,8 +187,9 @@ asio::awaitable<FetchResult> Fetch(UpstreamPool& pool, std::string url_text,
     co_return out;
   }
   UpstreamCall call(pool);
-  out.ec = co_await call.Start(*url, ChatRequest(*url, std::move(body)), options);
-  out.connections_tried = call.connections_tried();
+  const RawRequest req = ChatRequest(*url, std::move(body));
+  out.ec = co_await call.StartRaw(*url, req.head, req.body, options);
+  out.resends = call.resends();
   out.reused = call.reused_connection();
   if (out.ec) co_return out;
   out.status = call.status();
@@ -206,6 +217,7 @@ class ClientLoop {
         [&]() -> asio::awaitable<void> {
           result = co_await body();
           finished = true;
+          ioc_.stop();  // idle pooled connections keep the pool's sweep timer armed
         },
         asio::detached);
     ioc_.restart();
@@ -349,24 +361,25 @@ TEST_F(TlsUpstreamTest, KeepAliveReusesOneTlsConnection) {
   EXPECT_EQ(client.pool().idle_count(), 1u);
 }
 
-TEST(UpstreamPoolTest, StalePooledConnectionIsRetriedOnceOnAFreshOne) {
+TEST(UpstreamPoolTest, PooledConnectionThatTookTheRequestAndClosedIsNotResent) {
   MockLlm mock;
   ClientLoop client;
   const std::string url = mock.BaseUrl();
   FetchResult r = client.Run<FetchResult>([&] { return Fetch(client.pool(), url); });
   ASSERT_FALSE(r.ec) << r.ec.message();
-  // The next request on that pooled connection is read and the connection closed without
-  // a reply: exactly what a server's idle close racing our reuse looks like.
+  // The next request on that pooled connection is read whole and the connection closed
+  // without a reply: the upstream may have acted on it, so sending it again here would be
+  // a silent duplicate. It is a failed attempt for the pipeline's retry rules.
   MockFault close;
   close.close = true;
   mock.PushFault(close);
   r = client.Run<FetchResult>([&] { return Fetch(client.pool(), url); });
-  ASSERT_FALSE(r.ec) << r.ec.message();
-  EXPECT_EQ(r.status, 200u);
-  EXPECT_EQ(r.connections_tried, 2u);
-  EXPECT_FALSE(r.reused);
-  EXPECT_EQ(mock.Stats().connections, 2u);
-  EXPECT_EQ(mock.RequestCount(), 3u);
+  EXPECT_EQ(r.ec, UpstreamErrc::kReadFailed) << r.ec.message();
+  EXPECT_EQ(r.resends, 0u);
+  EXPECT_TRUE(r.reused);
+  EXPECT_EQ(mock.Stats().connections, 1u);
+  EXPECT_EQ(mock.RequestCount(), 2u);
+  EXPECT_EQ(client.pool().idle_count(), 0u);
 }
 
 TEST(UpstreamPoolTest, FreshConnectionClosedWithoutReplyIsNotRetried) {
@@ -378,7 +391,7 @@ TEST(UpstreamPoolTest, FreshConnectionClosedWithoutReplyIsNotRetried) {
   const FetchResult r =
       client.Run<FetchResult>([&] { return Fetch(client.pool(), mock.BaseUrl()); });
   EXPECT_EQ(r.ec, UpstreamErrc::kReadFailed) << r.ec.message();
-  EXPECT_EQ(r.connections_tried, 1u);
+  EXPECT_EQ(r.resends, 0u);
   EXPECT_EQ(mock.RequestCount(), 1u);
 }
 
@@ -386,9 +399,7 @@ TEST(UpstreamPoolTest, PeerClosedIdleConnectionIsNotReused) {
   MockLlmOptions options;
   options.idle_timeout = 50ms;  // the mock closes idle keep-alive connections quickly
   MockLlm mock(options);
-  UpstreamPoolOptions pool_options;
-  pool_options.peek_after_idle = 0ms;  // peek every idle connection before reuse
-  ClientLoop client(pool_options);
+  ClientLoop client;
   FetchResult r = client.Run<FetchResult>([&] { return Fetch(client.pool(), mock.BaseUrl()); });
   ASSERT_FALSE(r.ec) << r.ec.message();
   // Poll with growing gaps: each reuse restarts the mock's idle clock, so once a gap
@@ -403,18 +414,16 @@ TEST(UpstreamPoolTest, PeerClosedIdleConnectionIsNotReused) {
     if (!r.reused) break;
   }
   EXPECT_FALSE(r.reused);
-  EXPECT_EQ(r.connections_tried, 1u);  // discarded before use, not through the retry
+  EXPECT_EQ(r.resends, 0u);  // discarded before use, not through a resend
 }
 
-TEST(UpstreamPoolTest, RecentlyIdleConnectionClosedByThePeerIsRetriedNotFailed) {
-  // With the default peek threshold a connection idle for less than it is reused without
-  // a peek; when the server closed it meanwhile, the call still succeeds on a fresh one.
+TEST(UpstreamPoolTest, ConnectionClosedByThePeerWithinASecondIsNotReused) {
+  // Every idle connection is peeked before reuse, however briefly it idled: one closed by
+  // the server half a second ago is dropped, not written to and then resent.
   MockLlmOptions options;
   options.idle_timeout = 50ms;
   MockLlm mock(options);
-  UpstreamPoolOptions pool_options;
-  pool_options.peek_after_idle = 10s;
-  ClientLoop client(pool_options);
+  ClientLoop client;
   FetchResult r = client.Run<FetchResult>([&] { return Fetch(client.pool(), mock.BaseUrl()); });
   ASSERT_FALSE(r.ec) << r.ec.message();
   // Ten times the mock's idle timeout: it has closed the pooled connection by then (the
@@ -423,8 +432,30 @@ TEST(UpstreamPoolTest, RecentlyIdleConnectionClosedByThePeerIsRetriedNotFailed) 
   r = client.Run<FetchResult>([&] { return Fetch(client.pool(), mock.BaseUrl()); });
   ASSERT_FALSE(r.ec) << r.ec.message();
   EXPECT_EQ(r.status, 200u);
-  EXPECT_EQ(r.connections_tried, 2u);  // the stale one, then a fresh one
+  EXPECT_FALSE(r.reused);
+  EXPECT_EQ(r.resends, 0u);
   EXPECT_EQ(mock.Stats().connections, 2u);
+  EXPECT_EQ(mock.RequestCount(), 2u);
+}
+
+TEST(UpstreamPoolTest, IdleConnectionsAreClosedByTheSweepWithoutAnotherRequest) {
+  MockLlm mock;
+  UpstreamPoolOptions options;
+  options.idle_expiry = 100ms;
+  ClientLoop client(options);
+  const FetchResult r =
+      client.Run<FetchResult>([&] { return Fetch(client.pool(), mock.BaseUrl()); });
+  ASSERT_FALSE(r.ec) << r.ec.message();
+  ASSERT_EQ(client.pool().idle_count(), 1u);
+  // No request follows: only the sweep can close it. Once nothing is idle or in use the
+  // sweep stops, so the loop runs out of work instead of waking forever.
+  const auto start = std::chrono::steady_clock::now();
+  client.ioc().restart();
+  client.ioc().run_for(5s);
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(client.pool().idle_count(), 0u);
+  EXPECT_GE(waited, 50ms);
+  EXPECT_LT(waited, 2s);
 }
 
 TEST(UpstreamPoolTest, IdleConnectionsAreCappedPerOrigin) {
@@ -442,9 +473,9 @@ TEST(UpstreamPoolTest, IdleConnectionsAreCappedPerOrigin) {
           [&]() -> asio::awaitable<void> {
             UpstreamCall call(client.pool());
             const UpstreamUrl url = *ParseUpstreamUrl(a.BaseUrl());
-            http::request<http::string_body> req = ChatRequest(url, R"({"model":"m"})");
-            req.set("x-mock-delay-ms", "100");
-            std::error_code ec = co_await call.Start(url, std::move(req), {});
+            const RawRequest req =
+                ChatRequest(url, R"({"model":"m"})", {{"x-mock-delay-ms", "100"}});
+            std::error_code ec = co_await call.StartRaw(url, req.head, req.body, {});
             std::string body;
             if (!ec) ec = co_await call.ReadAll(body, 1 << 20, 5s);
             if (!ec) ++succeeded;
@@ -481,11 +512,10 @@ TEST_F(TlsUpstreamTest, StreamArrivesPieceByPieceInOrder) {
     StreamResult out;
     const UpstreamUrl url = *ParseUpstreamUrl(HttpsUrl("localhost", mock.port()));
     UpstreamCall call(client.pool());
-    http::request<http::string_body> req = ChatRequest(
-        url, R"({"model":"mock-small","stream":true,"stream_options":{"include_usage":true}})");
-    req.set("x-mock-chunks", "50");
-    req.set("x-mock-chunk-gap-ms", "1");
-    out.ec = co_await call.Start(url, std::move(req), {});
+    const RawRequest req = ChatRequest(
+        url, R"({"model":"mock-small","stream":true,"stream_options":{"include_usage":true}})",
+        {{"x-mock-chunks", "50"}, {"x-mock-chunk-gap-ms", "1"}});
+    out.ec = co_await call.StartRaw(url, req.head, req.body, {});
     if (out.ec) co_return out;
     out.content_type = std::string(call.head()[http::field::content_type]);
     SseParser sse;
@@ -525,9 +555,8 @@ TEST(UpstreamPoolTest, ReadAllEnforcesItsLimit) {
   const std::error_code ec = client.Run<std::error_code>([&]() -> asio::awaitable<std::error_code> {
     const UpstreamUrl url = *ParseUpstreamUrl(mock.BaseUrl());
     UpstreamCall call(client.pool());
-    http::request<http::string_body> req = ChatRequest(url, "{}");
-    req.set("x-mock-body", std::string(5000, 'x'));
-    std::error_code e = co_await call.Start(url, std::move(req), {});
+    const RawRequest req = ChatRequest(url, "{}", {{"x-mock-body", std::string(5000, 'x')}});
+    std::error_code e = co_await call.StartRaw(url, req.head, req.body, {});
     if (e) co_return e;
     std::string body;
     co_return co_await call.ReadAll(body, 1000, 5s);
@@ -544,9 +573,8 @@ TEST(UpstreamPoolTest, ReadAllOfAChunkedBodyAndItsLimit) {
       FetchResult out;
       const UpstreamUrl url = *ParseUpstreamUrl(mock.BaseUrl());
       UpstreamCall call(client.pool());
-      http::request<http::string_body> req = ChatRequest(url, R"({"stream":true})");
-      req.set("x-mock-chunks", "20");
-      out.ec = co_await call.Start(url, std::move(req), {});
+      const RawRequest req = ChatRequest(url, R"({"stream":true})", {{"x-mock-chunks", "20"}});
+      out.ec = co_await call.StartRaw(url, req.head, req.body, {});
       if (out.ec) co_return out;
       out.status = call.status();
       out.content_type = std::string(call.head()[http::field::transfer_encoding]);
@@ -613,9 +641,9 @@ TEST(UpstreamPoolTest, BodyIdleTimeout) {
   const std::error_code ec = client.Run<std::error_code>([&]() -> asio::awaitable<std::error_code> {
     const UpstreamUrl url = *ParseUpstreamUrl(mock.BaseUrl());
     UpstreamCall call(client.pool());
-    http::request<http::string_body> req = ChatRequest(url, R"({"stream":true})");
-    req.set("x-mock-first-chunk-delay-ms", "3000");
-    std::error_code e = co_await call.Start(url, std::move(req), {});
+    const RawRequest req =
+        ChatRequest(url, R"({"stream":true})", {{"x-mock-first-chunk-delay-ms", "3000"}});
+    std::error_code e = co_await call.StartRaw(url, req.head, req.body, {});
     if (e) co_return e;
     UpstreamBodyPiece piece = co_await call.ReadBody(100ms);
     co_return piece.ec;
@@ -644,7 +672,8 @@ TEST_F(TlsUpstreamTest, CancelClosesTheUpstreamConnectionAtOnce) {
           call.Cancel();
         },
         asio::detached);
-    co_return co_await call.Start(url, ChatRequest(url, "{}"), {});
+    const RawRequest req = ChatRequest(url, "{}");
+    co_return co_await call.StartRaw(url, req.head, req.body, {});
   });
   EXPECT_EQ(ec, UpstreamErrc::kCancelled) << ec.message();
   EXPECT_TRUE(mock.WaitForCancellations(1, 5s)) << "the upstream did not see the close";
@@ -657,7 +686,8 @@ TEST(UpstreamPoolTest, CancelDuringConnectAndBeforeStart) {
     UpstreamCall call(client.pool());
     call.Cancel();
     const UpstreamUrl url = *ParseUpstreamUrl("http://127.0.0.1:9/v1");
-    co_return co_await call.Start(url, ChatRequest(url, "{}"), {});
+    const RawRequest req = ChatRequest(url, "{}");
+    co_return co_await call.StartRaw(url, req.head, req.body, {});
   });
   EXPECT_EQ(ec, UpstreamErrc::kCancelled);
 }
