@@ -84,8 +84,8 @@ asio::awaitable<bool> SendError(ClientConnection& conn, const RequestParser& par
 asio::awaitable<bool> SendMethodNotAllowed(ClientConnection& conn, const RequestParser& parser,
                                            const Route& route) {
   const ProxyError error = MethodNotAllowedError(parser.get().method_string());
-  co_return co_await SendLocal(conn, parser, static_cast<http::status>(error.status),
-                               error.Json(), "application/json", route.allow);
+  co_return co_await SendLocal(conn, parser, static_cast<http::status>(error.status), error.Json(),
+                               "application/json", route.allow);
 }
 
 // GET, and HEAD (answered like GET, without the body).

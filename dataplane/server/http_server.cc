@@ -26,9 +26,9 @@
 
 #include "common/log/logging.h"
 #include "dataplane/http/cors.h"
-#include "dataplane/protocols/error_response.h"
 #include "dataplane/http/http_head.h"
 #include "dataplane/http/socket_write.h"
+#include "dataplane/protocols/error_response.h"
 
 namespace llmproxy {
 
@@ -504,8 +504,8 @@ asio::awaitable<void> LingeringClose(ClientConnection& conn) {
   conn.ExpiresNever();
 }
 
-asio::awaitable<bool> WriteRaw(ClientConnection& conn, std::string_view head,
-                               std::string_view body, std::chrono::milliseconds timeout) {
+asio::awaitable<bool> WriteRaw(ClientConnection& conn, std::string_view head, std::string_view body,
+                               std::chrono::milliseconds timeout) {
   boost::system::error_code ec;
   conn.ExpiresAfter(timeout);
   const std::array<asio::const_buffer, 2> buffers{asio::buffer(head.data(), head.size()),

@@ -51,10 +51,10 @@ struct ClientConnection;
 // The connection's read that stays armed while a proxied request waits on its upstream
 // and then becomes the wait for the next request (StartClientWatch).
 struct ClientWatchState {
-  ClientConnection* conn = nullptr;  // null once the session has ended
-  bool active = false;               // a request is watching: EOF/reset runs on_gone
-  bool pending = false;              // the read is in flight
-  bool stop_cancelled = false;       // StopClientWatch cancelled the read (not an error)
+  ClientConnection* conn = nullptr;      // null once the session has ended
+  bool active = false;                   // a request is watching: EOF/reset runs on_gone
+  bool pending = false;                  // the read is in flight
+  bool stop_cancelled = false;           // StopClientWatch cancelled the read (not an error)
   boost::system::error_code read_error;  // how a read ended that nobody waited for
   void (*on_gone)(void*) = nullptr;
   void* ctx = nullptr;
@@ -100,13 +100,12 @@ struct ClientConnection {
   }
 
   asio::ip::tcp::socket socket;
-  beast::flat_buffer buffer;  // bytes read past the current request (pipelining) stay here
-  std::string head_scratch;   // response heads are serialized here (capacity is reused)
+  beast::flat_buffer buffer;     // bytes read past the current request (pipelining) stay here
+  std::string head_scratch;      // response heads are serialized here (capacity is reused)
   std::string upstream_scratch;  // the upstream request head, likewise
   // The current request's header fields live here; released between requests.
   alignas(std::max_align_t) std::byte header_arena_block[2048];
-  std::pmr::monotonic_buffer_resource header_arena{header_arena_block,
-                                                   sizeof header_arena_block};
+  std::pmr::monotonic_buffer_resource header_arena{header_arena_block, sizeof header_arena_block};
   std::string remote_address;
   size_t thread_index = 0;
   Clock::time_point deadline = Clock::time_point::max();
@@ -212,8 +211,8 @@ asio::awaitable<bool> WriteResponse(ClientConnection& conn,
 
 // Sends `head` (a complete serialized head) and `body` in one gather write within
 // `timeout`; false when the client is gone or too slow.
-asio::awaitable<bool> WriteRaw(ClientConnection& conn, std::string_view head,
-                               std::string_view body, std::chrono::milliseconds timeout);
+asio::awaitable<bool> WriteRaw(ClientConnection& conn, std::string_view head, std::string_view body,
+                               std::chrono::milliseconds timeout);
 
 // Before closing a connection whose request was not read to its end (413, 431, 400):
 // shut down our sending side and discard what the client still sends, for a short
