@@ -351,13 +351,11 @@ std::optional<ProxyError> CheckTransferEncoding(const RequestParser& parser) {
   return std::nullopt;
 }
 
-// What the head itself must satisfy before anyone acts on it: the version (RFC 9112
-// 2.3: a higher 1.x minor version is served as 1.1; another major version is 505),
-// exactly one Host (RFC 9112 3.2), and body framing that cannot be smuggled.
-std::optional<ProxyError> CheckRequestHead(RequestParser& parser) {
-  auto& req = parser.get();
-  if (req.version() / 10 != 1) return HttpVersionNotSupportedError();
-  if (req.version() > 11) req.version(11);
+// What the head itself must satisfy before anyone acts on it: exactly one Host (RFC 9112
+// 3.2), and body framing that cannot be smuggled. (The version is Beast's: it parses
+// HTTP/1.0 and HTTP/1.1 only, and anything else is answered 505 below.)
+std::optional<ProxyError> CheckRequestHead(const RequestParser& parser) {
+  const auto& req = parser.get();
   const size_t hosts = req.count(http::field::host);
   if (hosts > 1) return BadRequestError("A request must not carry more than one Host header.");
   if (hosts == 0 && req.version() >= 11) {
@@ -455,6 +453,10 @@ asio::awaitable<void> HttpServer::RunSession(Thread& thread, tcp::socket socket)
     if (ec) {
       if (conn.timed_out) {
         // Too slow: the sweeper closed the connection; nothing to answer on.
+      } else if (ec == http::error::bad_version) {
+        // HTTP/1.2+, HTTP/2.0 sent as text, HTTP/0.9: one answer for every version but
+        // the two served (docs/dataplane.md "Errors").
+        co_await SendParseError(conn, 505, HttpVersionNotSupportedError());
       } else if (ec == http::error::header_limit) {
         co_await SendParseError(conn, 431, BadRequestError("Request header fields too large."));
       } else if (ec != http::error::end_of_stream && ec != beast::error::timeout &&
