@@ -301,9 +301,9 @@ asio::awaitable<bool> ProxyRequest::Run(bool authorized) {
     const bool body_unread = !parser_.is_done();
     if (body_unread) keep_alive_ = false;
     co_await SendError(InvalidApiKeyError());
+    Done();
     // Closing with the body still arriving would reset the connection under the 401.
     if (body_unread && responded_ && !client_gone_) co_await Linger();
-    Done();
     co_return keep_alive_&& responded_;
   }
   if (!co_await ReadBody()) {
