@@ -188,7 +188,7 @@ TEST_F(BufferedBytesCap, AbandonedAndRefusedBodiesGiveTheirShareBack) {
     Hold(c);
     ASSERT_TRUE(c.Send(std::string(100, ' ')));
   }
-  // A body over max_body_bytes (413) and a keyless... (no keys here): a bad body (400).
+  // A body over max_body_bytes (413), and a body that is not JSON (400).
   hostile::Exchange too_large =
       RoundTrip(worker->port(), hostile::Post("/v1/chat/completions", ChatOfSize(4097)));
   ASSERT_EQ(too_large.replies.size(), 1u);
