@@ -3,6 +3,7 @@
 // Pure: building the bytes only; the server decides how to send them.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -22,6 +23,12 @@ struct ProxyError {
   std::string SseEvent() const;
 };
 
+// `s` made safe to echo in an error message: at most `max_bytes` bytes of it, cut on a
+// character boundary (then "..." is appended), every byte that is not part of a
+// well-formed UTF-8 sequence replaced by U+FFFD. The result is always valid UTF-8, so a
+// JSON error body stays valid JSON whatever bytes the client sent.
+std::string SanitizeUtf8(std::string_view s, size_t max_bytes = 128);
+
 // The errors of docs/dataplane.md "Errors", one constructor each so statuses stay consistent.
 ProxyError BadRequestError(std::string message);            // 400 invalid_json etc.
 ProxyError InvalidApiKeyError();                            // 401
@@ -29,6 +36,9 @@ ProxyError RouteNotFoundError(std::string_view path);       // 404 unknown route
 ProxyError ModelNotFoundError(std::string_view model);      // 404 unknown_model: reject
 ProxyError MethodNotAllowedError(std::string_view method);  // 405
 ProxyError BodyTooLargeError(uint64_t limit);               // 413
+ProxyError BufferedBytesLimitError(uint64_t limit);         // 503 server.max_buffered_bytes
+ProxyError TransferCodingNotImplementedError();             // 501 e.g. "gzip, chunked"
+ProxyError HttpVersionNotSupportedError();                  // 505 HTTP/2.0 as text, 0.9
 ProxyError AllBackendsFailedError(std::string message);     // 502
 ProxyError NoTableError();                                  // 503 before the first table
 ProxyError NoHealthyBackendError(std::string_view model);   // 503

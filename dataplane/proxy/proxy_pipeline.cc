@@ -298,9 +298,12 @@ asio::awaitable<bool> ProxyRequest::Run(bool authorized) {
   // keyless client gets its 401 before any body byte is read or buffered (and no
   // 100 Continue); the unread body means the connection closes after the answer.
   if (!authorized) {
-    if (!parser_.is_done()) keep_alive_ = false;
+    const bool body_unread = !parser_.is_done();
+    if (body_unread) keep_alive_ = false;
     co_await SendError(InvalidApiKeyError());
     Done();
+    // Closing with the body still arriving would reset the connection under the 401.
+    if (body_unread && responded_ && !client_gone_) co_await Linger();
     co_return keep_alive_&& responded_;
   }
   if (!co_await ReadBody()) {
@@ -326,15 +329,29 @@ asio::awaitable<bool> ProxyRequest::Run(bool authorized) {
   co_return keep_alive_&& responded_ && !client_gone_ && !conn_.closing;
 }
 
-// Phase 1: read the body within server.max_body_bytes and a deadline.
+// Phase 1: read the body within server.max_body_bytes, the worker-wide
+// server.max_buffered_bytes (conn_.ReserveBody; the server releases it when the request
+// ends) and a deadline.
 asio::awaitable<bool> ProxyRequest::ReadBody() {
   const uint64_t limit = table_->config.server.max_body_bytes;
+  const uint64_t buffered_limit = table_->config.server.max_buffered_bytes;
   parser_.body_limit(limit);
   boost::system::error_code ec;
+  bool over_budget = false;
+  // A chunked body takes its budget chunk by chunk, as each chunk's size is announced
+  // and before its bytes are read (Beast checks body_limit first, so 413 wins).
+  auto reserve_chunk = [&](uint64_t size, std::string_view, boost::system::error_code& chunk_ec) {
+    if (!conn_.ReserveBody(size, buffered_limit)) {
+      over_budget = true;
+      chunk_ec = http::error::body_limit;
+    }
+  };
   // Checked before reading: Beast reserves Content-Length bytes when the body starts.
   const auto length = parser_.content_length();
   if (length && *length > limit) {
     ec = http::error::body_limit;
+  } else if (length && !parser_.chunked() && !conn_.ReserveBody(*length, buffered_limit)) {
+    over_budget = true;  // refused before a byte of it is read (and before 100 Continue)
   } else if (length && !parser_.chunked()) {
     // The common case: a known length. The body goes straight from the connection's
     // buffer and the socket into its own array (no zero-fill, no second copy); the
@@ -364,13 +381,23 @@ asio::awaitable<bool> ProxyRequest::ReadBody() {
       co_return true;
     }
   } else {
+    parser_.on_chunk_header(reserve_chunk);
     ParseBuffered(parser_, conn_.buffer, ec);  // a chunked body, often already here
+    if (!ec && !parser_.is_done()) {
+      conn_.ExpiresAfter(p_.options_.body_read_timeout);
+      co_await http::async_read(conn_.socket, conn_.buffer, parser_,
+                                asio::redirect_error(asio::use_awaitable, ec));
+      conn_.ExpiresNever();
+    }
+    // The parser outlives this frame: leave it no pointer to the lambda above.
+    static auto ignore_chunk = [](uint64_t, std::string_view, boost::system::error_code&) {};
+    parser_.on_chunk_header(ignore_chunk);
   }
-  if (!ec && !parser_.is_done()) {
-    conn_.ExpiresAfter(p_.options_.body_read_timeout);
-    co_await http::async_read(conn_.socket, conn_.buffer, parser_,
-                              asio::redirect_error(asio::use_awaitable, ec));
-    conn_.ExpiresNever();
+  if (over_budget) {
+    keep_alive_ = false;
+    co_await SendError(BufferedBytesLimitError(buffered_limit));
+    co_await Linger();
+    co_return false;
   }
   if (ec == http::error::body_limit) {
     keep_alive_ = false;

@@ -2,11 +2,16 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <future>
 #include <list>
+#include <optional>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -16,13 +21,14 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/read.hpp>
 
 #include "common/log/logging.h"
 #include "dataplane/http/cors.h"
-#include "dataplane/protocols/error_response.h"
 #include "dataplane/http/http_head.h"
 #include "dataplane/http/socket_write.h"
+#include "dataplane/protocols/error_response.h"
 
 namespace llmproxy {
 
@@ -252,6 +258,26 @@ asio::awaitable<boost::system::error_code> AwaitWatchRead(ClientConnection& conn
   co_return watch.read_error;
 }
 
+// Moves what the kernel already holds for this connection into conn.buffer without
+// waiting (the socket is non-blocking): pipelined bytes, and a FIN queued behind them,
+// which makes the connection half-closed rather than a client that left (see the
+// header). A reset is left for the watch's read to report.
+void TakeQueuedBytes(ClientConnection& conn) {
+  while (conn.buffer.size() <= kWatchBufferLimit) {
+    boost::system::error_code ec;
+    const size_t n = conn.socket.read_some(conn.buffer.prepare(4096), ec);
+    if (!ec && n > 0) {
+      conn.buffer.commit(n);
+      continue;
+    }
+    if (ec == asio::error::eof) {
+      conn.half_closed = true;
+      conn.watch->read_error = ec;  // served, then the session ends at its next wait
+    }
+    return;
+  }
+}
+
 }  // namespace
 
 void StartClientWatch(ClientConnection& conn, void (*on_gone)(void*), void* ctx) {
@@ -259,6 +285,7 @@ void StartClientWatch(ClientConnection& conn, void (*on_gone)(void*), void* ctx)
   conn.watch->on_gone = on_gone;
   conn.watch->ctx = ctx;
   conn.watch->active = true;
+  if (!conn.watch->pending && !conn.watch->read_error) TakeQueuedBytes(conn);
   if (conn.buffer.size() <= kWatchBufferLimit) ArmWatch(conn);
 }
 
@@ -280,15 +307,90 @@ void StopClientWatch(ClientConnection& conn) {
 
 namespace {
 
+bool IsTokenChar(char c) {
+  if (std::isalnum(static_cast<unsigned char>(c))) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+std::string_view TrimOws(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// The Transfer-Encoding of a request, every field line joined (RFC 9112 6.1): nullopt
+// when it frames the body exactly as Beast will (one final "chunked"), else the answer.
+// Beast ignores a list whose last coding is not chunked and treats the request as
+// bodiless, so without this check the body (`identity`, `gzip`, `xchunked`,
+// `chunked, identity`, `"chunked"`) would be parsed as the next request: smuggling.
+std::optional<ProxyError> CheckTransferEncoding(const RequestParser& parser) {
+  const auto& req = parser.get();
+  auto range = req.equal_range(http::field::transfer_encoding);
+  if (range.first == range.second) return std::nullopt;
+  // RFC 9112 6.1: HTTP/1.0 has no transfer codings; the framing is faulty.
+  if (req.version() < 11) {
+    return BadRequestError("Transfer-Encoding is not allowed in an HTTP/1.0 request.");
+  }
+  if (req.count(http::field::content_length) > 0) {
+    return BadRequestError("A request must not carry both Content-Length and Transfer-Encoding.");
+  }
+  std::vector<std::string_view> codings;  // names, parameters dropped
+  bool last_has_parameters = false;
+  for (auto it = range.first; it != range.second; ++it) {
+    std::string_view list = it->value();
+    while (!list.empty()) {
+      const size_t comma = list.find(',');
+      std::string_view element = TrimOws(list.substr(0, comma));
+      list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+      if (element.empty()) continue;  // RFC 9110 5.6.1: empty list elements are ignored
+      // A coding's name, parameters (";q=...") aside; it must be a token.
+      std::string_view name = TrimOws(element.substr(0, element.find(';')));
+      if (name.empty() || !std::all_of(name.begin(), name.end(), IsTokenChar)) {
+        return BadRequestError("Malformed Transfer-Encoding.");
+      }
+      codings.push_back(name);
+      last_has_parameters = element.find(';') != std::string_view::npos;
+    }
+  }
+  if (codings.empty() || !beast::iequals(codings.back(), "chunked") || last_has_parameters) {
+    return BadRequestError("Transfer-Encoding must end with chunked.");
+  }
+  for (size_t i = 0; i + 1 < codings.size(); ++i) {
+    if (beast::iequals(codings[i], "chunked")) {
+      return BadRequestError("Transfer-Encoding applies chunked more than once.");
+    }
+  }
+  if (codings.size() > 1) return TransferCodingNotImplementedError();
+  // Exactly "chunked": Beast frames it as chunked too (checked, not assumed).
+  if (!parser.chunked()) return BadRequestError("Malformed Transfer-Encoding.");
+  return std::nullopt;
+}
+
+// What the head itself must satisfy before anyone acts on it: exactly one Host (RFC 9112
+// 3.2), and body framing that cannot be smuggled. (The version is Beast's: it parses
+// HTTP/1.0 and HTTP/1.1 only, and anything else is answered 505 below.)
+std::optional<ProxyError> CheckRequestHead(const RequestParser& parser) {
+  const auto& req = parser.get();
+  const size_t hosts = req.count(http::field::host);
+  if (hosts > 1) return BadRequestError("A request must not carry more than one Host header.");
+  if (hosts == 0 && req.version() >= 11) {
+    return BadRequestError("An HTTP/1.1 request must carry a Host header.");
+  }
+  return CheckTransferEncoding(parser);
+}
+
 // A proxy-made error answer for a request we could not even parse; always closes.
-asio::awaitable<void> SendParseError(ClientConnection& conn, int status, ProxyError error) {
+asio::awaitable<void> SendParseError(ClientConnection& conn, int status, ProxyError error,
+                                     bool head_only = false) {
   http::response<http::string_body> res{static_cast<http::status>(status), 11};
   res.set(http::field::content_type, "application/json");
   res.set(http::field::connection, "close");
   AddCorsHeaders(res);
   res.body() = error.Json();
   res.prepare_payload();
-  if (co_await WriteResponse(conn, res, std::chrono::seconds(5))) co_await LingeringClose(conn);
+  if (co_await WriteResponse(conn, res, std::chrono::seconds(5), head_only)) {
+    co_await LingeringClose(conn);
+  }
 }
 
 }  // namespace
@@ -297,6 +399,7 @@ asio::awaitable<void> HttpServer::RunSession(Thread& thread, tcp::socket socket)
   ++open_connections_;
   ClientConnection conn(std::move(socket));
   conn.thread_index = thread.index;
+  conn.budget = &budget_;
   {
     boost::system::error_code ec;
     conn.socket.set_option(tcp::no_delay(true), ec);
@@ -365,6 +468,10 @@ asio::awaitable<void> HttpServer::RunSession(Thread& thread, tcp::socket socket)
     if (ec) {
       if (conn.timed_out) {
         // Too slow: the sweeper closed the connection; nothing to answer on.
+      } else if (ec == http::error::bad_version) {
+        // HTTP/1.2+, HTTP/2.0 sent as text, HTTP/0.9: one answer for every version but
+        // the two served (docs/dataplane.md "Errors").
+        co_await SendParseError(conn, 505, HttpVersionNotSupportedError());
       } else if (ec == http::error::header_limit) {
         co_await SendParseError(conn, 431, BadRequestError("Request header fields too large."));
       } else if (ec != http::error::end_of_stream && ec != beast::error::timeout &&
@@ -375,7 +482,15 @@ asio::awaitable<void> HttpServer::RunSession(Thread& thread, tcp::socket socket)
       break;
     }
     conn.ExpiresNever();
+    if (std::optional<ProxyError> rejected = CheckRequestHead(parser)) {
+      // The body's framing (or the head itself) cannot be trusted: answer and close,
+      // never reading what follows as another request.
+      co_await SendParseError(conn, rejected->status, std::move(*rejected),
+                              parser.get().method() == http::verb::head);
+      break;
+    }
     bool keep_alive = co_await handler_.Handle(conn, parser);
+    conn.ReleaseBody();  // the request has ended, on whatever path
     if (!keep_alive || conn.closing) break;
   }
 
@@ -406,8 +521,8 @@ asio::awaitable<void> LingeringClose(ClientConnection& conn) {
   conn.ExpiresNever();
 }
 
-asio::awaitable<bool> WriteRaw(ClientConnection& conn, std::string_view head,
-                               std::string_view body, std::chrono::milliseconds timeout) {
+asio::awaitable<bool> WriteRaw(ClientConnection& conn, std::string_view head, std::string_view body,
+                               std::chrono::milliseconds timeout) {
   boost::system::error_code ec;
   conn.ExpiresAfter(timeout);
   const std::array<asio::const_buffer, 2> buffers{asio::buffer(head.data(), head.size()),
@@ -419,13 +534,14 @@ asio::awaitable<bool> WriteRaw(ClientConnection& conn, std::string_view head,
 
 asio::awaitable<bool> WriteResponse(ClientConnection& conn,
                                     http::response<http::string_body>& response,
-                                    std::chrono::milliseconds timeout) {
+                                    std::chrono::milliseconds timeout, bool head_only) {
   std::string& head = conn.head_scratch;
   head.clear();
   AppendStatusLine(head, response.version(), response.result_int());
   AppendFields(head, response.base());
   head += "\r\n";
-  co_return co_await WriteRaw(conn, head, response.body(), timeout);
+  co_return co_await WriteRaw(conn, head, head_only ? std::string_view() : response.body(),
+                              timeout);
 }
 
 }  // namespace llmproxy

@@ -10,7 +10,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <cstddef>
 #include <memory>
 #include <memory_resource>
 #include <string>
@@ -27,6 +26,7 @@
 #include <boost/beast/http/string_body.hpp>
 
 #include "dataplane/http/http_head.h"
+#include "dataplane/server/buffer_budget.h"
 
 namespace llmproxy {
 
@@ -51,10 +51,10 @@ struct ClientConnection;
 // The connection's read that stays armed while a proxied request waits on its upstream
 // and then becomes the wait for the next request (StartClientWatch).
 struct ClientWatchState {
-  ClientConnection* conn = nullptr;  // null once the session has ended
-  bool active = false;               // a request is watching: EOF/reset runs on_gone
-  bool pending = false;              // the read is in flight
-  bool stop_cancelled = false;       // StopClientWatch cancelled the read (not an error)
+  ClientConnection* conn = nullptr;      // null once the session has ended
+  bool active = false;                   // a request is watching: EOF/reset runs on_gone
+  bool pending = false;                  // the read is in flight
+  bool stop_cancelled = false;           // StopClientWatch cancelled the read (not an error)
   boost::system::error_code read_error;  // how a read ended that nobody waited for
   void (*on_gone)(void*) = nullptr;
   void* ctx = nullptr;
@@ -76,6 +76,7 @@ struct ClientConnection {
   using Clock = std::chrono::steady_clock;
 
   explicit ClientConnection(asio::ip::tcp::socket s) : socket(std::move(s)) {}
+  ~ClientConnection() { ReleaseBody(); }
 
   // The next operations must finish within `timeout` from now.
   void ExpiresAfter(std::chrono::milliseconds timeout) { deadline = Clock::now() + timeout; }
@@ -84,14 +85,27 @@ struct ClientConnection {
   // Closes the socket now: pending operations complete with an error.
   void Close();
 
+  // Takes `bytes` more of the worker-wide BufferBudget for the current request's body;
+  // false (nothing taken) when that would pass `limit`. The server gives it all back
+  // when the request ends, whatever path it took (ReleaseBody).
+  bool ReserveBody(uint64_t bytes, uint64_t limit) {
+    if (budget == nullptr) return true;
+    if (!budget->TryReserve(bytes, limit)) return false;
+    body_reserved += bytes;
+    return true;
+  }
+  void ReleaseBody() {
+    if (budget != nullptr && body_reserved > 0) budget->Release(body_reserved);
+    body_reserved = 0;
+  }
+
   asio::ip::tcp::socket socket;
-  beast::flat_buffer buffer;  // bytes read past the current request (pipelining) stay here
-  std::string head_scratch;   // response heads are serialized here (capacity is reused)
+  beast::flat_buffer buffer;     // bytes read past the current request (pipelining) stay here
+  std::string head_scratch;      // response heads are serialized here (capacity is reused)
   std::string upstream_scratch;  // the upstream request head, likewise
   // The current request's header fields live here; released between requests.
   alignas(std::max_align_t) std::byte header_arena_block[2048];
-  std::pmr::monotonic_buffer_resource header_arena{header_arena_block,
-                                                   sizeof header_arena_block};
+  std::pmr::monotonic_buffer_resource header_arena{header_arena_block, sizeof header_arena_block};
   std::string remote_address;
   size_t thread_index = 0;
   Clock::time_point deadline = Clock::time_point::max();
@@ -99,6 +113,11 @@ struct ClientConnection {
   bool idle = false;       // waiting for the next request: the drain closes idle connections
   bool closing = false;    // the server is draining: answer this request, then close
   bool drain_cut = false;  // the drain deadline passed: a stream ends with an error event
+  // The client finished sending (FIN) before its request's upstream work began: a
+  // half-close (shutdown(SHUT_WR)), served to the end, then the connection closes.
+  bool half_closed = false;
+  BufferBudget* budget = nullptr;  // the server's; null in tests that build a connection
+  uint64_t body_reserved = 0;      // this request's share of it
   // Made by the first proxied request (StartClientWatch); outlives the connection in a
   // pending wait handler.
   std::shared_ptr<ClientWatchState> watch;
@@ -109,6 +128,12 @@ struct ClientConnection {
 // `on_gone(ctx)` runs once and the upstream can be cancelled) and keeps bytes of a
 // pipelined next request in conn.buffer. After the response the session waits on that
 // same read for the next request, so watching costs no extra syscall per request.
+//
+// A FIN already queued when the watch starts (it came with the request: a client that
+// half-closed after sending, as HTTP/1.0 tools and `nc -N` do) is not a hang-up: the
+// request and the pipelined ones before the FIN are served, then the connection closes.
+// A FIN that comes later, while the upstream works, is one: a closed and a half-closed
+// socket look alike from here, and an abandoned upstream call costs tokens.
 void StartClientWatch(ClientConnection& conn, void (*on_gone)(void*), void* ctx);
 // The request is done with the connection; on_gone will not run after this.
 void StopClientWatch(ClientConnection& conn);
@@ -162,6 +187,8 @@ class HttpServer {
   void Stop();
 
   size_t open_connections() const { return open_connections_.load(); }
+  // Request body bytes held by all connections right now (server.max_buffered_bytes).
+  uint64_t buffered_bytes() const { return budget_.used(); }
 
  private:
   struct Thread;
@@ -176,19 +203,21 @@ class HttpServer {
   uint16_t port_ = 0;
   std::atomic<size_t> open_connections_{0};
   std::atomic<bool> draining_{false};
+  BufferBudget budget_;
   bool stopped_ = false;
 };
 
 // Sends a complete response (prepare_payload already done by the caller) within
-// `timeout`; false when the client is gone or too slow.
+// `timeout`; false when the client is gone or too slow. `head_only`: the answer to a
+// HEAD request, its head (Content-Length included) without the body.
 asio::awaitable<bool> WriteResponse(ClientConnection& conn,
                                     http::response<http::string_body>& response,
-                                    std::chrono::milliseconds timeout);
+                                    std::chrono::milliseconds timeout, bool head_only = false);
 
 // Sends `head` (a complete serialized head) and `body` in one gather write within
 // `timeout`; false when the client is gone or too slow.
-asio::awaitable<bool> WriteRaw(ClientConnection& conn, std::string_view head,
-                               std::string_view body, std::chrono::milliseconds timeout);
+asio::awaitable<bool> WriteRaw(ClientConnection& conn, std::string_view head, std::string_view body,
+                               std::chrono::milliseconds timeout);
 
 // Before closing a connection whose request was not read to its end (413, 431, 400):
 // shut down our sending side and discard what the client still sends, for a short

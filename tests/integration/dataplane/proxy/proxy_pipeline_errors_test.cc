@@ -113,11 +113,23 @@ TEST_F(ProxyErrors, TenMegabytesOfGarbageDoNotCrashTheWorker) {
     x = x * 1103515245 + 12345;
     c = static_cast<char>(x >> 24);
   }
+  // As a body (under the 10 MiB default limit): read whole, refused as JSON.
   HttpResult r = PostJson(worker.port(), "/v1/chat/completions", garbage, {}, 60s);
-  EXPECT_TRUE(r.status == 400 || r.status == 413) << r.status << " " << r.error;
-  // Garbage instead of HTTP itself.
+  EXPECT_EQ(r.status, 400) << r.error;
+  EXPECT_EQ(ErrorCode(r), "invalid_request");
+  EXPECT_EQ(r.body.rfind(R"({"error":{"message":"Invalid request body: )", 0), 0u) << r.body;
+  EXPECT_EQ(a.RequestCount() + b.RequestCount(), 0u);
+  // Garbage instead of HTTP itself: one exact 400, then the close (the rest is
+  // discarded, never parsed as further requests).
+  const std::string malformed =
+      R"({"error":{"message":"Malformed HTTP request.","type":"invalid_request_error",)"
+      R"("code":"invalid_request"}})";
   std::string reply = test::RawExchange(worker.port(), garbage.substr(0, 100000), 10s);
-  EXPECT_TRUE(reply.empty() || reply.substr(0, 12) == "HTTP/1.1 400") << reply.substr(0, 40);
+  EXPECT_EQ(reply.substr(0, reply.find("\r\n")), "HTTP/1.1 400 Bad Request") << reply.substr(0, 80);
+  EXPECT_NE(reply.find("\r\nConnection: close\r\n"), std::string::npos) << reply;
+  ASSERT_GE(reply.size(), malformed.size());
+  EXPECT_EQ(reply.substr(reply.size() - malformed.size()), malformed);
+  EXPECT_EQ(reply.find("HTTP/1.1", 1), std::string::npos) << "one answer only: " << reply;
   EXPECT_EQ(HttpCall(worker.port(), "GET", "/health").status, 200);
   EXPECT_EQ(PostJson(worker.port(), "/v1/chat/completions", R"({"model":"m"})").status, 200);
 }
