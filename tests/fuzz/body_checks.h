@@ -73,6 +73,25 @@ inline bool HasSurrogateEscape(std::string_view s) {
   return false;
 }
 
+// A number nlohmann refuses as out of range although RFC 8259 allows it (its parser wants
+// a finite double): an exponent of three or more digits, or a very long digit run.
+inline bool HasHugeNumber(std::string_view s) {
+  size_t run = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const bool digit = s[i] >= '0' && s[i] <= '9';
+    run = digit || (run > 0 && s[i] == '.') ? run + 1 : 0;
+    if (run > 200) return true;
+    if ((s[i] == 'e' || s[i] == 'E') && i > 0) {
+      size_t j = i + 1;
+      if (j < s.size() && (s[j] == '+' || s[j] == '-')) ++j;
+      size_t digits = 0;
+      while (j + digits < s.size() && s[j + digits] >= '0' && s[j + digits] <= '9') ++digits;
+      if (digits >= 3) return true;
+    }
+  }
+  return false;
+}
+
 inline bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -225,9 +244,10 @@ inline void CheckBody(std::string_view body) {
   }
 
   // Differential: on documents nlohmann can judge the same way (valid UTF-8, no
-  // lone-surrogate escapes, no NUL byte: nlohmann's lexer takes it for the end of input),
-  // the two parsers agree.
-  if (!IsUtf8(body) || HasSurrogateEscape(body) || body.find('\0') != std::string_view::npos) {
+  // lone-surrogate escapes, no NUL byte: nlohmann's lexer takes it for the end of input,
+  // no number beyond a double), the two parsers agree.
+  if (!IsUtf8(body) || HasSurrogateEscape(body) || body.find('\0') != std::string_view::npos ||
+      HasHugeNumber(body)) {
     return;
   }
   const Reference ref = ParseReference(body);

@@ -32,7 +32,7 @@
 #include "dataplane/protocols/sse_parser.h"
 #include "dataplane/upstream/upstream_url.h"
 #include "dataplane/upstream/upstream_call.h"
-#include "mockllm/mock_llm.h"
+#include "tests/mockllm/mock_llm.h"
 
 namespace llmproxy {
 namespace {
