@@ -5,8 +5,11 @@ SAN_BUILD ?= build-asan
 CONFIG ?= config.yaml
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 600
 
-.PHONY: all deps configure build test test-asan run bench bench-smoke format clean help
+.PHONY: all deps configure build test test-asan run bench bench-smoke fuzz fuzz-smoke fuzz-build \
+	format clean help
 
 all: build
 
@@ -15,6 +18,8 @@ help:
 	@echo "make test               install deps, build, run every test with ctest"
 	@echo "make test-asan          the same tests under AddressSanitizer + UBSan (build-asan/)"
 	@echo "make bench              Release build + benchmark, writes bench/RESULTS.md"
+	@echo "make fuzz [FUZZ_SECONDS=600]  libFuzzer targets (clang, build-fuzz/), each for FUZZ_SECONDS"
+	@echo "make fuzz-smoke         the same, ~20 s per target on the checked-in corpus (CI)"
 	@echo "make format             clang-format every source file"
 
 deps:
@@ -48,8 +53,22 @@ bench: deps
 bench-smoke: build
 	@bash bench/run.sh $(BUILD)/bin --smoke
 
+# libFuzzer targets (docs/fuzzing.md): a clang build of their own with ASan + UBSan.
+$(FUZZ_BUILD)/build.ninja:
+	CXX=clang++ cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DLLMPROXY_FUZZ=ON $(CMAKE_FLAGS)
+
+fuzz-build: deps $(FUZZ_BUILD)/build.ninja
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+
+fuzz: fuzz-build
+	@bash tests/fuzz/run.sh $(FUZZ_BUILD)/bin $(FUZZ_SECONDS)
+
+fuzz-smoke: fuzz-build
+	@bash tests/fuzz/run.sh $(FUZZ_BUILD)/bin 20
+
 format:
 	@git ls-files '*.cc' '*.h' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD) build-release
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD) build-release

@@ -14,6 +14,8 @@ PACKAGES=(
 )
 # Tools for the benchmark and the metrics checks (issue 5/6): wrk, nginx, promtool.
 EXTRA=(wrk nginx-light prometheus)
+# libFuzzer and its sanitizer runtimes for `make fuzz` / `make fuzz-smoke` (docs/fuzzing.md).
+EXTRA+=(clang libclang-rt-14-dev)
 
 want=("${PACKAGES[@]}")
 if [ "${LLMPROXY_DEPS_MINIMAL:-0}" != "1" ]; then
