@@ -22,6 +22,7 @@
 #include "dataplane/http/cors.h"
 #include "dataplane/protocols/error_response.h"
 #include "dataplane/http/http_head.h"
+#include "dataplane/http/peer_error.h"
 #include "dataplane/http/socket_write.h"
 
 namespace llmproxy {
@@ -352,9 +353,7 @@ asio::awaitable<void> HttpServer::RunSession(Thread& thread, tcp::socket socket)
         // Too slow: the sweeper closed the connection; nothing to answer on.
       } else if (ec == http::error::header_limit) {
         co_await SendParseError(conn, 431, BadRequestError("Request header fields too large."));
-      } else if (ec != http::error::end_of_stream && ec != beast::error::timeout &&
-                 ec != asio::error::eof && ec != asio::error::connection_reset &&
-                 ec != asio::error::operation_aborted) {
+      } else if (!IsPeerGone(ec) && ec != asio::error::operation_aborted) {
         co_await SendParseError(conn, 400, BadRequestError("Malformed HTTP request."));
       }
       break;
