@@ -137,10 +137,4 @@ std::optional<UpstreamUrl> ParseUpstreamUrl(std::string_view url, std::string* e
   return out;
 }
 
-std::string_view UpstreamEndpointSuffix(std::string_view route) {
-  constexpr std::string_view kPrefix = "/v1/";
-  if (route.substr(0, kPrefix.size()) == kPrefix) return route.substr(kPrefix.size() - 1);
-  return route;
-}
-
 }  // namespace llmproxy

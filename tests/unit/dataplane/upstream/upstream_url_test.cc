@@ -81,12 +81,5 @@ TEST(UpstreamUrl, RejectsBadUrls) {
   }
 }
 
-TEST(UpstreamUrl, RouteSuffix) {
-  EXPECT_EQ(UpstreamEndpointSuffix("/v1/chat/completions"), "/chat/completions");
-  EXPECT_EQ(UpstreamEndpointSuffix("/v1/completions"), "/completions");
-  EXPECT_EQ(UpstreamEndpointSuffix("/v1/embeddings"), "/embeddings");
-  EXPECT_EQ(UpstreamEndpointSuffix("/other"), "/other");
-}
-
 }  // namespace
 }  // namespace llmproxy
