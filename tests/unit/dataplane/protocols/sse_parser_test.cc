@@ -352,12 +352,5 @@ TEST(Usage, AgreesWithADomParser) {
   }
 }
 
-TEST(SseErrorEvent, IsOneDataEvent) {
-  const std::string event = SseErrorEvent("upstream \"broke\"", "upstream_error", "stream_broken");
-  EXPECT_EQ(event,
-            "data: {\"error\":{\"code\":\"stream_broken\",\"message\":\"upstream \\\"broke\\\"\","
-            "\"type\":\"upstream_error\"}}\n\n");
-}
-
 }  // namespace
 }  // namespace llmproxy
