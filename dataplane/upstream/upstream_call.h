@@ -122,6 +122,8 @@ class UpstreamCall {
   bool body_done() const { return body_done_; }
   bool reused_connection() const { return reused_; }  // the final connection came pooled
   uint32_t connections_tried() const { return connections_tried_; }  // 2 after a stale retry
+  // Free resends made after a stale pooled connection (each an attempt in metrics).
+  uint32_t resends() const { return connections_tried_ > 1 ? connections_tried_ - 1 : 0; }
 
  private:
   boost::asio::awaitable<std::error_code> SendAndReadHead(
