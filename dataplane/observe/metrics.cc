@@ -18,9 +18,9 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "dataplane/config_sync/table_store.h"
 #include "dataplane/routing/backend_state.h"
 #include "dataplane/routing/routing_table.h"
-#include "dataplane/config_sync/table_store.h"
 
 namespace llmproxy {
 namespace {
@@ -378,11 +378,17 @@ void Metrics::OnConfigApplied(const Config& config, uint64_t version) {
 
 void Metrics::AttachTableStore(TableStore& store) {
   impl_->store.store(&store, std::memory_order_release);
+  // The same state the worker's provider reports (dataplane/main.cc): a drained backend
+  // takes no traffic, so it is down whatever its health says.
   SetStateProvider([&store] {
     MetricsState state;
     state.config_version = store.version();
-    for (auto& b : store.states().Snapshot(std::chrono::steady_clock::now())) {
-      state.backends.push_back(BackendUp{std::move(b.name), b.up});
+    auto table = store.Current();
+    if (!table) return state;
+    const auto now = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < table->backend_count(); ++i) {
+      const BackendConfig& b = table->backend(i);
+      state.backends.push_back(BackendUp{b.name, !b.drained && table->state(i).health().IsUp(now)});
     }
     return state;
   });

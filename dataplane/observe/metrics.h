@@ -2,14 +2,16 @@
 // pipeline feeds with every request; MetricsServer serves Serialize() on /metrics.
 //
 // Label values come only from configuration: backend = a configured backend name or
-// "none", model = a configured model name or "unknown", code = the HTTP status sent.
-// Once a TableStore is attached (or OnConfigApplied() called), a name that is not in the
-// config in force is replaced by "none"/"unknown", so a client can never grow the label
-// set even if a caller passes raw input by mistake.
+// "none", model = a configured model name or "unknown", code = the HTTP status sent,
+// outcome = an AttemptOutcome word. After each applied table (OnConfigApplied, or with
+// AttachTableStore) a name that is not in the config in force is replaced by
+// "none"/"unknown", so a client can never grow the label set even if a caller passes raw
+// input by mistake.
 //
-// Worker wiring (all must outlive the Worker):
-//   Metrics metrics;  metrics.AttachTableStore(store);
-//   AccessLog access_log;
+// Worker wiring (dataplane/main.cc; all must outlive the Worker):
+//   Metrics metrics;
+//   store.SetOnApplied([&](const RoutingTable& t) { metrics.OnConfigApplied(t.config, t.version);
+//   }); metrics.SetStateProvider([&store] { return ... version and backend health of store ...; });
 //   Worker worker(options, store, {&metrics, &access_log});
 //   MetricsServer metrics_server(metrics, {host, metrics_port});  metrics_server.Start();
 //
@@ -60,14 +62,14 @@ class Metrics final : public RequestObserver {
   void OnAttempt(std::string_view backend, AttemptOutcome outcome) override;
   void OnRequestDone(const RequestRecord& record) override;
 
-  // The usual wiring: labels are checked against the store's current table (caches are
-  // rebuilt when its version changes), and each scrape reads llmproxy_config_version and
-  // llmproxy_backend_up from the store (version, passive health of every backend).
-  // `store` must outlive this object. Replaces any provider set before.
+  // Both halves of the worker's wiring in one call (in-process tests use it): labels are
+  // checked against the store's current table (caches are rebuilt when its version
+  // changes), and each scrape reads llmproxy_config_version and llmproxy_backend_up from
+  // the store. `store` must outlive this object. Replaces any provider set before.
   void AttachTableStore(TableStore& store);
 
-  // Without a TableStore: call after each table is applied (standalone load or control-plane push):
-  // sets the label allow-list (backend names; backends' models and default models, alias targets),
+  // Call after each table is applied (the worker does, from TableStore::SetOnApplied): sets
+  // the label allow-list (backend names; backends' models and default models, alias targets),
   // llmproxy_config_version, and drops llmproxy_backend_up series of removed backends.
   void OnConfigApplied(const Config& config, uint64_t version);
 
@@ -76,7 +78,7 @@ class Metrics final : public RequestObserver {
   // TableStore::version() and the health of each backend in BackendStateRegistry.
   void SetStateProvider(std::function<MetricsState()> provider);
 
-  // Direct setters for callers without a provider (and tests).
+  // Direct setters: the control plane sets its version this way; tests set both.
   void SetBackendUp(std::string_view backend, bool up);
   void SetConfigVersion(uint64_t version);
 

@@ -131,8 +131,5 @@ ProxyError UpstreamTimeoutError(std::string message) {
 ProxyError StreamBrokenError(std::string message) {
   return {502, "upstream_error", "stream_broken", std::move(message)};
 }
-ProxyError InternalError(std::string message) {
-  return {500, "server_error", "internal_error", std::move(message)};
-}
 
 }  // namespace llmproxy

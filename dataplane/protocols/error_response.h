@@ -44,6 +44,5 @@ ProxyError NoTableError();                                  // 503 before the fi
 ProxyError NoHealthyBackendError(std::string_view model);   // 503
 ProxyError UpstreamTimeoutError(std::string message);       // 504
 ProxyError StreamBrokenError(std::string message);          // SSE event after bytes went out
-ProxyError InternalError(std::string message);              // 500
 
 }  // namespace llmproxy

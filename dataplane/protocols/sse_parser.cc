@@ -302,15 +302,4 @@ std::string_view SseParser::Finish() {
   return out_;
 }
 
-std::string SseErrorEvent(std::string_view message, std::string_view type, std::string_view code) {
-  nlohmann::json body = {{"error",
-                          {{"message", std::string(message)},
-                           {"type", std::string(type)},
-                           {"code", std::string(code)}}}};
-  std::string out = "data: ";
-  out += body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  out += "\n\n";
-  return out;
-}
-
 }  // namespace llmproxy

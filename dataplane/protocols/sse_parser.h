@@ -111,9 +111,4 @@ struct SseEventInfo {
 };
 SseEventInfo InspectSseEvent(std::string_view event);
 
-// The SSE event the relay sends when a stream breaks after bytes went out:
-// "data: {\"error\":{\"message\":...,\"type\":...,\"code\":...}}\n\n". Preceded by "\n\n"
-// is not needed when the relay only ever forwarded whole events (SseParser).
-std::string SseErrorEvent(std::string_view message, std::string_view type, std::string_view code);
-
 }  // namespace llmproxy

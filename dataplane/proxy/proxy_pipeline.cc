@@ -1,3 +1,30 @@
+// The proxied request's path through the worker (docs/architecture.md "The request path").
+//
+//   HttpServer session (dataplane/server) reads the head
+//     -> RequestRouter (dataplane/dispatch) matches the route, checks the client key
+//     -> ProxyPipeline::Handle: one ProxyRequest on the session's coroutine frame
+//        Run                    phases in order; Done() always runs at the end
+//          ReadBody             phase 1: body within server.max_body_bytes and a deadline
+//          ParseBody            phase 3: model and stream, read without a DOM
+//          ResolvePlan          phase 4: ModelPlan (dataplane/routing/model_resolver.h)
+//          AttemptLoop          phase 5: AttemptPlanner.Next() picks; per attempt TryBackend
+//            TryBackend         BuildUpstreamRequest + UpstreamCall::StartRaw (connect,
+//                               send, read head; dataplane/upstream/upstream_call.h)
+//              StreamAttempt    hold the head until the first body bytes, then RelayStream
+//              BufferedAttempt  read the whole answer, then relay it or retry
+//            ReportAttempt      the ONE place an attempt's outcome goes: stale-connection
+//                               resends, retry policy (ClassifyAttempt) and health
+//                               (AttemptPlanner::Report), observers (metrics, access log),
+//                               record_.attempts. A stream reports when it ends.
+//            SendFinalError     nothing relayed: the last upstream error, or 502/503/504
+//          RelayStream          phase 6: events as they arrive, one read and one write at a
+//                               time; ends at [DONE]; a break ends with one SSE error event
+//          Done                 phase 7: the RequestRecord to every observer
+//
+// Ownership: the RoutingTable (config, per-backend BackendTarget, health states) is shared
+// and immutable, kept by the request for its whole life (table_); the upstream pool is
+// per io thread (ThreadState); everything else lives in ProxyRequest. The client watch
+// (dataplane/server/http_server.h) calls OnClientGone, which cancels the current call.
 #include "dataplane/proxy/proxy_pipeline.h"
 
 #include <algorithm>
@@ -12,10 +39,8 @@
 #include <string>
 #include <string_view>
 
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/redirect_error.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/string.hpp>
@@ -24,6 +49,7 @@
 #include "common/log/logging.h"
 #include "dataplane/http/cors.h"
 #include "dataplane/http/http_head.h"
+#include "dataplane/http/peer_error.h"
 #include "dataplane/http/socket_write.h"
 #include "dataplane/protocols/error_response.h"
 #include "dataplane/protocols/request_body.h"
@@ -33,7 +59,6 @@
 #include "dataplane/routing/random.h"
 #include "dataplane/routing/retry_policy.h"
 #include "dataplane/upstream/upstream_call.h"
-#include "dataplane/upstream/upstream_url.h"
 
 namespace llmproxy {
 
@@ -44,8 +69,10 @@ using Seconds = std::chrono::duration<double>;
 
 constexpr std::string_view kRequestIdHeader = "x-request-id";
 constexpr std::chrono::milliseconds kErrorWriteTimeout{10000};
-
-size_t RouteIndex(ProxyRoute route) { return static_cast<size_t>(route); }
+// After [DONE] the client's response is ended at once; the upstream then gets this long to
+// finish its body (normally the last chunk is already buffered) so its connection can go
+// back to the pool. An upstream that stalls instead is closed.
+constexpr std::chrono::milliseconds kAfterDoneGrace{50};
 
 double SecondsBetween(SteadyClockT::time_point a, SteadyClockT::time_point b) {
   return std::chrono::duration_cast<Seconds>(b - a).count();
@@ -101,13 +128,66 @@ bool IsEventStream(std::string_view content_type) {
   return StartsWithNoCase(content_type, "text/event-stream");
 }
 
+// An upstream call that failed before an answer could be relayed, by what happened
+// (dataplane/upstream/upstream_error.h): the outcome label and the retry policy row.
 AttemptResult ResultOf(std::error_code ec) {
-  if (ec == UpstreamErrc::kCancelled) return AttemptResult::Of(AttemptResult::Kind::kCancelled);
-  if (IsTimeout(ec)) return AttemptResult::Of(AttemptResult::Kind::kTimeout);
-  // Connect failures, and a connection that broke before a usable answer: nothing the
-  // backend said can be relayed, so both are "no answer" (502 when the last).
-  return AttemptResult::Of(AttemptResult::Kind::kConnectError);
+  using Kind = AttemptResult::Kind;
+  if (ec == UpstreamErrc::kCancelled) return AttemptResult::Of(Kind::kCancelled);
+  if (IsTimeout(ec)) return AttemptResult::Of(Kind::kTimeout);
+  if (ec == UpstreamErrc::kTlsFailed) return AttemptResult::Of(Kind::kTlsError);
+  if (ec == UpstreamErrc::kBadResponse || ec == UpstreamErrc::kReadFailed) {
+    return AttemptResult::Of(Kind::kProtocolError);
+  }
+  if (ec == UpstreamErrc::kBodyTooLarge) return AttemptResult::Of(Kind::kBodyTooLarge);
+  // DNS, TCP connect, the request could not be sent, an invalid url.
+  return AttemptResult::Of(Kind::kConnectError);
 }
+
+// Where the bytes relayed to the client so far stop, in SSE terms. The parser forwards
+// whole events, except an event over its framing limit, which goes out as it comes; a
+// stream that breaks inside one must still end with an error event of its own.
+class RelayedTail {
+ public:
+  void Append(std::string_view out) {
+    if (out.empty()) return;
+    if (out.size() >= tail_.size()) {
+      std::memcpy(tail_.data(), out.data() + out.size() - tail_.size(), tail_.size());
+      size_ = tail_.size();
+      return;
+    }
+    const size_t keep = std::min(size_, tail_.size() - out.size());
+    std::memmove(tail_.data(), tail_.data() + size_ - keep, keep);
+    std::memcpy(tail_.data() + keep, out.data(), out.size());
+    size_ = keep + out.size();
+  }
+
+  // What to send first so that the next bytes start a new event: "" after a blank line
+  // (or before any byte), "\n" after a line end, "\n\n" inside a line. A trailing lone
+  // CR would join a following LF into one CRLF, so it needs two.
+  std::string_view EventCloser() const {
+    std::string_view t(tail_.data(), size_);
+    if (t.empty()) return "";
+    int line_ends = 0;
+    const bool lone_cr_last = t.back() == '\r';
+    while (line_ends < 2 && !t.empty()) {
+      if (t.size() >= 2 && t.substr(t.size() - 2) == "\r\n") {
+        t.remove_suffix(2);
+      } else if (t.back() == '\n' || t.back() == '\r') {
+        t.remove_suffix(1);
+      } else {
+        break;
+      }
+      ++line_ends;
+    }
+    if (line_ends >= 2) return "";
+    if (line_ends == 1 && !lone_cr_last) return "\n";
+    return "\n\n";
+  }
+
+ private:
+  std::array<char, 4> tail_{};  // "\r\n\r\n" is the longest event end
+  size_t size_ = 0;
+};
 
 std::string NewRequestId(uint64_t counter) {
   char buf[40];
@@ -118,50 +198,11 @@ std::string NewRequestId(uint64_t counter) {
 
 }  // namespace
 
-// Per io thread: its upstream pool (created on first use, on that thread) and the parsed
-// URLs / credentials of the table it last served, rebuilt when the table changes.
+// Per io thread: its upstream pool (created on first use, on that thread). What is sent
+// to each backend is computed once per table (RoutingTable::target, BackendTarget).
 struct ProxyPipeline::ThreadState {
-  struct Backend {
-    std::optional<UpstreamUrl> url;
-    std::string url_error;
-    std::string targets[kProxyRouteCount];
-    std::string host_header;
-    std::string bearer;
-    // What the backend's configured headers already set (decided once per table).
-    bool headers_set_host = false;
-    bool headers_set_request_id = false;
-    bool headers_set_content_type = false;
-  };
-
   std::unique_ptr<UpstreamPool> pool;
-  std::shared_ptr<const RoutingTable> table;
-  std::vector<Backend> backends;
   uint64_t request_counter = 0;
-
-  const std::vector<Backend>& BackendsFor(const std::shared_ptr<const RoutingTable>& t) {
-    if (t == table) return backends;
-    table = t;
-    backends.clear();
-    backends.resize(t->backend_count());
-    for (size_t i = 0; i < t->backend_count(); ++i) {
-      const BackendConfig& cfg = t->backend(i);
-      Backend& b = backends[i];
-      b.url = ParseUpstreamUrl(cfg.url, &b.url_error);
-      if (b.url) {
-        b.host_header = b.url->HostHeader();
-        for (size_t r = 0; r < kProxyRouteCount; ++r) {
-          b.targets[r] = b.url->Target(RouteOf(static_cast<ProxyRoute>(r)).upstream_suffix);
-        }
-      }
-      b.bearer = "Bearer " + cfg.api_key;
-      for (const auto& [name, value] : cfg.headers) {
-        b.headers_set_host |= beast::iequals(name, "host");
-        b.headers_set_request_id |= beast::iequals(name, kRequestIdHeader);
-        b.headers_set_content_type |= beast::iequals(name, "content-type");
-      }
-    }
-    return backends;
-  }
 };
 
 ProxyPipeline::ProxyPipeline(TableStore& store, std::vector<RequestObserver*> observers,
@@ -183,7 +224,6 @@ void ProxyPipeline::ReleaseThread(size_t thread_index, bool clean) {
   } else {
     (void)ts.pool.release();  // deliberately leaked at shutdown: see the header
   }
-  ts.table.reset();
 }
 
 ProxyPipeline::ThreadState& ProxyPipeline::StateFor(ClientConnection& conn) {
@@ -212,16 +252,30 @@ class ProxyRequest {
   bool ParseBody();
   bool ResolvePlan(ModelPlan& plan);
   asio::awaitable<void> AttemptLoop(ModelPlan plan);
-  asio::awaitable<void> RelayStream(UpstreamCall& call, const std::string& backend,
-                                    std::string_view first_piece, bool first_done,
-                                    std::chrono::milliseconds idle_timeout);
+  // Phase 6 for streams; returns how the attempt ended (its status, broken, cancelled).
+  asio::awaitable<AttemptResult> RelayStream(UpstreamCall& call, std::string_view first_piece,
+                                             bool first_done,
+                                             std::chrono::milliseconds idle_timeout);
   void Done();
+
+  // One attempt of phase 5 (AttemptRun below).
+  struct AttemptRun;
+  enum class AttemptEnd { kNext, kDone };  // try the next pick, or the response went out
+  asio::awaitable<AttemptEnd> TryBackend(AttemptRun& run);
+  asio::awaitable<AttemptEnd> StreamAttempt(AttemptRun& run, UpstreamCall& call,
+                                            SteadyClockT::time_point deadline);
+  asio::awaitable<AttemptEnd> BufferedAttempt(AttemptRun& run, UpstreamCall& call,
+                                              std::chrono::milliseconds remaining);
+  // The attempt ended without an answer to relay (connect error, timeout, bad or cut
+  // answer, or the client left).
+  AttemptEnd NoAnswer(AttemptRun& run, std::error_code ec, std::string_view what);
+  RetryDecision ReportAttempt(AttemptRun& run, const AttemptResult& result);
+  asio::awaitable<void> SendFinalError();
 
   // Helpers.
   // Serializes the upstream request head into conn_.upstream_scratch; returns the body
   // to send (the client's, or a rewritten copy kept in rewritten_body_).
-  std::string_view BuildUpstreamRequest(const Attempt& attempt,
-                                        const ProxyPipeline::ThreadState::Backend& b);
+  std::string_view BuildUpstreamRequest(const Attempt& attempt, const BackendTarget& b);
   // Response head up to (not including) Content-Length / Transfer-Encoding and the blank
   // line: status line, kept upstream headers, request id, x-llmproxy-*, CORS, Connection.
   template <class Fields>
@@ -260,6 +314,27 @@ class ProxyRequest {
   double client_wait_ = 0;    // seconds spent waiting for the client to take stream bytes
 
   UpstreamCall* current_call_ = nullptr;
+
+  // Phase 5's state across attempts.
+  AttemptPlanner* planner_ = nullptr;  // AttemptLoop's, while it runs
+  uint32_t resends_ = 0;               // free resends of every attempt so far
+  struct SavedError {                  // the last upstream error answer, relayed if last
+    unsigned status = 0;
+    http::fields head;
+    std::string body;
+  };
+  std::optional<SavedError> last_error_;
+  bool last_failure_timeout_ = false;
+  std::string last_failure_message_;
+};
+
+// One pick of the planner on its way: where it goes and what ReportAttempt needs.
+struct ProxyRequest::AttemptRun {
+  Attempt attempt;
+  const BackendConfig& backend;
+  const BackendTarget& target;
+  std::optional<double> head_latency;  // seconds to the response head, once it came
+  uint32_t resends = 0;                // the call's free resends (stale pooled connection)
 };
 
 asio::awaitable<bool> ProxyPipeline::Handle(ClientConnection& conn, RequestParser& parser,
@@ -407,8 +482,7 @@ asio::awaitable<bool> ProxyRequest::ReadBody() {
   }
   if (ec) {
     keep_alive_ = false;
-    if (conn_.timed_out || ec == http::error::partial_message || ec == asio::error::eof ||
-        ec == asio::error::connection_reset || ec == http::error::end_of_stream) {
+    if (conn_.timed_out || ec == http::error::partial_message || IsPeerGone(ec)) {
       client_gone_ = true;
       record_.status = 499;
       record_.error = "client did not send the whole body";
@@ -446,12 +520,12 @@ bool ProxyRequest::ResolvePlan(ModelPlan& plan) {
 }
 
 std::string_view ProxyRequest::BuildUpstreamRequest(const Attempt& attempt,
-                                                    const ProxyPipeline::ThreadState::Backend& b) {
+                                                    const BackendTarget& b) {
   const auto& client = parser_.get();
   const BackendConfig& backend = table_->backend(attempt.backend);
   std::string& head = conn_.upstream_scratch;
   head.clear();
-  AppendRequestLine(head, "POST", b.targets[RouteIndex(route_)]);
+  AppendRequestLine(head, "POST", b.target(route_));
   if (!b.headers_set_host) AppendField(head, "Host", b.host_header);
   bool has_request_id = b.headers_set_request_id;
   bool has_content_type = b.headers_set_content_type;
@@ -493,175 +567,191 @@ void ProxyRequest::NotifyAttempt(const std::string& backend, AttemptOutcome outc
   for (RequestObserver* o : p_.observers_) o->OnAttempt(backend, outcome);
 }
 
+// Every attempt's outcome, once, breaks included: the resends its call made on stale pooled
+// connections (each an attempt that reached no backend: connect_error, no health effect),
+// then the retry policy's decision applied to health and the planner, the observers, and
+// the attempt count the client and the record see.
+RetryDecision ProxyRequest::ReportAttempt(AttemptRun& run, const AttemptResult& result) {
+  for (uint32_t i = 0; i < run.resends; ++i) {
+    NotifyAttempt(run.backend.name, AttemptOutcome::kConnectError);
+  }
+  run.resends = 0;
+  RetryDecision d = ClassifyAttempt(result, std::chrono::system_clock::now());
+  planner_->Report(run.attempt, d, run.head_latency);
+  NotifyAttempt(run.backend.name, d.outcome);
+  record_.attempts = planner_->attempts() + resends_;
+  return d;
+}
+
 // Phase 5: pick, connect, send, read head, classify; then relay (phase 6) or retry.
 asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
-  const Config& config = table_->config;
-  const auto& backends = ts_.BackendsFor(table_);
   AttemptPlanner planner(table_, std::move(plan), ThreadLocalRandom(), SteadyClock());
-
-  struct SavedError {
-    unsigned status = 0;
-    http::fields head;
-    std::string body;
-  };
-  std::optional<SavedError> last_error;
-  bool last_failure_timeout = false;
-  std::string last_failure_message;
-
+  planner_ = &planner;
   while (std::optional<Attempt> attempt = planner.Next()) {
-    const BackendConfig& backend = table_->backend(attempt->backend);
-    const auto& b = backends[attempt->backend];
-    record_.attempts = planner.attempts();
-    record_.backend = backend.name;
-    record_.model_resolved = attempt->model;
-    const std::chrono::milliseconds timeout = backend.timeout.value_or(config.timeout);
-    const auto attempt_start = SteadyClockT::now();
-
-    // An attempt that ended without an answer to relay (connect error, timeout, broken
-    // read, or the client left): report it once. True when the client is gone.
-    auto report_no_answer = [&](std::error_code ec, std::string_view what) {
-      AttemptResult result =
-          client_gone_ ? AttemptResult::Of(AttemptResult::Kind::kCancelled) : ResultOf(ec);
-      RetryDecision d = ClassifyAttempt(result, std::chrono::system_clock::now());
-      planner.Report(*attempt, d);
-      NotifyAttempt(backend.name, d.outcome);
-      current_call_ = nullptr;
-      if (result.kind == AttemptResult::Kind::kCancelled) {
-        client_gone_ = true;
-        return true;
-      }
-      last_failure_timeout = result.kind == AttemptResult::Kind::kTimeout;
-      last_failure_message = "backend '" + backend.name + "'" + std::string(what) + ec.message();
-      last_error.reset();  // the most recent failure is the one reported
-      return false;
-    };
-
-    if (!b.url) {
-      LogError("backend url does not parse", {{"backend", backend.name}, {"error", b.url_error}});
-      RetryDecision d = ClassifyAttempt(AttemptResult::Of(AttemptResult::Kind::kConnectError),
-                                        std::chrono::system_clock::now());
-      planner.Report(*attempt, d);
-      NotifyAttempt(backend.name, d.outcome);
-      last_failure_timeout = false;
-      last_failure_message = "backend '" + backend.name + "' has an invalid url";
-      continue;
-    }
-
-    UpstreamCall call(*ts_.pool);
-    current_call_ = &call;
-    const std::string_view upstream_body = BuildUpstreamRequest(*attempt, b);
-    std::error_code ec = co_await call.StartRaw(
-        *b.url, conn_.upstream_scratch, upstream_body,
-        UpstreamCallOptions{.connect_timeout = config.connect_timeout,
-                            .response_timeout = timeout,
-                            .tls_insecure_skip_verify = backend.tls_insecure_skip_verify});
-    auto head_time = SteadyClockT::now();
-    double head_latency = SecondsBetween(attempt_start, head_time);
-    upstream_wait_ += head_latency;
-
-    if (ec || client_gone_) {
-      if (report_no_answer(ec, ": ")) co_return;
-      continue;
-    }
-
-    const unsigned status = call.status();
-    const bool success = status >= 200 && status < 300;
-    const bool event_stream = IsEventStream(call.head()[http::field::content_type]);
-    const auto elapsed =
-        std::chrono::duration_cast<std::chrono::milliseconds>(head_time - attempt_start);
-    const auto remaining = std::max(timeout - elapsed, std::chrono::milliseconds(1));
-
-    if (success && (event_stream || peek_.stream)) {
-      // Hold the headers until the first body bytes: failing before them is still
-      // invisible to the client, so another backend may take over.
-      std::string_view first;
-      bool first_done = false;
-      std::error_code first_ec;
-      auto deadline = head_time + remaining;
-      while (first.empty() && !first_done) {
-        auto left =
-            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClockT::now());
-        if (left.count() <= 0) {
-          first_ec = UpstreamErrc::kBodyTimeout;
-          break;
-        }
-        UpstreamBodyPiece piece = co_await call.ReadBody(left);
-        if (piece.ec) {
-          first_ec = piece.ec;
-          break;
-        }
-        first = piece.data;
-        first_done = piece.done;
-      }
-      upstream_wait_ += SecondsBetween(head_time, SteadyClockT::now());
-      if (first_ec || client_gone_) {
-        if (report_no_answer(first_ec, " sent no stream data: ")) co_return;
-        continue;
-      }
-      RetryDecision d = ClassifyAttempt(AttemptResult::Response(static_cast<int>(status)),
-                                        std::chrono::system_clock::now());
-      planner.Report(*attempt, d, head_latency);
-      record_.ttft_seconds = SecondsBetween(start_, SteadyClockT::now());
-      co_await RelayStream(call, backend.name, first, first_done, config.stream_idle_timeout);
-      current_call_ = nullptr;
+    const size_t index = attempt->backend;
+    AttemptRun run{std::move(*attempt), table_->backend(index), table_->target(index), {}, 0};
+    record_.attempts = planner.attempts() + resends_;
+    record_.backend = run.backend.name;
+    record_.model_resolved = run.attempt.model;
+    const AttemptEnd end = co_await TryBackend(run);
+    current_call_ = nullptr;
+    if (end == AttemptEnd::kDone) {
+      planner_ = nullptr;
       co_return;
     }
+  }
+  record_.attempts = planner.attempts() + resends_;
+  co_await SendFinalError();
+  planner_ = nullptr;
+}
 
-    // Not a stream (or an error answer): read the whole body, then decide.
-    std::string body;
-    auto body_start = SteadyClockT::now();
-    ec = co_await call.ReadAll(body, table_->config.server.max_response_bytes, remaining);
-    upstream_wait_ += SecondsBetween(body_start, SteadyClockT::now());
-    if (ec || client_gone_) {
-      if (report_no_answer(ec, ": ")) co_return;
-      continue;
-    }
-    RetryDecision d = ClassifyAttempt(
-        AttemptResult::Response(static_cast<int>(status), call.head()[http::field::retry_after]),
-        std::chrono::system_clock::now());
-    planner.Report(*attempt, d, head_latency);
-    NotifyAttempt(backend.name, d.outcome);
-    if (d.retryable()) {
-      SavedError saved{status, {}, std::move(body)};
-      for (const auto& f : call.head()) {
-        if (KeepResponseHeader(f)) saved.head.insert(f.name_string(), f.value());
-      }
-      last_error = std::move(saved);
-      current_call_ = nullptr;
-      continue;
-    }
-    current_call_ = nullptr;
-    if (success) {
-      if (auto usage = ExtractUsageFromJson(body)) {
-        record_.prompt_tokens = usage->prompt_tokens;
-        record_.completion_tokens = usage->completion_tokens;
-      }
-    }
-    call.Release();  // back to the pool before the client write (the head stays readable)
-    co_await SendUpstreamResponse(status, call.head(), body);
-    co_return;
+asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::TryBackend(AttemptRun& run) {
+  const Config& config = table_->config;
+  const BackendConfig& backend = run.backend;
+  if (!run.target.url) {
+    LogError("backend url does not parse",
+             {{"backend", backend.name}, {"error", run.target.url_error}});
+    ReportAttempt(run, AttemptResult::Of(AttemptResult::Kind::kConnectError));
+    last_failure_timeout_ = false;
+    last_failure_message_ = "backend '" + backend.name + "' has an invalid url";
+    co_return AttemptEnd::kNext;
   }
 
+  const std::chrono::milliseconds timeout = backend.timeout.value_or(config.timeout);
+  const auto attempt_start = SteadyClockT::now();
+  UpstreamCall call(*ts_.pool);
+  current_call_ = &call;
+  const std::string_view upstream_body = BuildUpstreamRequest(run.attempt, run.target);
+  std::error_code ec = co_await call.StartRaw(
+      *run.target.url, conn_.upstream_scratch, upstream_body,
+      UpstreamCallOptions{.connect_timeout = config.connect_timeout,
+                          .response_timeout = timeout,
+                          .tls_insecure_skip_verify = backend.tls_insecure_skip_verify});
+  run.resends = call.resends();
+  resends_ += run.resends;
+  record_.attempts += run.resends;  // x-llmproxy-attempts counts them
+  const auto head_time = SteadyClockT::now();
+  upstream_wait_ += SecondsBetween(attempt_start, head_time);
+  if (ec || client_gone_) co_return NoAnswer(run, ec, ": ");
+  run.head_latency = SecondsBetween(attempt_start, head_time);
+
+  const unsigned status = call.status();
+  const bool success = status >= 200 && status < 300;
+  const bool event_stream = IsEventStream(call.head()[http::field::content_type]);
+  const auto elapsed =
+      std::chrono::duration_cast<std::chrono::milliseconds>(head_time - attempt_start);
+  const auto remaining = std::max(timeout - elapsed, std::chrono::milliseconds(1));
+  if (success && (event_stream || peek_.stream)) {
+    co_return co_await StreamAttempt(run, call, head_time + remaining);
+  }
+  co_return co_await BufferedAttempt(run, call, remaining);
+}
+
+// A stream: hold the head until the first body bytes (failing before them is still
+// invisible to the client, so another backend may take over), then relay. The attempt is
+// reported when the stream ends, so a stream that breaks counts against its backend.
+asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::StreamAttempt(
+    AttemptRun& run, UpstreamCall& call, SteadyClockT::time_point deadline) {
+  const auto wait_start = SteadyClockT::now();
+  std::string_view first;
+  bool first_done = false;
+  std::error_code first_ec;
+  while (first.empty() && !first_done) {
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClockT::now());
+    if (left.count() <= 0) {
+      first_ec = UpstreamErrc::kBodyTimeout;
+      break;
+    }
+    UpstreamBodyPiece piece = co_await call.ReadBody(left);
+    if (piece.ec) {
+      first_ec = piece.ec;
+      break;
+    }
+    first = piece.data;
+    first_done = piece.done;
+  }
+  upstream_wait_ += SecondsBetween(wait_start, SteadyClockT::now());
+  if (first_ec || client_gone_) co_return NoAnswer(run, first_ec, " sent no stream data: ");
+  record_.ttft_seconds = SecondsBetween(start_, SteadyClockT::now());
+  const AttemptResult end =
+      co_await RelayStream(call, first, first_done, table_->config.stream_idle_timeout);
   current_call_ = nullptr;
-  record_.attempts = planner.attempts();
-  if (planner.attempts() == 0) {
+  ReportAttempt(run, end);
+  co_return AttemptEnd::kDone;
+}
+
+// Not a stream (or an error answer): read the whole body, then relay it or retry.
+asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::BufferedAttempt(
+    AttemptRun& run, UpstreamCall& call, std::chrono::milliseconds remaining) {
+  std::string body;
+  const auto body_start = SteadyClockT::now();
+  std::error_code ec = co_await call.ReadAll(body, table_->config.server.max_response_bytes, remaining);
+  upstream_wait_ += SecondsBetween(body_start, SteadyClockT::now());
+  if (ec || client_gone_) co_return NoAnswer(run, ec, ": ");
+  const unsigned status = call.status();
+  const RetryDecision d = ReportAttempt(
+      run,
+      AttemptResult::Response(static_cast<int>(status), call.head()[http::field::retry_after]));
+  current_call_ = nullptr;
+  if (d.retryable()) {
+    SavedError saved{status, {}, std::move(body)};
+    for (const auto& f : call.head()) {
+      if (KeepResponseHeader(f)) saved.head.insert(f.name_string(), f.value());
+    }
+    last_error_ = std::move(saved);
+    co_return AttemptEnd::kNext;
+  }
+  if (status >= 200 && status < 300) {
+    if (auto usage = ExtractUsageFromJson(body)) {
+      record_.prompt_tokens = usage->prompt_tokens;
+      record_.completion_tokens = usage->completion_tokens;
+    }
+  }
+  call.Release();  // back to the pool before the client write (the head stays readable)
+  co_await SendUpstreamResponse(status, call.head(), body);
+  co_return AttemptEnd::kDone;
+}
+
+ProxyRequest::AttemptEnd ProxyRequest::NoAnswer(AttemptRun& run, std::error_code ec,
+                                                std::string_view what) {
+  current_call_ = nullptr;
+  const AttemptResult result =
+      client_gone_ ? AttemptResult::Of(AttemptResult::Kind::kCancelled) : ResultOf(ec);
+  ReportAttempt(run, result);
+  if (result.kind == AttemptResult::Kind::kCancelled) {
+    client_gone_ = true;
+    return AttemptEnd::kDone;
+  }
+  last_failure_timeout_ = result.kind == AttemptResult::Kind::kTimeout;
+  last_failure_message_ = "backend '" + run.backend.name + "'" + std::string(what) + ec.message();
+  last_error_.reset();  // the most recent failure is the one reported
+  return AttemptEnd::kNext;
+}
+
+// Attempts ran out (or none could be made) without a response relayed.
+asio::awaitable<void> ProxyRequest::SendFinalError() {
+  if (planner_->attempts() == 0) {
     co_await SendError(NoHealthyBackendError(peek_.model));
-  } else if (last_error) {
-    co_await SendUpstreamResponse(last_error->status, last_error->head, last_error->body);
-  } else if (last_failure_timeout) {
+  } else if (last_error_) {
+    co_await SendUpstreamResponse(last_error_->status, last_error_->head, last_error_->body);
+  } else if (last_failure_timeout_) {
     co_await SendError(
-        UpstreamTimeoutError("No backend answered in time (last: " + last_failure_message + ")."));
+        UpstreamTimeoutError("No backend answered in time (last: " + last_failure_message_ + ")."));
   } else {
     co_await SendError(
-        AllBackendsFailedError("All backends failed (last: " + last_failure_message + ")."));
+        AllBackendsFailedError("All backends failed (last: " + last_failure_message_ + ")."));
   }
 }
 
 // Phase 6 for streams: headers now, then every upstream piece as it arrives. One read
-// and one write at a time: no upstream read while the client write is pending.
-asio::awaitable<void> ProxyRequest::RelayStream(UpstreamCall& call, const std::string& backend,
-                                                std::string_view first_piece, bool first_done,
-                                                std::chrono::milliseconds idle_timeout) {
+// and one write at a time: no upstream read while the client write is pending. The
+// stream ends well at its end or at `data: [DONE]` (what follows, or a stall, is ignored);
+// it ends broken with one SSE error event of its own and no [DONE].
+asio::awaitable<AttemptResult> ProxyRequest::RelayStream(UpstreamCall& call,
+                                                         std::string_view first_piece,
+                                                         bool first_done,
+                                                         std::chrono::milliseconds idle_timeout) {
   const auto& req = parser_.get();
   const bool chunked = req.version() >= 11;
   if (!chunked) keep_alive_ = false;
@@ -670,6 +760,8 @@ asio::awaitable<void> ProxyRequest::RelayStream(UpstreamCall& call, const std::s
   sse_options.drop_usage_only_events = table_->config.stream_usage == StreamUsage::kRequest &&
                                        peek_.stream && !peek_.has_stream_options;
   SseParser sse_parser(sse_options);
+  RelayedTail tail;
+  const AttemptResult answered = AttemptResult::Response(static_cast<int>(call.status()));
 
   record_.status = static_cast<int>(call.status());
   std::string& head = StartResponseHead(call.status(), &call.head());
@@ -680,13 +772,14 @@ asio::awaitable<void> ProxyRequest::RelayStream(UpstreamCall& call, const std::s
   // The head and the first piece leave in one write: one syscall less before the first
   // token reaches the client.
   std::string_view first_out = sse ? sse_parser.Feed(first_piece) : first_piece;
+  tail.Append(first_out);
   bool ok = co_await WriteToClient(first_out, chunked && !first_out.empty(), head);
   responded_ = true;
 
-  std::string_view piece;
   bool done = first_done;
+  bool done_event = sse && sse_parser.done();
   std::error_code upstream_ec;
-  while (ok && !done) {
+  while (ok && !done && !done_event) {
     auto read_start = SteadyClockT::now();
     UpstreamBodyPiece next = co_await call.ReadBody(idle_timeout);
     upstream_wait_ += SecondsBetween(read_start, SteadyClockT::now());
@@ -694,9 +787,10 @@ asio::awaitable<void> ProxyRequest::RelayStream(UpstreamCall& call, const std::s
       upstream_ec = next.ec;
       break;
     }
-    piece = next.data;
     done = next.done;
-    std::string_view out = sse ? sse_parser.Feed(piece) : piece;
+    std::string_view out = sse ? sse_parser.Feed(next.data) : next.data;
+    done_event = sse && sse_parser.done();
+    tail.Append(out);
     if (!out.empty()) ok = co_await WriteToClient(out, chunked);
   }
 
@@ -721,29 +815,34 @@ asio::awaitable<void> ProxyRequest::RelayStream(UpstreamCall& call, const std::s
     client_gone_ = true;
     keep_alive_ = false;
     call.Cancel();
-    record_.error = "client went away during the stream";
-    NotifyAttempt(backend, AttemptOutcome::kCancelled);
-    co_return;
+    if (record_.error.empty()) record_.error = "client went away during the stream";
+    co_return AttemptResult::Of(AttemptResult::Kind::kCancelled);
   }
   if (upstream_ec) {
-    // Bytes already went out: no retry. End with one error event, no [DONE].
+    // Bytes already went out: no retry. End with one error event, no [DONE]; the
+    // partial event relayed last (an event over the framing limit) is ended first.
     keep_alive_ = false;
-    table_->state(*table_->FindBackend(backend)).health().OnFailure(SteadyClockT::now());
-    std::string event =
-        StreamBrokenError("The upstream stream broke: " + upstream_ec.message()).SseEvent();
+    std::string event(tail.EventCloser());
+    event += StreamBrokenError("The upstream stream broke: " + upstream_ec.message()).SseEvent();
     record_.error = "upstream stream broke";
-    NotifyAttempt(backend, AttemptOutcome::kBrokenStream);
     if (co_await WriteToClient(event, chunked) && chunked) co_await WriteToClient({}, true);
-    co_return;
+    co_return AttemptResult::Of(AttemptResult::Kind::kBrokenStream);
   }
-  std::string_view rest = sse ? sse_parser.Finish() : std::string_view();
+  // After [DONE] nothing more is relayed (a held-back partial event included).
+  std::string_view rest = sse && !done_event ? sse_parser.Finish() : std::string_view();
   if (!rest.empty()) ok = co_await WriteToClient(rest, chunked);
   if (ok && chunked) ok = co_await WriteToClient({}, true);
   if (!ok) {
     keep_alive_ = false;
     client_gone_ = true;
   }
-  NotifyAttempt(backend, AttemptOutcome::kSuccess);
+  if (done_event && !done) {
+    // The client has its whole response; give the upstream a moment to end its body so
+    // the connection can be reused (otherwise the call closes it).
+    UpstreamBodyPiece after = co_await call.ReadBody(kAfterDoneGrace);
+    if (!after.ec && !after.done) call.Cancel();
+  }
+  co_return answered;
 }
 
 // One piece to the client; an empty piece with `chunk` is the terminating chunk.
@@ -769,7 +868,13 @@ asio::awaitable<bool> ProxyRequest::WriteToClient(std::string_view data, bool ch
   ec = co_await WriteAll(conn_.socket, std::span<const asio::const_buffer>(pieces.data(), count));
   conn_.ExpiresNever();
   client_wait_ += SecondsBetween(write_start, SteadyClockT::now());
-  if (!ec) record_.bytes_out += data.size();
+  if (!ec) {
+    record_.bytes_out += data.size();
+  } else if (!IsPeerGone(ec) && record_.error.empty()) {
+    // Not a client that left: our write deadline (a client that stopped reading) or a
+    // local error; the access log says which.
+    record_.error = "client write failed: " + ec.message();
+  }
   co_return !ec;
 }
 

@@ -1,11 +1,13 @@
 // The proxied request, in phases (docs/architecture.md "The request path"):
 //   read and limit -> authenticate -> parse model/stream -> resolve the plan ->
 //   attempt loop (pick, connect, send, read head, classify) -> relay -> done (observers).
-// Each phase is one function of ProxyRequest (proxy_pipeline.cc); a stream's bytes are
-// relayed as they arrive (RelayStream), with backpressure and an idle deadline.
+// Each phase is one function of ProxyRequest (proxy_pipeline.cc opens with the map); a
+// stream's bytes are relayed as they arrive (RelayStream), with backpressure and an idle
+// deadline.
 //
 // Threading: the pipeline is shared by every server thread; each thread has its own
-// upstream connection pool and per-table URL cache, touched only by that thread.
+// upstream connection pool, touched only by that thread. What is sent to each backend
+// (url, targets, credentials) comes with the routing table (RoutingTable::target).
 #pragma once
 
 #include <atomic>
@@ -14,10 +16,10 @@
 #include <memory>
 #include <vector>
 
-#include "dataplane/server/http_server.h"
+#include "dataplane/config_sync/table_store.h"
 #include "dataplane/observe/request_record.h"
 #include "dataplane/protocols/routes.h"
-#include "dataplane/config_sync/table_store.h"
+#include "dataplane/server/http_server.h"
 #include "dataplane/upstream/upstream_pool.h"
 
 namespace llmproxy {

@@ -161,8 +161,14 @@ RetryDecision ClassifyAttempt(const AttemptResult& result, WallTime now) {
   switch (result.kind) {
     case K::kConnectError:
       return Decide(RetryAction::kRetry, HealthEffect::kFailure, AttemptOutcome::kConnectError);
+    case K::kTlsError:
+      return Decide(RetryAction::kRetry, HealthEffect::kFailure, AttemptOutcome::kTlsError);
     case K::kTimeout:
       return Decide(RetryAction::kRetry, HealthEffect::kFailure, AttemptOutcome::kTimeout);
+    case K::kProtocolError:
+      return Decide(RetryAction::kRetry, HealthEffect::kFailure, AttemptOutcome::kProtocolError);
+    case K::kBodyTooLarge:
+      return Decide(RetryAction::kGiveUp, HealthEffect::kNeutral, AttemptOutcome::kBodyTooLarge);
     case K::kBrokenStream:
       return Decide(RetryAction::kGiveUp, HealthEffect::kFailure, AttemptOutcome::kBrokenStream);
     case K::kCancelled:

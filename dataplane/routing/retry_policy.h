@@ -3,8 +3,11 @@
 //
 //   result                         action             health           outcome label
 //   2xx                            kSuccess           success          success
-//   connect error (DNS/TCP/TLS)    kRetry             failure          connect_error
+//   connect error (DNS/TCP/send)   kRetry             failure          connect_error
+//   TLS handshake/verification     kRetry             failure          tls_error
 //   timeout before the first byte  kRetry             failure          timeout
+//   malformed or cut-short answer  kRetry             failure          protocol_error
+//   answer over the size limit     kGiveUp            neutral(**)      body_too_large
 //   429 with a valid Retry-After   kRetry             cooldown = it    rate_limited
 //   429 without one                kRetry             failure          rate_limited
 //   5xx                            kRetry             failure          server_error
@@ -14,6 +17,10 @@
 //   stream broken after bytes sent kGiveUp            failure          broken_stream
 //   client went away               kGiveUp            neutral          cancelled
 // (*) the backend answered sensibly, so it counts as alive.
+// (**) the size follows from the request, so another backend would answer as much, and
+//      the backend itself is fine; the client gets a 502.
+// A stream's attempt is classified when the stream ends (relayed to its end: its status
+// row; broken: broken_stream), so a backend whose streams break keeps counting failures.
 //
 // Pure: the wall-clock `now` is passed in (only an HTTP-date Retry-After needs it).
 // The attempt loop that applies these decisions is AttemptPlanner (attempt_planner.h).
@@ -30,11 +37,14 @@ namespace llmproxy {
 
 struct AttemptResult {
   enum class Kind {
-    kResponse,      // a response head arrived: see status
-    kConnectError,  // DNS, TCP connect or TLS handshake failed
-    kTimeout,       // no response head (streams: no first byte) in time
-    kBrokenStream,  // failed after bytes went to the client
-    kCancelled,     // the client disconnected
+    kResponse,       // a response head arrived: see status
+    kConnectError,   // DNS or TCP connect failed, or the request could not be sent
+    kTlsError,       // TLS handshake (certificate verification included) failed
+    kTimeout,        // no response head (streams: no first byte) in time
+    kProtocolError,  // the answer was not valid HTTP/1.x, or ended before it was complete
+    kBodyTooLarge,   // a non-streamed answer exceeded the response size limit
+    kBrokenStream,   // failed after bytes went to the client
+    kCancelled,      // the client disconnected
   };
   Kind kind = Kind::kResponse;
   int status = 0;                // kResponse only

@@ -19,6 +19,7 @@ std::shared_ptr<const RoutingTable> RoutingTable::Build(Config config, uint64_t 
     table->states_.push_back(
         std::make_shared<BackendState>(backends[i].name, table->config.health));
   }
+  table->targets_ = MakeBackendTargets(backends);
   table->all_ = all.get();
   table->groups_.push_back(std::move(all));
 

@@ -2,6 +2,8 @@
 // serve a model, what an alias expands to, the models to list. Built once per version
 // and shared as std::shared_ptr<const RoutingTable>; a request keeps the table it
 // started with while newer versions are swapped in (see dataplane/config_sync/table_store.h).
+// It also carries what the proxy sends to each backend (BackendTarget: parsed url,
+// targets, credentials), computed here once per version.
 //
 // The only runtime part is each backend's BackendState (health, outstanding, EWMA),
 // reached through state(i). Build() gives every backend a fresh, private state;
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "common/config/config.h"
+#include "dataplane/routing/backend_target.h"
 
 namespace llmproxy {
 
@@ -56,6 +59,8 @@ struct RoutingTable {
   std::optional<size_t> FindBackend(std::string_view name) const;
   size_t backend_count() const { return config.backends.size(); }
   const BackendConfig& backend(size_t i) const { return config.backends[i]; }
+  // Backend i's url, targets and credentials, derived from config.backends[i] by Build.
+  const BackendTarget& target(size_t i) const { return targets_[i]; }
 
   // Runtime state of backend i (see the file comment). Never null.
   BackendState& state(size_t i) const { return *states_[i]; }
@@ -80,6 +85,7 @@ struct RoutingTable {
   StringMap<size_t> aliases_;                            // name -> index into config.model_aliases
   StringMap<size_t> backends_;                           // name -> index into config.backends
   const CandidateGroup* all_ = nullptr;
+  std::vector<BackendTarget> targets_;  // parallel to config.backends
   // Written only by Build and BackendStateRegistry::Retain, before the table is shared.
   mutable std::vector<std::shared_ptr<BackendState>> states_;
 };

@@ -27,6 +27,7 @@
 #include "common/log/logging.h"
 #include "dataplane/http/cors.h"
 #include "dataplane/http/http_head.h"
+#include "dataplane/http/peer_error.h"
 #include "dataplane/http/socket_write.h"
 #include "dataplane/protocols/error_response.h"
 
@@ -474,9 +475,7 @@ asio::awaitable<void> HttpServer::RunSession(Thread& thread, tcp::socket socket)
         co_await SendParseError(conn, 505, HttpVersionNotSupportedError());
       } else if (ec == http::error::header_limit) {
         co_await SendParseError(conn, 431, BadRequestError("Request header fields too large."));
-      } else if (ec != http::error::end_of_stream && ec != beast::error::timeout &&
-                 ec != asio::error::eof && ec != asio::error::connection_reset &&
-                 ec != asio::error::operation_aborted) {
+      } else if (!IsPeerGone(ec) && ec != asio::error::operation_aborted) {
         co_await SendParseError(conn, 400, BadRequestError("Malformed HTTP request."));
       }
       break;

@@ -17,6 +17,7 @@
 #include <boost/beast/http/read.hpp>
 
 #include "dataplane/http/http_head.h"
+#include "dataplane/http/peer_error.h"
 #include "dataplane/http/socket_write.h"
 
 namespace llmproxy {
@@ -29,11 +30,7 @@ namespace {
 constexpr auto kUse = asio::as_tuple(asio::use_awaitable);
 
 // The peer closed or reset the connection (as opposed to a protocol error or timeout).
-bool IsConnectionLoss(const boost::system::error_code& ec) {
-  return ec == http::error::end_of_stream || ec == asio::error::eof ||
-         ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
-         ec == asio::error::connection_aborted || ec == asio::ssl::error::stream_truncated;
-}
+bool IsConnectionLoss(const boost::system::error_code& ec) { return IsPeerGone(ec); }
 
 std::error_code MapReadError(const boost::system::error_code& ec, bool cancelled, bool timed_out,
                              UpstreamErrc timeout_code) {

@@ -57,7 +57,7 @@
 #include "dataplane/upstream/upstream_connection.h"
 #include "dataplane/upstream/upstream_error.h"
 #include "dataplane/upstream/upstream_pool.h"
-#include "dataplane/upstream/upstream_url.h"
+#include "dataplane/protocols/upstream_url.h"
 
 namespace llmproxy {
 

@@ -25,7 +25,7 @@
 
 #include "dataplane/upstream/tls_context.h"
 #include "dataplane/upstream/upstream_connection.h"
-#include "dataplane/upstream/upstream_url.h"
+#include "dataplane/protocols/upstream_url.h"
 
 namespace llmproxy {
 

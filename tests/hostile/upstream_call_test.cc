@@ -17,7 +17,7 @@
 #include <boost/beast/http/field.hpp>
 
 #include "dataplane/upstream/upstream_call.h"
-#include "dataplane/upstream/upstream_url.h"
+#include "dataplane/protocols/upstream_url.h"
 #include "raw_upstream_util.h"
 
 namespace llmproxy::hostile_upstream {

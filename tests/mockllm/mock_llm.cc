@@ -116,6 +116,8 @@ void MockFault::MergeFrom(const MockFault& over) {
   if (over.chunks) chunks = over.chunks;
   if (over.chunk_gap_ms) chunk_gap_ms = over.chunk_gap_ms;
   if (over.die_after_chunks) die_after_chunks = over.die_after_chunks;
+  if (over.partial_event_bytes) partial_event_bytes = over.partial_event_bytes;
+  if (over.after_done) after_done = over.after_done;
   hang = hang || over.hang;
   close = close || over.close;
   garbage = garbage || over.garbage;
@@ -124,7 +126,8 @@ void MockFault::MergeFrom(const MockFault& over) {
 
 bool MockFault::empty() const {
   return !status && !retry_after_s && !delay_ms && !first_chunk_delay_ms && !chunks &&
-         !chunk_gap_ms && !die_after_chunks && !hang && !close && !garbage && !body;
+         !chunk_gap_ms && !die_after_chunks && !partial_event_bytes && !after_done && !hang &&
+         !close && !garbage && !body;
 }
 
 std::string ReceivedRequest::Header(std::string_view name) const {
@@ -216,6 +219,10 @@ struct MockLlm::Impl {
         f.chunk_gap_ms = ParseInt(v);
       else if (IEquals(key, "die-after-chunks"))
         f.die_after_chunks = ParseInt(v);
+      else if (IEquals(key, "partial-event-bytes"))
+        f.partial_event_bytes = ParseInt(v);
+      else if (IEquals(key, "after-done"))
+        f.after_done = std::string(v);
       else if (IEquals(key, "hang"))
         f.hang = ParseFlag(v);
       else if (IEquals(key, "close"))
@@ -418,7 +425,18 @@ class Responder {
                              nlohmann::json(call.model).dump();
     std::string event;
     for (int i = 0; i < chunks; ++i) {
-      if (fault_.die_after_chunks && i >= *fault_.die_after_chunks) co_return Die(stream);
+      if (fault_.die_after_chunks && i >= *fault_.die_after_chunks) {
+        if (fault_.partial_event_bytes) {
+          // In HTTP chunks of 16 KiB, as a provider streaming a large event would.
+          const std::string partial =
+              "data: " + std::string(static_cast<size_t>(*fault_.partial_event_bytes), 'x');
+          for (size_t at = 0; at < partial.size(); at += 16384) {
+            std::tie(ec, n) = co_await WriteChunk(stream, partial.substr(at, 16384));
+            if (ec) co_return Broken();
+          }
+        }
+        co_return Die(stream);
+      }
       const int wait = i == 0 ? fault_.first_chunk_delay_ms.value_or(0) : gap;
       if (!co_await Sleep(wait)) co_return false;
       const bool last = i + 1 == chunks;
@@ -445,6 +463,15 @@ class Responder {
     }
     // The last data event and the terminating zero-size chunk go out in one write.
     event = "data: [DONE]\n\n";
+    if (fault_.after_done) {
+      // [DONE] as a chunk of its own, then no terminating chunk.
+      std::tie(ec, n) = co_await WriteChunk(stream, event);
+      if (ec) co_return Broken();
+      if (*fault_.after_done == "close") co_return Die(stream);
+      st_.done = true;  // the proxy closing this stalled reply is not a cancellation
+      co_await Sleep(24 * 3600 * 1000);
+      co_return false;
+    }
     std::tie(ec, n) = co_await WriteChunk(stream, event, /*last=*/true);
     if (ec) co_return Broken();
     st_.done = true;

@@ -26,6 +26,10 @@
 //   x-mock-chunks: 500            number of content chunks in a stream
 //   x-mock-chunk-gap-ms: 20       wait between chunks
 //   x-mock-die-after-chunks: 3    close the connection after 3 chunks (no [DONE])
+//   x-mock-partial-event-bytes: N with die-after-chunks: first send N bytes of an event
+//                                 that never ends (no line end), then close
+//   x-mock-after-done: close|stall  streams: after [DONE], close (or go silent) without
+//                                 the terminating chunk
 //   x-mock-hang: 1                read the request, never answer (until the client leaves)
 //   x-mock-close: 1               read the request, close the connection without a reply
 //   x-mock-garbage: 1             answer with bytes that are not HTTP, then close
@@ -53,6 +57,8 @@ struct MockFault {
   std::optional<int> chunks{};                // stream content chunk count
   std::optional<int> chunk_gap_ms{};          // stream inter-chunk gap
   std::optional<int> die_after_chunks{};      // stream: close after this many chunks
+  std::optional<int> partial_event_bytes{};   // with die_after_chunks: unended event first
+  std::optional<std::string> after_done{};    // stream: "close" or "stall" after [DONE]
   bool hang = false;                          // never answer
   bool close = false;                         // close without any reply
   bool garbage = false;                       // non-HTTP bytes, then close

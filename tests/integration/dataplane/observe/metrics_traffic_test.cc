@@ -19,10 +19,10 @@
 #include <vector>
 
 #include "common/log/logging.h"
+#include "dataplane/config_sync/table_store.h"
 #include "dataplane/observe/access_log.h"
 #include "dataplane/observe/metrics.h"
 #include "dataplane/observe/metrics_server.h"
-#include "dataplane/config_sync/table_store.h"
 #include "dataplane/worker.h"
 #include "tests/integration/proxy_test_util.h"
 #include "tests/mockllm/mock_llm.h"
@@ -310,6 +310,71 @@ TEST_F(MetricsTraffic, FailuresPassedThroughAndEjectionDriveBackendUp) {
   text = Scrape();
   EXPECT_EQ(Value(text, "llmproxy_backend_up", {{"backend", "alpha"}}), 1);
   EXPECT_EQ(Value(text, "llmproxy_requests_total", Req("alpha", "model-a", 200)), 1);
+}
+
+// Each way an attempt can end has its own llmproxy_upstream_attempts_total{outcome}, and
+// a drained backend reads as down.
+TEST_F(MetricsTraffic, EveryAttemptOutcomeIsCountedAndDrainedBackendsAreDown) {
+  Config config = MakeConfig();
+  config.timeout = 300ms;
+  config.health.failure_threshold = 100;  // keep alpha in rotation: no ejection here
+  const uint16_t nowhere = test::UnusedPort();
+  config.backends.push_back(test::MockBackend(
+      "gamma", "http://127.0.0.1:" + std::to_string(nowhere) + "/v1", {"model-g"}));
+  Start(config);
+  const test::Headers auth = {{"Authorization", std::string("Bearer ") + kClientKey}};
+
+  // cancelled: the client leaves mid-stream.
+  {
+    test::StreamingResponse s;
+    test::Headers h = auth;
+    h.emplace_back("x-mock-chunks", "200");
+    h.emplace_back("x-mock-chunk-gap-ms", "20");
+    ASSERT_TRUE(s.Open(worker_->port(), kChat, ChatBody("model-a", true), h));
+    EXPECT_EQ(s.status(), 200);
+    s.Close();
+  }
+  WaitForRequests(1);
+  // broken_stream: alpha dies after its first chunk.
+  {
+    test::StreamingResponse s;
+    test::Headers h = auth;
+    h.emplace_back("x-mock-die-after-chunks", "1");
+    ASSERT_TRUE(s.Open(worker_->port(), kChat, ChatBody("model-a", true), h));
+    s.ReadToEnd();
+  }
+  WaitForRequests(2);
+  // timeout: no answer within 300 ms.
+  MockFault hang;
+  hang.hang = true;
+  mock_a_.PushFault(hang);
+  EXPECT_EQ(Chat(ChatBody("model-a")).status, 504);
+  WaitForRequests(3);
+  // protocol_error: bytes that are not HTTP.
+  MockFault garbage;
+  garbage.garbage = true;
+  mock_a_.PushFault(garbage);
+  EXPECT_EQ(Chat(ChatBody("model-a")).status, 502);
+  WaitForRequests(4);
+  // connect_error: nothing listens behind gamma.
+  EXPECT_EQ(Chat(ChatBody("model-g")).status, 502);
+  WaitForRequests(5);
+
+  std::string text = Scrape();
+  EXPECT_EQ(Value(text, "llmproxy_upstream_attempts_total", Att("alpha", "cancelled")), 1);
+  EXPECT_EQ(Value(text, "llmproxy_upstream_attempts_total", Att("alpha", "broken_stream")), 1);
+  EXPECT_EQ(Value(text, "llmproxy_upstream_attempts_total", Att("alpha", "timeout")), 1);
+  EXPECT_EQ(Value(text, "llmproxy_upstream_attempts_total", Att("alpha", "protocol_error")), 1);
+  EXPECT_EQ(Value(text, "llmproxy_upstream_attempts_total", Att("gamma", "connect_error")), 1);
+  EXPECT_EQ(Total(text, "llmproxy_upstream_attempts_total"), 5);
+  EXPECT_EQ(Value(text, "llmproxy_backend_up", {{"backend", "beta"}}), 1);
+
+  Config drained = config;
+  drained.backends[1].drained = true;  // beta
+  ASSERT_EQ(store_.Apply(drained, 2), "");
+  text = Scrape();
+  EXPECT_EQ(Value(text, "llmproxy_backend_up", {{"backend", "beta"}}), 0);
+  EXPECT_EQ(Value(text, "llmproxy_backend_up", {{"backend", "alpha"}}), 1);
 }
 
 TEST_F(MetricsTraffic, ProxyMadeErrorsAreCountedWithoutBackendOrModel) {

@@ -1,7 +1,10 @@
 // Streams through the worker: held headers and failover before the first chunk, every
 // chunk relayed in order, no retry after bytes went out, the error event on a broken
 // stream, and cancellation reaching the upstream when the client leaves.
+#include <chrono>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -212,6 +215,99 @@ TEST(ProxyStream, StreamUsageRequestAsksUpstreamAndHidesTheExtraChunk) {
   ASSERT_TRUE(observer.WaitForRecords(1, 5s));
   ASSERT_TRUE(observer.Records()[0].completion_tokens.has_value());
   EXPECT_EQ(*observer.Records()[0].completion_tokens, 4u);
+}
+
+// Issue 10 item 9: [DONE] ends the stream well, whatever the upstream does after it.
+TEST(ProxyStream, AnUpstreamThatStallsAfterDoneEndsTheStreamAtOnce) {
+  MockLlm a(Named("a"));
+  test::RecordingObserver observer;
+  Config c = TestConfig({MockBackend("a", a.BaseUrl(), {"m"})});
+  c.stream_idle_timeout = 10s;  // far beyond the bound below: no waiting for it
+  TestWorker worker(c, 1, {&observer});
+  StreamingResponse s;
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(s.Open(worker.port(), "/v1/chat/completions", kStreamBody,
+                     {{"x-mock-chunks", "3"}, {"x-mock-after-done", "stall"}}));
+  ASSERT_TRUE(s.ReadToEnd(3s));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+  EXPECT_TRUE(s.ended());
+  const std::string& body = s.body();
+  EXPECT_EQ(Count(body, "data: [DONE]"), 1u);
+  EXPECT_EQ(body.substr(body.size() - 14), "data: [DONE]\n\n");
+  EXPECT_EQ(body.find("\"error\""), std::string::npos);
+  ASSERT_TRUE(observer.WaitForRecords(1, 5s));
+  EXPECT_EQ(observer.Records()[0].error, "");
+  EXPECT_EQ(observer.Attempts(),
+            (std::vector<std::pair<std::string, AttemptOutcome>>{{"a", AttemptOutcome::kSuccess}}));
+}
+
+TEST(ProxyStream, AnUpstreamThatClosesAfterDoneIsNotABrokenStream) {
+  MockLlm a(Named("a"));
+  test::RecordingObserver observer;
+  TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}), 1, {&observer});
+  for (int i = 0; i < 2; ++i) {
+    StreamingResponse s;
+    ASSERT_TRUE(s.Open(worker.port(), "/v1/chat/completions", kStreamBody,
+                       {{"x-mock-chunks", "3"}, {"x-mock-after-done", "close"}}));
+    ASSERT_TRUE(s.ReadToEnd(3s));
+    const std::string& body = s.body();
+    EXPECT_EQ(body.substr(body.size() - 14), "data: [DONE]\n\n");
+    EXPECT_EQ(body.find("\"error\""), std::string::npos);
+  }
+  ASSERT_TRUE(observer.WaitForRecords(2, 5s));
+  EXPECT_EQ(observer.Attempts(),
+            (std::vector<std::pair<std::string, AttemptOutcome>>{{"a", AttemptOutcome::kSuccess},
+                                                                 {"a", AttemptOutcome::kSuccess}}));
+  auto table = worker.store().Current();
+  EXPECT_EQ(
+      table->state(0).health().Snapshot(std::chrono::steady_clock::now()).consecutive_failures, 0u);
+}
+
+// Issue 10 item 10: an event over the framing limit is relayed as it comes; when the
+// stream breaks inside it, the partial event is ended before the error event.
+TEST(ProxyStream, ABreakInsideAHugeEventEndsItBeforeTheErrorEvent) {
+  MockLlm a(Named("a"));
+  TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}));
+  const size_t huge = (size_t{1} << 20) + 4096;  // over SseParserOptions::max_event_bytes
+  StreamingResponse s;
+  ASSERT_TRUE(s.Open(worker.port(), "/v1/chat/completions", kStreamBody,
+                     {{"x-mock-chunks", "3"},
+                      {"x-mock-die-after-chunks", "2"},
+                      {"x-mock-partial-event-bytes", std::to_string(huge)}}));
+  EXPECT_EQ(s.status(), 200);
+  s.ReadToEnd();
+  const std::string& body = s.body();
+  // The event went out as it came, past the framing limit (the parser may hold back its
+  // last bytes while it looks for the blank line; those are dropped with the break).
+  const size_t at = body.find("data: xxxx");
+  ASSERT_NE(at, std::string::npos);
+  const size_t end = body.find_first_not_of('x', at + 6);
+  ASSERT_NE(end, std::string::npos);
+  EXPECT_GT(end - (at + 6), size_t{1} << 20);
+  EXPECT_EQ(body.substr(end, 17), "\n\ndata: {\"error\":");
+  EXPECT_EQ(Count(body, "data: {\"error\":"), 1u);
+  EXPECT_EQ(body.substr(body.size() - 2), "\n\n");
+  EXPECT_EQ(body.find("[DONE]"), std::string::npos);
+}
+
+// A partial event under the limit is held back, never relayed: the error event follows
+// the last whole event directly.
+TEST(ProxyStream, ABreakInsideASmallEventDropsItAndSendsOnlyTheErrorEvent) {
+  MockLlm a(Named("a"));
+  TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}));
+  StreamingResponse s;
+  ASSERT_TRUE(s.Open(worker.port(), "/v1/chat/completions", kStreamBody,
+                     {{"x-mock-chunks", "3"},
+                      {"x-mock-die-after-chunks", "2"},
+                      {"x-mock-partial-event-bytes", "100"}}));
+  s.ReadToEnd();
+  const std::string& body = s.body();
+  EXPECT_EQ(body.find("xxxx"), std::string::npos);
+  const size_t error_at = body.find("data: {\"error\":");
+  ASSERT_NE(error_at, std::string::npos);
+  ASSERT_GE(error_at, 2u);
+  EXPECT_EQ(body.substr(error_at - 2, 2), "\n\n");
+  EXPECT_NE(body.substr(error_at - 4, 4), "\n\n\n\n");
 }
 
 }  // namespace

@@ -31,7 +31,7 @@
 
 #include "dataplane/protocols/sse_parser.h"
 #include "dataplane/upstream/upstream_call.h"
-#include "dataplane/upstream/upstream_url.h"
+#include "dataplane/protocols/upstream_url.h"
 #include "tests/mockllm/mock_llm.h"
 
 namespace llmproxy {
@@ -632,7 +632,7 @@ TEST(UpstreamPoolTest, ResponseTimeoutWhenTheUpstreamHangs) {
       client.Run<FetchResult>([&] { return Fetch(client.pool(), mock.BaseUrl(), options); });
   EXPECT_EQ(r.ec, UpstreamErrc::kResponseTimeout) << r.ec.message();
   EXPECT_TRUE(IsTimeout(r.ec));
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
 }
 
 TEST(UpstreamPoolTest, BodyIdleTimeout) {

@@ -566,12 +566,5 @@ TEST(SseParser, OverlongCrOnlyEventIsPassedThrough) {
   EXPECT_EQ(parser.events(), 2u);
 }
 
-TEST(SseErrorEvent, IsOneDataEvent) {
-  const std::string event = SseErrorEvent("upstream \"broke\"", "upstream_error", "stream_broken");
-  EXPECT_EQ(event,
-            "data: {\"error\":{\"code\":\"stream_broken\",\"message\":\"upstream \\\"broke\\\"\","
-            "\"type\":\"upstream_error\"}}\n\n");
-}
-
 }  // namespace
 }  // namespace llmproxy

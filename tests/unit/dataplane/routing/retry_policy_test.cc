@@ -33,8 +33,14 @@ TEST(RetryPolicy, ClassificationTable) {
        AttemptOutcome::kSuccess},
       {AttemptResult::Of(Kind::kConnectError), RetryAction::kRetry, HealthEffect::kFailure,
        AttemptOutcome::kConnectError},
+      {AttemptResult::Of(Kind::kTlsError), RetryAction::kRetry, HealthEffect::kFailure,
+       AttemptOutcome::kTlsError},
       {AttemptResult::Of(Kind::kTimeout), RetryAction::kRetry, HealthEffect::kFailure,
        AttemptOutcome::kTimeout},
+      {AttemptResult::Of(Kind::kProtocolError), RetryAction::kRetry, HealthEffect::kFailure,
+       AttemptOutcome::kProtocolError},
+      {AttemptResult::Of(Kind::kBodyTooLarge), RetryAction::kGiveUp, HealthEffect::kNeutral,
+       AttemptOutcome::kBodyTooLarge},
       {AttemptResult::Response(429), RetryAction::kRetry, HealthEffect::kFailure,
        AttemptOutcome::kRateLimited},
       {AttemptResult::Response(500), RetryAction::kRetry, HealthEffect::kFailure,
@@ -73,6 +79,27 @@ TEST(RetryPolicy, ClassificationTable) {
     EXPECT_EQ(d.outcome, row.outcome);
     EXPECT_FALSE(d.cooldown.has_value());
   }
+}
+
+// The label words are an interface (dashboards, alerts): each outcome has its own, and the
+// ones that existed before keep their spelling.
+TEST(RetryPolicy, OutcomeLabelsAreDistinctAndStable) {
+  const std::pair<AttemptOutcome, std::string_view> labels[] = {
+      {AttemptOutcome::kSuccess, "success"},
+      {AttemptOutcome::kClientError, "client_error"},
+      {AttemptOutcome::kRateLimited, "rate_limited"},
+      {AttemptOutcome::kServerError, "server_error"},
+      {AttemptOutcome::kAuthError, "auth_error"},
+      {AttemptOutcome::kConnectError, "connect_error"},
+      {AttemptOutcome::kTlsError, "tls_error"},
+      {AttemptOutcome::kTimeout, "timeout"},
+      {AttemptOutcome::kProtocolError, "protocol_error"},
+      {AttemptOutcome::kBodyTooLarge, "body_too_large"},
+      {AttemptOutcome::kBrokenStream, "broken_stream"},
+      {AttemptOutcome::kCancelled, "cancelled"},
+  };
+  for (const auto& [outcome, label] : labels) EXPECT_EQ(ToString(outcome), label);
+  EXPECT_EQ(std::size(labels), static_cast<size_t>(AttemptOutcome::kCancelled) + 1);
 }
 
 TEST(RetryPolicy, RetryableMeansAnotherBackendMayBeTried) {

@@ -1,6 +1,7 @@
 // A backend's base URL, parsed once, and the original program's rule for building the
-// upstream path: url + "/chat/completions" (likewise "/completions", "/embeddings"), so
-// both "https://api.deepseek.com" and "https://api.poe.com/v1" work. Pure: no I/O.
+// upstream path: url + "/chat/completions" (likewise "/completions", "/embeddings"; the
+// suffixes are in dataplane/protocols/routes.h), so both "https://api.deepseek.com" and
+// "https://api.poe.com/v1" work. Pure: no I/O.
 #pragma once
 
 #include <cstdint>
@@ -33,10 +34,5 @@ struct UpstreamUrl {
 // Rejects other schemes, userinfo ("user@host"), an empty host, a bad/zero port, '?' and
 // '#'. On failure returns nullopt and, when `error` is given, a one-line reason.
 std::optional<UpstreamUrl> ParseUpstreamUrl(std::string_view url, std::string* error = nullptr);
-
-// Maps a proxy route to the suffix appended to the backend url: "/v1/chat/completions" ->
-// "/chat/completions", "/v1/completions" -> "/completions", "/v1/embeddings" -> "/embeddings".
-// Any other "/v1/x" -> "/x"; a path without the "/v1" prefix is returned unchanged.
-std::string_view UpstreamEndpointSuffix(std::string_view route);
 
 }  // namespace llmproxy

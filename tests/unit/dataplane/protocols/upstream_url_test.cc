@@ -1,7 +1,7 @@
 // The original program's URL rule: backend url + "/chat/completions" etc.
 #include <gtest/gtest.h>
 
-#include "dataplane/upstream/upstream_url.h"
+#include "dataplane/protocols/upstream_url.h"
 
 namespace llmproxy {
 namespace {
@@ -79,13 +79,6 @@ TEST(UpstreamUrl, RejectsBadUrls) {
     EXPECT_FALSE(ParseUpstreamUrl(bad, &error).has_value()) << bad;
     EXPECT_FALSE(error.empty()) << bad;
   }
-}
-
-TEST(UpstreamUrl, RouteSuffix) {
-  EXPECT_EQ(UpstreamEndpointSuffix("/v1/chat/completions"), "/chat/completions");
-  EXPECT_EQ(UpstreamEndpointSuffix("/v1/completions"), "/completions");
-  EXPECT_EQ(UpstreamEndpointSuffix("/v1/embeddings"), "/embeddings");
-  EXPECT_EQ(UpstreamEndpointSuffix("/other"), "/other");
 }
 
 }  // namespace

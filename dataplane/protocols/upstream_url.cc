@@ -1,4 +1,4 @@
-#include "dataplane/upstream/upstream_url.h"
+#include "dataplane/protocols/upstream_url.h"
 
 #include <charconv>
 
@@ -135,12 +135,6 @@ std::optional<UpstreamUrl> ParseUpstreamUrl(std::string_view url, std::string* e
   }
   out.base_path.assign(path);
   return out;
-}
-
-std::string_view UpstreamEndpointSuffix(std::string_view route) {
-  constexpr std::string_view kPrefix = "/v1/";
-  if (route.substr(0, kPrefix.size()) == kPrefix) return route.substr(kPrefix.size() - 1);
-  return route;
 }
 
 }  // namespace llmproxy

@@ -1,0 +1,36 @@
+// What the proxy needs to send to one backend, derived from its config once per table
+// (RoutingTable::Build), so no request and no io thread recomputes it: the parsed url,
+// the request target of every proxied route (dataplane/protocols/routes.h), the Host
+// header, the Authorization value and which headers the backend's own `headers:` set.
+// Read-only after Build, shared by every thread.
+#pragma once
+
+#include <array>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/config/config.h"
+#include "dataplane/protocols/routes.h"
+#include "dataplane/protocols/upstream_url.h"
+
+namespace llmproxy {
+
+struct BackendTarget {
+  std::optional<UpstreamUrl> url;  // nullopt when the url does not parse (see url_error)
+  std::string url_error;
+  std::array<std::string, kProxyRouteCount> targets;  // url base path + route suffix
+  std::string host_header;
+  std::string bearer;  // "Bearer <api_key>"
+  // What the backend's configured headers already set, so the proxy does not add its own.
+  bool headers_set_host = false;
+  bool headers_set_request_id = false;
+  bool headers_set_content_type = false;
+
+  const std::string& target(ProxyRoute route) const { return targets[static_cast<size_t>(route)]; }
+};
+
+BackendTarget MakeBackendTarget(const BackendConfig& backend);
+std::vector<BackendTarget> MakeBackendTargets(const std::vector<BackendConfig>& backends);
+
+}  // namespace llmproxy
