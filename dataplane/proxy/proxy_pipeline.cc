@@ -686,7 +686,8 @@ asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::BufferedAttempt(
     AttemptRun& run, UpstreamCall& call, std::chrono::milliseconds remaining) {
   std::string body;
   const auto body_start = SteadyClockT::now();
-  std::error_code ec = co_await call.ReadAll(body, table_->config.server.max_response_bytes, remaining);
+  std::error_code ec =
+      co_await call.ReadAll(body, table_->config.server.max_response_bytes, remaining);
   upstream_wait_ += SecondsBetween(body_start, SteadyClockT::now());
   if (ec || client_gone_) co_return NoAnswer(run, ec, ": ");
   const unsigned status = call.status();
@@ -804,11 +805,10 @@ asio::awaitable<AttemptResult> ProxyRequest::RelayStream(UpstreamCall& call,
     // is still there and gets the error event; the backend did nothing wrong.
     keep_alive_ = false;
     record_.error = "stream cut by the drain deadline";
-    NotifyAttempt(backend, AttemptOutcome::kCancelled);
-    std::string event =
-        StreamBrokenError("The stream was cut: the proxy is shutting down.").SseEvent();
+    std::string event(tail.EventCloser());
+    event += StreamBrokenError("The stream was cut: the proxy is shutting down.").SseEvent();
     if (co_await WriteToClient(event, chunked) && chunked) co_await WriteToClient({}, true);
-    co_return;
+    co_return AttemptResult::Of(AttemptResult::Kind::kCancelled);
   }
   if (!ok || client_gone_ || upstream_ec == UpstreamErrc::kCancelled) {
     // The client went away (or stopped reading): cut the upstream at once.
