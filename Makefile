@@ -54,9 +54,10 @@ bench-smoke: build
 	@bash bench/run.sh $(BUILD)/bin --smoke
 
 # libFuzzer targets (docs/fuzzing.md): a clang build of their own with ASan + UBSan.
+# -O1 and line tables only: quick to compile (CI builds it), symbolized stacks, asserts on.
 $(FUZZ_BUILD)/build.ninja:
-	CXX=clang++ cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	  -DLLMPROXY_FUZZ=ON $(CMAKE_FLAGS)
+	CXX=clang++ cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+	  -DCMAKE_CXX_FLAGS_DEBUG="-O1 -gline-tables-only" -DLLMPROXY_FUZZ=ON $(CMAKE_FLAGS)
 
 fuzz-build: deps $(FUZZ_BUILD)/build.ninja
 	cmake --build $(FUZZ_BUILD) -j $(JOBS)
