@@ -122,8 +122,14 @@ TEST(UpstreamReuseHostile, APooledConnectionResetDuringTheWriteIsResentOnceOnAFr
   EXPECT_EQ(r.body, RawUpstream::DefaultBody(3));
   EXPECT_EQ(r.Header("x-request-id"), "up-3");
   EXPECT_EQ(r.rest, "");
-  // x-llmproxy-attempts counts the resend once the pipeline adds UpstreamCall::resends()
-  // to its attempts (issue 10 item 14, counted by the pipeline, not here).
+  // The resend is an attempt of its own (issue 10 item 14): in the header, the record and
+  // the outcome counters, as a connect error that does not touch health.
+  EXPECT_EQ(r.Header("x-llmproxy-attempts"), "2");
+  const auto attempts = worker.observer().Attempts();
+  ASSERT_EQ(attempts.size(), 3u);
+  EXPECT_EQ(attempts[0].second, AttemptOutcome::kSuccess);
+  EXPECT_EQ(attempts[1].second, AttemptOutcome::kConnectError);
+  EXPECT_EQ(attempts[2].second, AttemptOutcome::kSuccess);
   const std::vector<RawUpstreamRequest> requests = up.Requests();
   ASSERT_EQ(requests.size(), 3u);
   EXPECT_FALSE(requests[1].body_complete);
