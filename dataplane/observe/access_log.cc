@@ -109,14 +109,6 @@ class LineWriter {
     out_.append(buf, ec == std::errc() ? end : buf);
   }
 
-  void OptionalUint(std::string_view key, const std::optional<uint64_t>& value) {
-    if (value) {
-      Uint(key, *value);
-    } else {
-      Null(key);
-    }
-  }
-
   void Seconds(std::string_view key, double value) {
     Key(key);
     if (!std::isfinite(value)) {
@@ -131,9 +123,12 @@ class LineWriter {
     out_.append(buf, ec == std::errc() ? end : buf);
   }
 
-  void OptionalSeconds(std::string_view key, const std::optional<double>& value) {
+  // `value` written by `write` (Uint, Seconds), or null (JSON) / "-" (text) when absent.
+  template <class T>
+  void Optional(std::string_view key, const std::optional<T>& value,
+                void (LineWriter::*write)(std::string_view, T)) {
     if (value) {
-      Seconds(key, *value);
+      (this->*write)(key, *value);
     } else {
       Null(key);
     }
@@ -189,11 +184,11 @@ void AppendAccessLogLine(std::string& out, const RequestRecord& r, LogFormat for
   w.String("backend", r.backend);
   w.Uint("attempts", r.attempts);
   w.Bool("stream", r.stream);
-  w.OptionalSeconds("ttft_seconds", r.ttft_seconds);
+  w.Optional("ttft_seconds", r.ttft_seconds, &LineWriter::Seconds);
   w.Seconds("duration_seconds", r.duration_seconds);
   w.Seconds("overhead_seconds", r.overhead_seconds);
-  w.OptionalUint("prompt_tokens", r.prompt_tokens);
-  w.OptionalUint("completion_tokens", r.completion_tokens);
+  w.Optional("prompt_tokens", r.prompt_tokens, &LineWriter::Uint);
+  w.Optional("completion_tokens", r.completion_tokens, &LineWriter::Uint);
   w.Uint("bytes_in", r.bytes_in);
   w.Uint("bytes_out", r.bytes_out);
   w.String("client", r.client_address);
