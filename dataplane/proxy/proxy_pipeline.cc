@@ -397,6 +397,7 @@ asio::awaitable<bool> ProxyRequest::Run(bool authorized) {
     co_return keep_alive_&& responded_;
   }
 
+  conn_.fin_is_half_close = !keep_alive_;
   StartClientWatch(conn_, &ProxyRequest::OnClientGone, this);
   co_await AttemptLoop(std::move(plan));
   StopClientWatch(conn_);

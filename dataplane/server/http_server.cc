@@ -232,8 +232,12 @@ void ArmWatch(ClientConnection& conn) {
           if (watch->active && c.buffer.size() <= kWatchBufferLimit) return ArmWatch(c);
           return FinishWatchRead(*watch, {});
         }
-        // EOF or a reset: the client left.
+        // EOF or a reset: the client left, unless its request said it sends no more.
         const boost::system::error_code gone = ec ? ec : asio::error::eof;
+        if (gone == asio::error::eof && c.fin_is_half_close) {
+          c.half_closed = true;
+          return FinishWatchRead(*watch, gone);
+        }
         if (watch->active) {
           watch->active = false;
           if (watch->on_gone) watch->on_gone(watch->ctx);

@@ -116,6 +116,12 @@ struct ClientConnection {
   // The client finished sending (FIN) before its request's upstream work began: a
   // half-close (shutdown(SHUT_WR)), served to the end, then the connection closes.
   bool half_closed = false;
+  // The request being proxied closes the connection after its answer (HTTP/1.0 without
+  // keep-alive, or `Connection: close`): such a client can send nothing more, so a FIN
+  // from it while the upstream works is a half-close (tools that shutdown(SHUT_WR) after
+  // the request), served to the end, not a departure. A client that really left is
+  // still seen at the first write of the answer (a stream's head, at the first token).
+  bool fin_is_half_close = false;
   BufferBudget* budget = nullptr;  // the server's; null in tests that build a connection
   uint64_t body_reserved = 0;      // this request's share of it
   // Made by the first proxied request (StartClientWatch); outlives the connection in a

@@ -94,7 +94,37 @@ TEST_F(HalfClose, Http10RequestThenFinIsAnswered) {
   EXPECT_EQ(ex.replies[0].Get("x-llmproxy-backend"), "b");
 }
 
-// A FIN that comes later, while the upstream works, is still a hang-up: cancelled.
+// A request that closes the connection after its answer (HTTP/1.0, or `Connection:
+// close`) can be followed by nothing else, so its FIN, even one that comes while the
+// upstream works, is a half-close: the answer arrives whole and nothing is cancelled.
+TEST_F(HalfClose, ALateFinAfterARequestThatClosesIsStillAnswered) {
+  const std::string body = Chat("model-a");
+  const std::string requests[] = {
+      "POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+      "x-mock-delay-ms: 300\r\nContent-Length: " +
+          std::to_string(body.size()) + "\r\n\r\n" + body,
+      hostile::Post("/v1/chat/completions", body, "Connection: close\r\nx-mock-delay-ms: 300\r\n"),
+  };
+  uint64_t served = 0;
+  for (const std::string& bytes : requests) {
+    hostile::RawConnection c;
+    ASSERT_TRUE(c.Connect(worker.port()));
+    ASSERT_TRUE(c.Send(bytes));
+    ASSERT_TRUE(a.WaitForRequests(++served, 5s));
+    c.ShutdownWrite();  // after the upstream got the request: a late FIN
+    ASSERT_TRUE(c.ReadUntilClosed(10s));
+    std::string rest;
+    const auto replies = hostile::SplitResponses(c.received(), &rest);
+    ASSERT_EQ(replies.size(), 1u) << c.received();
+    EXPECT_EQ(replies[0].status_line.substr(9), "200 OK");
+    EXPECT_EQ(replies[0].Get("x-llmproxy-backend"), "a");
+    EXPECT_NE(replies[0].body.find("\"choices\""), std::string::npos) << replies[0].body;
+    EXPECT_EQ(a.Stats().cancelled, 0u);
+  }
+}
+
+// A FIN that comes later, while the upstream works, on a keep-alive request is still a
+// hang-up: cancelled (tokens cost money; such a client could have sent more requests).
 TEST_F(HalfClose, AFinWhileTheUpstreamWorksStillCancelsIt) {
   hostile::RawConnection c;
   ASSERT_TRUE(c.Connect(worker.port()));
