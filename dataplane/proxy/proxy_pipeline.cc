@@ -414,14 +414,6 @@ asio::awaitable<bool> ProxyRequest::ReadBody() {
   parser_.body_limit(limit);
   boost::system::error_code ec;
   bool over_budget = false;
-  // A chunked body takes its budget chunk by chunk, as each chunk's size is announced
-  // and before its bytes are read (Beast checks body_limit first, so 413 wins).
-  auto reserve_chunk = [&](uint64_t size, std::string_view, boost::system::error_code& chunk_ec) {
-    if (!conn_.ReserveBody(size, buffered_limit)) {
-      over_budget = true;
-      chunk_ec = http::error::body_limit;
-    }
-  };
   // Checked before reading: Beast reserves Content-Length bytes when the body starts.
   const auto length = parser_.content_length();
   if (length && *length > limit) {
@@ -457,17 +449,26 @@ asio::awaitable<bool> ProxyRequest::ReadBody() {
       co_return true;
     }
   } else {
-    parser_.on_chunk_header(reserve_chunk);
+    // A chunked body takes its budget as its bytes are parsed, one read at a time, so
+    // the cap is passed by at most one read (Beast checks body_limit before it appends,
+    // so 413 wins). Beast allows no chunk callback once the body has begun, which it
+    // has by now: the parsed body's growth is what is charged.
+    uint64_t charged = 0;
+    auto charge = [&] {
+      const uint64_t have = parser_.get().body().size();
+      if (have <= charged) return;
+      if (!conn_.ReserveBody(have - charged, buffered_limit)) over_budget = true;
+      charged = have;
+    };
     ParseBuffered(parser_, conn_.buffer, ec);  // a chunked body, often already here
-    if (!ec && !parser_.is_done()) {
-      conn_.ExpiresAfter(p_.options_.body_read_timeout);
-      co_await http::async_read(conn_.socket, conn_.buffer, parser_,
-                                asio::redirect_error(asio::use_awaitable, ec));
-      conn_.ExpiresNever();
+    charge();
+    conn_.ExpiresAfter(p_.options_.body_read_timeout);
+    while (!ec && !over_budget && !parser_.is_done()) {
+      co_await http::async_read_some(conn_.socket, conn_.buffer, parser_,
+                                     asio::redirect_error(asio::use_awaitable, ec));
+      charge();
     }
-    // The parser outlives this frame: leave it no pointer to the lambda above.
-    static auto ignore_chunk = [](uint64_t, std::string_view, boost::system::error_code&) {};
-    parser_.on_chunk_header(ignore_chunk);
+    conn_.ExpiresNever();
   }
   if (over_budget) {
     keep_alive_ = false;

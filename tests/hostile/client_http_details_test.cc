@@ -180,7 +180,8 @@ TEST_F(HttpDetails, HeadersNamedInConnectionAreNotForwarded) {
   ASSERT_EQ(ex.replies.size(), 2u) << ex.raw;
   EXPECT_EQ(ex.replies[0].status_line, "HTTP/1.1 200 OK");
   ASSERT_EQ(a.RequestCount(), 1u);
-  const auto& seen = a.Requests()[0];
+  const auto requests = a.Requests();  // a copy: the mock returns its list by value
+  const auto& seen = requests[0];
   EXPECT_FALSE(seen.HasHeader("x-hop-secret"));
   EXPECT_FALSE(seen.HasHeader("x-hop-other"));
   EXPECT_FALSE(seen.HasHeader("connection"));
