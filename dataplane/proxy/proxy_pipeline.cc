@@ -318,6 +318,8 @@ class ProxyRequest {
   // Phase 5's state across attempts.
   AttemptPlanner* planner_ = nullptr;  // AttemptLoop's, while it runs
   uint32_t resends_ = 0;               // free resends of every attempt so far
+  // record_.attempts, the one derivation: planned attempts plus free resends.
+  void CountAttempts() { record_.attempts = planner_->attempts() + resends_; }
   struct SavedError {                  // the last upstream error answer, relayed if last
     unsigned status = 0;
     http::fields head;
@@ -581,7 +583,7 @@ RetryDecision ProxyRequest::ReportAttempt(AttemptRun& run, const AttemptResult& 
   RetryDecision d = ClassifyAttempt(result, std::chrono::system_clock::now());
   planner_->Report(run.attempt, d, run.head_latency);
   NotifyAttempt(run.backend.name, d.outcome);
-  record_.attempts = planner_->attempts() + resends_;
+  CountAttempts();
   return d;
 }
 
@@ -592,7 +594,7 @@ asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
   while (std::optional<Attempt> attempt = planner.Next()) {
     const size_t index = attempt->backend;
     AttemptRun run{std::move(*attempt), table_->backend(index), table_->target(index), {}, 0};
-    record_.attempts = planner.attempts() + resends_;
+    CountAttempts();
     record_.backend = run.backend.name;
     record_.model_resolved = run.attempt.model;
     const AttemptEnd end = co_await TryBackend(run);
@@ -602,7 +604,7 @@ asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
       co_return;
     }
   }
-  record_.attempts = planner.attempts() + resends_;
+  CountAttempts();
   co_await SendFinalError();
   planner_ = nullptr;
 }
@@ -631,7 +633,7 @@ asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::TryBackend(AttemptRun& r
                           .tls_insecure_skip_verify = backend.tls_insecure_skip_verify});
   run.resends = call.resends();
   resends_ += run.resends;
-  record_.attempts += run.resends;  // x-llmproxy-attempts counts them
+  CountAttempts();  // before any head goes out: x-llmproxy-attempts counts the resends
   const auto head_time = SteadyClockT::now();
   upstream_wait_ += SecondsBetween(attempt_start, head_time);
   if (ec || client_gone_) co_return NoAnswer(run, ec, ": ");
