@@ -34,6 +34,11 @@ uint64_t SnapshotStore::Connect(const v1::WorkerHello& hello, int64_t now_ms) {
   w.held_version = hello.current_version();
   w.sent_version = 0;
   w.sent_nonce.clear();
+  // ACKs and NACKs belong to a stream: the process behind a new one (a restarted worker
+  // under the same id) has acknowledged nothing yet, whatever the last one did.
+  w.acked_version = 0;
+  w.nacked_version = 0;
+  w.last_nack_error.clear();
   w.load.Clear();
   w.has_load = false;
   w.report_interval_ms = hello.report_interval_ms();

@@ -92,6 +92,33 @@ TEST(SnapshotStore, ReconnectWithSameSnapshotIsNotResent) {
   EXPECT_EQ(store.Workers()[0].acked_version, 1u);
 }
 
+TEST(SnapshotStore, RestartedWorkerShowsNothingAckedUntilItAcks) {
+  // A worker killed and restarted under the same id holds no table: the record must not
+  // keep the dead process's ACK (or NACK), or "acked" says it serves before it can.
+  SnapshotStore store("ctl");
+  store.Publish(Table(1));
+  uint64_t s1 = store.Connect(Hello("w"), 0);
+  store.Ack("w", s1, AckOf(*store.TakePending("w", s1)));
+  v1::Nack nack;
+  nack.set_version(1);
+  nack.set_nonce(store.Current()->nonce);
+  nack.set_error("bad table");
+  store.Disconnect("w", s1);
+  uint64_t s2 = store.Connect(Hello("w"), 0);
+  EXPECT_EQ(store.Workers()[0].acked_version, 0u);
+  EXPECT_EQ(store.Workers()[0].held_version, 0u);
+  auto snap = store.TakePending("w", s2);
+  ASSERT_TRUE(snap.has_value());
+  EXPECT_TRUE(store.Nack("w", s2, nack));
+  EXPECT_EQ(store.Workers()[0].nacked_version, 1u);
+  store.Disconnect("w", s2);
+  uint64_t s3 = store.Connect(Hello("w"), 0);
+  EXPECT_EQ(store.Workers()[0].nacked_version, 0u);
+  EXPECT_TRUE(store.Workers()[0].last_nack_error.empty());
+  EXPECT_TRUE(store.Ack("w", s3, AckOf(*store.TakePending("w", s3))));
+  EXPECT_EQ(store.Workers()[0].acked_version, 1u);
+}
+
 TEST(SnapshotStore, ReconnectWithOlderVersionIsResent) {
   SnapshotStore store("ctl");
   store.Publish(Table(1));
