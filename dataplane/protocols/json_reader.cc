@@ -391,35 +391,4 @@ std::optional<UsageRead> ReadUsageJson(std::string_view json, size_t readable_af
   return UsageRead{*usage, choices_empty};
 }
 
-std::optional<std::string_view> FindTopLevelJsonValue(std::string_view json, std::string_view key,
-                                                      size_t readable_after) {
-  const PaddedInput in(json, readable_after);
-  ParserFor parser(json.size());
-  od::document doc;
-  od::object object;
-  if ((*parser).iterate(in.view()).get(doc) || doc.get_object().get(object)) return std::nullopt;
-  std::optional<std::string_view> found;
-  for (auto field : object) {
-    std::string_view name;
-    od::value value;
-    if (field.unescaped_key().get(name) || field.value().get(value)) return found;
-    if (name != key) continue;
-    od::json_type type;
-    std::string_view raw;
-    if (value.type().get(type)) return found;
-    if (type == od::json_type::object) {
-      od::object member;
-      if (value.get_object().get(member) || member.raw_json().get(raw)) return found;
-    } else if (type == od::json_type::array) {
-      od::array member;
-      if (value.get_array().get(member) || member.raw_json().get(raw)) return found;
-    } else {
-      raw = value.raw_json_token();
-    }
-    raw = TrimTrailingWs(raw);
-    found = json.substr(in.OffsetOf(raw.data()), raw.size());
-  }
-  return found;
-}
-
 }  // namespace llmproxy

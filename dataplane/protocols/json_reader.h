@@ -80,10 +80,4 @@ struct UsageRead {
 // whole usage unusable. Duplicate keys: the last one wins.
 std::optional<UsageRead> ReadUsageJson(std::string_view json, size_t readable_after);
 
-// The raw bytes (a view of `json`) of the value of top-level member `key` (after JSON
-// unescaping; the last duplicate wins) of a JSON object text, checked for structure only.
-// nullopt when absent or when `json` is not an object.
-std::optional<std::string_view> FindTopLevelJsonValue(std::string_view json, std::string_view key,
-                                                      size_t readable_after = 0);
-
 }  // namespace llmproxy

@@ -195,15 +195,7 @@ inline void CheckRewrite(std::string_view body, const BodyPeek& peek, const Body
 // Every check on one body.
 inline void CheckBody(std::string_view body) {
   const BodyPeek peek = PeekRequestBody(body);
-  // Side APIs on the same bytes: must not crash, and a found value lies inside the text.
-  for (std::string_view key : {"usage", "model"}) {
-    const auto value = FindTopLevelJsonValue(body, key);
-    if (value) {
-      FUZZ_CHECK(value->data() >= body.data() &&
-                     value->data() + value->size() <= body.data() + body.size(),
-                 body);
-    }
-  }
+  // The usage reader on the same bytes must not crash.
   (void)ExtractUsageFromJson(body);
 
   if (peek.ok()) {

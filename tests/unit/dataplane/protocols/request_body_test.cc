@@ -374,17 +374,6 @@ TEST(JsonHelpers, AppendJsonStringEscapes) {
   EXPECT_EQ(out, R"("a\"\\\n\u0001")");
 }
 
-TEST(JsonHelpers, FindTopLevelValue) {
-  const std::string json =
-      R"({"choices":[{"usage":{"x":1}}],"usage":{"prompt_tokens":3,"completion_tokens":4},"z":1})";
-  EXPECT_EQ(FindTopLevelJsonValue(json, "usage").value_or(""),
-            R"({"prompt_tokens":3,"completion_tokens":4})");
-  EXPECT_EQ(FindTopLevelJsonValue(json, "z").value_or(""), "1");
-  EXPECT_FALSE(FindTopLevelJsonValue(json, "missing").has_value());
-  EXPECT_FALSE(FindTopLevelJsonValue("[1]", "usage").has_value());
-  EXPECT_FALSE(FindTopLevelJsonValue("", "usage").has_value());
-}
-
 // The string scanner reads 16 and 8 bytes at a time: a stop byte (quote, backslash,
 // control character) must be found at every offset of those blocks.
 TEST(BodyPeek, StopBytesAreFoundAtEveryOffsetOfLongStrings) {
