@@ -1,0 +1,2 @@
+// Compiled only to produce the precompiled headers that every target of ours reuses
+// (CMakeLists.txt, llmproxy_precompiled).
