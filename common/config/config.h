@@ -27,7 +27,7 @@ struct BackendConfig {
   std::string name;
   std::string url;  // requests go to url + "/chat/completions" (etc.), the original's rule
   std::string api_key;
-  uint32_t weight = 1;  // 0 = no traffic
+  uint32_t weight = 1;        // 0 = no traffic
   std::string default_model;  // defaults to models[0]
   std::vector<std::string> models;
   std::map<std::string, std::string> headers;  // extra headers sent upstream
@@ -82,6 +82,11 @@ struct Config {
   Millis stream_idle_timeout = std::chrono::seconds(60);
   Millis connect_timeout = std::chrono::seconds(5);
   uint32_t retry = 3;  // extra attempts after the first
+  // Before an attempt on a candidate this request already tried (no untried one left):
+  // retry_backoff, doubling per repeat, with jitter (docs/routing.md).
+  Millis retry_backoff = std::chrono::milliseconds(250);
+  // The longest Retry-After waited out instead of failing over (or giving up).
+  Millis max_retry_wait = std::chrono::seconds(10);
   BalanceMode mode = BalanceMode::kRandom;
   std::vector<std::string> auth_keys;  // empty: open
   std::vector<ModelAlias> model_aliases;

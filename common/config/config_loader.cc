@@ -26,7 +26,7 @@ using Keys = std::vector<std::string_view>;
 const Keys kTopKeys = {"server",          "control_plane", "timeout",       "stream_idle_timeout",
                        "connect_timeout", "retry",         "mode",          "auth",
                        "model_aliases",   "health",        "unknown_model", "cross_model_fallback",
-                       "stream_usage",    "backends"};
+                       "stream_usage",    "backends",      "retry_backoff", "max_retry_wait"};
 const Keys kServerKeys = {
     "port", "host", "metrics_port", "max_body_bytes", "max_buffered_bytes", "max_response_bytes"};
 const Keys kControlPlaneKeys = {"listen", "metrics_port", "admin_token"};
@@ -375,6 +375,8 @@ class YamlLoader {
                  config_.stream_idle_timeout);
     ReadDuration(Child(root, "connect_timeout"), "connect_timeout", config_.connect_timeout);
     ReadInt(Child(root, "retry"), "retry", 0, 100, config_.retry);
+    ReadDuration(Child(root, "retry_backoff"), "retry_backoff", config_.retry_backoff);
+    ReadDuration(Child(root, "max_retry_wait"), "max_retry_wait", config_.max_retry_wait);
     ReadEnum<BalanceMode>(Child(root, "mode"), "mode",
                           {{"random", BalanceMode::kRandom},
                            {"round-robin", BalanceMode::kRoundRobin},

@@ -44,6 +44,8 @@ v1::RoutingTable ToProto(const Config& config) {
   SetDuration(config.stream_idle_timeout, table.mutable_stream_idle_timeout());
   SetDuration(config.connect_timeout, table.mutable_connect_timeout());
   table.set_retry(config.retry);
+  SetDuration(config.retry_backoff, table.mutable_retry_backoff());
+  SetDuration(config.max_retry_wait, table.mutable_max_retry_wait());
   table.set_mode(ToProto(config.mode));
   for (const std::string& key : config.auth_keys) table.add_auth_keys(key);
   for (const ModelAlias& alias : config.model_aliases) {
@@ -112,6 +114,12 @@ FromProtoResult FromProto(const v1::RoutingTable& table) {
     duration(table.connect_timeout(), "connect_timeout", config.connect_timeout);
   }
   config.retry = table.retry();
+  if (table.has_retry_backoff()) {
+    duration(table.retry_backoff(), "retry_backoff", config.retry_backoff);
+  }
+  if (table.has_max_retry_wait()) {
+    duration(table.max_retry_wait(), "max_retry_wait", config.max_retry_wait);
+  }
   switch (table.mode()) {
     case v1::BALANCE_MODE_ROUND_ROBIN:
       config.mode = BalanceMode::kRoundRobin;

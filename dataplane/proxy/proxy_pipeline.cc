@@ -41,6 +41,8 @@
 
 #include <boost/asio/read.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/string.hpp>
@@ -314,13 +316,14 @@ class ProxyRequest {
   double client_wait_ = 0;    // seconds spent waiting for the client to take stream bytes
 
   UpstreamCall* current_call_ = nullptr;
+  asio::steady_timer* repeat_timer_ = nullptr;  // the wait before a repeat, while it runs
 
   // Phase 5's state across attempts.
   AttemptPlanner* planner_ = nullptr;  // AttemptLoop's, while it runs
   uint32_t resends_ = 0;               // free resends of every attempt so far
   // record_.attempts, the one derivation: planned attempts plus free resends.
   void CountAttempts() { record_.attempts = planner_->attempts() + resends_; }
-  struct SavedError {                  // the last upstream error answer, relayed if last
+  struct SavedError {  // the last upstream error answer, relayed if last
     unsigned status = 0;
     http::fields head;
     std::string body;
@@ -590,11 +593,25 @@ RetryDecision ProxyRequest::ReportAttempt(AttemptRun& run, const AttemptResult& 
 // Phase 5: pick, connect, send, read head, classify; then relay (phase 6) or retry.
 asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
   AttemptPlanner planner(table_, std::move(plan), ThreadLocalRandom(), SteadyClock());
+  planner.SetDeadline(start_ + table_->config.timeout);
   planner_ = &planner;
   while (std::optional<Attempt> attempt = planner.Next()) {
     const size_t index = attempt->backend;
     AttemptRun run{std::move(*attempt), table_->backend(index), table_->target(index), {}, 0};
     CountAttempts();
+    if (run.attempt.wait.count() > 0) {
+      // A repeat on a tried backend: its backoff or Retry-After first. A client that
+      // leaves meanwhile ends it (OnClientGone).
+      asio::steady_timer timer(co_await asio::this_coro::executor, run.attempt.wait);
+      repeat_timer_ = &timer;
+      boost::system::error_code ignored;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+      repeat_timer_ = nullptr;
+      if (client_gone_) {
+        planner_ = nullptr;
+        co_return;
+      }
+    }
     record_.backend = run.backend.name;
     record_.model_resolved = run.attempt.model;
     const AttemptEnd end = co_await TryBackend(run);
@@ -946,6 +963,7 @@ void ProxyRequest::OnClientGone(void* self) {
   auto* request = static_cast<ProxyRequest*>(self);
   request->client_gone_ = true;
   if (request->current_call_ != nullptr) request->current_call_->Cancel();
+  if (request->repeat_timer_ != nullptr) request->repeat_timer_->cancel();
 }
 
 // Phase 7: the record goes to every observer, whatever happened.

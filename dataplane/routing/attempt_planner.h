@@ -14,8 +14,18 @@
 // Next() walks the plan's steps in order, each time looking for the first step with a
 // healthy, untried, routable candidate (so an alias whose first model's backends are all
 // ejected moves on to the next model); only when no step has one does it fail open
-// (balancer.h) in the first step that still has an untried routable backend. A backend is
-// tried at most once per request, across all steps. At most config.retry + 1 attempts.
+// (balancer.h) in the first step that still has an untried routable backend. At most
+// config.retry + 1 attempts.
+//
+// Untried candidates first; then, when none is left and the last failure was transient
+// (5xx, 429, connect error, cut or malformed answer), a tried one again (the one-backend
+// setup must survive a blip): after Attempt::wait, which the caller sleeps before sending.
+// The wait is retry_backoff doubling per repeat, jittered to [d/2, d]; after a 429 with
+// Retry-After it is that delay, never less, and the repeat is not made when the delay
+// exceeds max_retry_wait. A Retry-After holds the whole provider account (origin + key,
+// BackendTarget::account): untried entries of the same account are not an escape from it,
+// so the next attempt goes at once to a different account, or waits. Timeouts and auth
+// errors are not repeated on the same backend.
 //
 // Not thread-safe (one planner per request); the shared state it touches is.
 #pragma once
@@ -47,6 +57,7 @@ class Attempt {
   std::string model;           // the model to send upstream
   bool rewrite_model = false;  // model differs from the client's: rewrite the body
   bool fail_open = false;      // picked although ejected (every candidate was)
+  Millis wait{0};              // sleep this long before sending (a repeat; see above)
   std::shared_ptr<BackendState> state;
 
   Attempt() = default;
@@ -80,20 +91,33 @@ class AttemptPlanner {
   void Report(Attempt& attempt, const RetryDecision& decision,
               std::optional<double> latency_seconds = std::nullopt);
 
+  // No repeat whose wait would end after `deadline` (the request's own).
+  void SetDeadline(SteadyTime deadline) { deadline_ = deadline; }
+
   uint32_t attempts() const { return attempts_; }
+  uint32_t repeats() const { return repeats_; }  // attempts on an already tried backend
   uint32_t max_attempts() const { return max_attempts_; }
   const ModelPlan& plan() const { return plan_; }
   const RoutingTable& table() const { return *table_; }
 
  private:
   Attempt MakeAttempt(size_t step, size_t backend, bool fail_open);
+  // A tried (or Retry-After-held) candidate again, after a wait; nullopt if none may be.
+  std::optional<Attempt> Repeat(SteadyTime now);
+  Millis Backoff();
 
   std::shared_ptr<const RoutingTable> table_;
   ModelPlan plan_;
+  Random& random_;
   Balancer balancer_;
   Clock clock_;
   std::vector<bool> tried_;
+  // Per backend: no attempt before this time (a Retry-After on its account).
+  std::vector<std::optional<SteadyTime>> not_before_;
+  std::optional<AttemptOutcome> last_outcome_;  // the last reported outcome
+  std::optional<SteadyTime> deadline_;
   uint32_t attempts_ = 0;
+  uint32_t repeats_ = 0;
   uint32_t max_attempts_ = 1;
   bool stopped_ = false;
 };

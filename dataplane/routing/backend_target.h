@@ -22,6 +22,9 @@ struct BackendTarget {
   std::array<std::string, kProxyRouteCount> targets;  // url base path + route suffix
   std::string host_header;
   std::string bearer;  // "Bearer <api_key>"
+  // The provider account the entry spends from: origin and key (never logged). Two
+  // entries with the same account share its rate limits (docs/routing.md, retries).
+  std::string account;
   // What the backend's configured headers already set, so the proxy does not add its own.
   bool headers_set_host = false;
   bool headers_set_request_id = false;

@@ -188,6 +188,10 @@ TEST_F(BufferedBytesCap, AbandonedAndRefusedBodiesGiveTheirShareBack) {
     Hold(c);
     ASSERT_TRUE(c.Send(std::string(100, ' ')));
   }
+  // The worker notices the hang-up asynchronously: until then its 4000 bytes stay held
+  // and a 4000-byte body does not fit beside them (6000). Once one is served, nothing
+  // of the abandoned upload stayed reserved.
+  ASSERT_TRUE(test::WaitUntil([&] { return PostStatus(4000) == 200; }, 5s));
   // A body over max_body_bytes (413), and a body that is not JSON (400).
   hostile::Exchange too_large =
       RoundTrip(worker->port(), hostile::Post("/v1/chat/completions", ChatOfSize(4097)));
@@ -198,9 +202,7 @@ TEST_F(BufferedBytesCap, AbandonedAndRefusedBodiesGiveTheirShareBack) {
       hostile::Post("/v1/chat/completions", std::string(3000, '{'), "Connection: close\r\n"));
   ASSERT_EQ(bad.replies.size(), 1u);
   EXPECT_EQ(bad.replies[0].status, 400);
-  // Once the abandoned upload is noticed, two 3000-byte bodies fit at the same time
-  // again: nothing stayed reserved.
-  ASSERT_TRUE(test::WaitUntil([&] { return PostStatus(4000) == 200; }, 5s));
+  // Two 3000-byte bodies fit at the same time: the refused ones gave their share back.
   RawConnection first;
   ASSERT_TRUE(first.Connect(worker->port()));
   ASSERT_TRUE(first.Send(HeadOnly(3000, "Expect: 100-continue\r\nConnection: close\r\n")));

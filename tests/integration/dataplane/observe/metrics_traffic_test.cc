@@ -277,8 +277,15 @@ TEST_F(MetricsTraffic, RetriesCountEveryAttemptAndTheFinalAnswer) {
   EXPECT_EQ(mock_a_.RequestCount(), static_cast<size_t>(extra_attempts));
 }
 
+// One attempt per request (retry 0: no repeats on the one backend of model-a), so each
+// request adds exactly one outcome to count.
+Config OneAttempt(Config c) {
+  c.retry = 0;
+  return c;
+}
+
 TEST_F(MetricsTraffic, FailuresPassedThroughAndEjectionDriveBackendUp) {
-  Start();
+  Start(OneAttempt(MakeConfig()));
   std::string text = Scrape();
   EXPECT_EQ(Value(text, "llmproxy_backend_up", {{"backend", "alpha"}}), 1);
   EXPECT_EQ(Value(text, "llmproxy_backend_up", {{"backend", "beta"}}), 1);
@@ -317,6 +324,7 @@ TEST_F(MetricsTraffic, FailuresPassedThroughAndEjectionDriveBackendUp) {
 TEST_F(MetricsTraffic, EveryAttemptOutcomeIsCountedAndDrainedBackendsAreDown) {
   Config config = MakeConfig();
   config.timeout = 300ms;
+  config.retry = 0;                       // one attempt per request: one outcome each
   config.health.failure_threshold = 100;  // keep alpha in rotation: no ejection here
   const uint16_t nowhere = test::UnusedPort();
   config.backends.push_back(test::MockBackend(

@@ -62,11 +62,11 @@ TEST(ProxyAttempts, EveryFailureHasItsOwnOutcomeAndTheLastOneIsAnswered) {
   MockLlm a(Named("a")), b(Named("b"));
   RecordingObserver observer;
   // c: nothing listens there.
-  TestWorker worker(
-      TestConfig({MockBackend("a", a.BaseUrl(), {"m"}), MockBackend("b", b.BaseUrl(), {"m"}),
-                  MockBackend("c", "http://127.0.0.1:" + std::to_string(test::UnusedPort()) + "/v1",
-                              {"m"})}),
-      1, {&observer});
+  Config config = TestConfig(
+      {MockBackend("a", a.BaseUrl(), {"m"}), MockBackend("b", b.BaseUrl(), {"m"}),
+       MockBackend("c", "http://127.0.0.1:" + std::to_string(test::UnusedPort()) + "/v1", {"m"})});
+  config.retry = 2;  // each backend once, no repeat: three attempts, three outcomes
+  TestWorker worker(std::move(config), 1, {&observer});
   MockFault close;
   close.close = true;  // reads the request, closes without an answer
   a.SetDefaultFault(close);

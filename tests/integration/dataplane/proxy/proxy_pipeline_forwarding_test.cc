@@ -242,7 +242,10 @@ TEST_F(ProxyFailover, WhenAllFailTheLastUpstreamErrorIsPassedBack) {
   HttpResult r = Chat();
   EXPECT_EQ(r.status, 503);
   EXPECT_EQ(r.body, R"({"error":"from b"})");
-  EXPECT_EQ(r.Header("x-llmproxy-attempts"), "2");
+  // a, b, then (nothing untried left) a and b again after a backoff: retry 3.
+  EXPECT_EQ(r.Header("x-llmproxy-attempts"), "4");
+  EXPECT_EQ(a.RequestCount(), 2u);
+  EXPECT_EQ(b.RequestCount(), 2u);
   EXPECT_EQ(r.Header("x-llmproxy-backend"), "b");
 }
 
@@ -255,7 +258,7 @@ TEST_F(ProxyFailover, AllConnectRefusedGives502Json) {
   auto j = nlohmann::json::parse(r.body);
   EXPECT_TRUE(j["error"]["message"].is_string());
   EXPECT_EQ(j["error"]["code"], "bad_gateway");
-  EXPECT_EQ(r.Header("x-llmproxy-attempts"), "2");
+  EXPECT_EQ(r.Header("x-llmproxy-attempts"), "4");  // both, then both again (repeats)
 }
 
 TEST_F(ProxyFailover, AllTimingOutGives504Json) {

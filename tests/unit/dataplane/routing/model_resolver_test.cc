@@ -152,17 +152,23 @@ TEST(AttemptPlanner, RetriesGoToUntriedBackendsWithinTheBudget) {
   EXPECT_EQ(seen.size(), 3u);
 }
 
-TEST(AttemptPlanner, StopsWhenNoUntriedBackendServesTheModel) {
+TEST(AttemptPlanner, OnlyBackendsOfTheModelAreTriedThenRepeated) {
   auto table = RoutingTable::Build(Sample(), 1);
   ScriptedRandom random;
   FakeClock clock;
   AttemptPlanner planner(table, ResolveModel(*table, "deepseek-chat"), random, clock.AsClock());
   std::vector<size_t> order;
+  std::vector<bool> waited;
   while (auto attempt = planner.Next()) {
     order.push_back(attempt->backend);
+    waited.push_back(attempt->wait.count() > 0);
+    clock.Advance(attempt->wait);
     planner.Report(*attempt, Decision(500));
   }
-  EXPECT_EQ(order, (std::vector<size_t>{0, 1}));  // volc does not serve it
+  // volc does not serve it; the untried ones at once, then repeats after a backoff
+  // (attempt_planner_test.cc).
+  EXPECT_EQ(order, (std::vector<size_t>{0, 1, 0, 1}));
+  EXPECT_EQ(waited, (std::vector<bool>{false, false, true, true}));
 }
 
 TEST(AttemptPlanner, AliasTriesItsModelsInOrder) {
@@ -176,8 +182,10 @@ TEST(AttemptPlanner, AliasTriesItsModelsInOrder) {
     EXPECT_TRUE(attempt->rewrite_model);
     planner.Report(*attempt, Decision(503));
   }
-  EXPECT_EQ(attempts, (std::vector<std::pair<size_t, std::string>>{
-                          {2, "glm-4.7"}, {0, "deepseek-chat"}, {1, "deepseek-chat"}}));
+  // Every model's untried backends in order; the last attempt repeats the first model.
+  EXPECT_EQ(attempts,
+            (std::vector<std::pair<size_t, std::string>>{
+                {2, "glm-4.7"}, {0, "deepseek-chat"}, {1, "deepseek-chat"}, {2, "glm-4.7"}}));
 }
 
 TEST(AttemptPlanner, AliasSkipsToTheNextModelWhenAllBackendsOfTheFirstAreEjected) {
@@ -216,11 +224,15 @@ TEST(AttemptPlanner, WithoutCrossModelFallbackAFailedModelIsTheEnd) {
   ScriptedRandom random;
   FakeClock clock;
   AttemptPlanner planner(table, ResolveModel(*table, "glm-4.7"), random, clock.AsClock());
-  auto first = planner.Next();
-  ASSERT_TRUE(first);
-  planner.Report(*first, Decision(500));
-  EXPECT_FALSE(planner.Next());
-  EXPECT_EQ(planner.attempts(), 1u);
+  // No other backend or model: only volc, its first try and then repeats.
+  while (auto attempt = planner.Next()) {
+    EXPECT_EQ(attempt->backend, 2u);
+    EXPECT_EQ(attempt->model, "glm-4.7");
+    clock.Advance(attempt->wait);
+    planner.Report(*attempt, Decision(500));
+  }
+  EXPECT_EQ(planner.attempts(), 4u);
+  EXPECT_EQ(planner.repeats(), 3u);
 }
 
 TEST(AttemptPlanner, NoRetryAfterPassThroughOrSuccess) {
