@@ -1,6 +1,7 @@
 #include "dataplane/worker.h"
 
 #include "dataplane/dispatch/request_router.h"
+#include "dataplane/proxy/prober.h"
 #include "dataplane/proxy/proxy_pipeline.h"
 
 namespace llmproxy {
@@ -17,6 +18,9 @@ Worker::Worker(WorkerOptions options, TableStore& store, std::vector<RequestObse
   ProxyPipelineOptions pipeline_options;
   pipeline_options.threads = options_.threads;
   pipeline_options.pool = options_.pool;
+  ProberOptions prober_options;
+  prober_options.pool = options_.pool;
+  prober_ = std::make_unique<Prober>(store_, observers, prober_options);
   pipeline_ = std::make_unique<ProxyPipeline>(store_, std::move(observers), pipeline_options);
   router_ = std::make_unique<RequestRouter>(store_, *pipeline_);
   ProxyPipeline* pipeline = pipeline_.get();
@@ -30,7 +34,11 @@ Worker::Worker(WorkerOptions options, TableStore& store, std::vector<RequestObse
 
 Worker::~Worker() { Stop(); }
 
-std::string Worker::Start() { return server_->Start(); }
+std::string Worker::Start() {
+  std::string error = server_->Start();
+  if (error.empty()) prober_->Start();
+  return error;
+}
 
 uint16_t Worker::port() const { return server_->port(); }
 
@@ -39,6 +47,8 @@ size_t Worker::open_connections() const { return server_->open_connections(); }
 int64_t Worker::in_flight() const { return pipeline_->in_flight(); }
 
 bool Worker::Drain(std::chrono::milliseconds timeout) {
+  // A draining worker takes no new traffic: what its probes would learn serves nobody.
+  prober_->Stop();
   server_->StopAccepting();
   bool idle = server_->WaitIdle(std::chrono::steady_clock::now() + timeout);
   if (!idle) {
@@ -52,6 +62,7 @@ bool Worker::Drain(std::chrono::milliseconds timeout) {
 }
 
 void Worker::Stop() {
+  if (prober_) prober_->Stop();
   // The server's threads own the sessions that use the pipeline: stop them first.
   if (server_) server_->Stop();
 }

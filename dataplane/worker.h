@@ -1,6 +1,7 @@
 // One worker's data plane, wired: the HTTP server (T threads), the router, the proxy
-// pipeline and its observers, over a TableStore fed by the caller (config file or
-// control-plane client). Used by llmproxy-worker's main and by in-process tests.
+// pipeline and its observers, and the health prober (dataplane/proxy/prober.h), over a
+// TableStore fed by the caller (config file or control-plane client). Used by
+// llmproxy-worker's main and by in-process tests.
 #pragma once
 
 #include <chrono>
@@ -16,6 +17,7 @@
 
 namespace llmproxy {
 
+class Prober;
 class ProxyPipeline;
 class RequestRouter;
 
@@ -35,7 +37,8 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // Binds and starts serving. "" on success, else why it could not listen.
+  // Binds and starts serving, and starts probing ejected backends. "" on success, else
+  // why it could not listen.
   std::string Start();
   uint16_t port() const;
 
@@ -55,6 +58,7 @@ class Worker {
   std::unique_ptr<ProxyPipeline> pipeline_;
   std::unique_ptr<RequestRouter> router_;
   std::unique_ptr<HttpServer> server_;
+  std::unique_ptr<Prober> prober_;
 };
 
 }  // namespace llmproxy

@@ -71,6 +71,8 @@ struct HealthConfig {
   uint32_t failure_threshold = 5;
   Millis cooldown = std::chrono::seconds(30);
   Millis max_cooldown = std::chrono::seconds(300);  // cap for the doubling
+  // Ejected backends get a GET <url>/models this often (half-open); 0 = passive only.
+  Millis probe_interval = std::chrono::seconds(5);
 
   bool operator==(const HealthConfig&) const = default;
 };

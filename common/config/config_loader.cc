@@ -31,7 +31,7 @@ const Keys kServerKeys = {
     "port", "host", "metrics_port", "max_body_bytes", "max_buffered_bytes", "max_response_bytes"};
 const Keys kControlPlaneKeys = {"listen", "metrics_port", "admin_token"};
 const Keys kAuthKeys = {"keys"};
-const Keys kHealthKeys = {"failure_threshold", "cooldown", "max_cooldown"};
+const Keys kHealthKeys = {"failure_threshold", "cooldown", "max_cooldown", "probe_interval"};
 const Keys kBackendKeys = {"name",    "url",           "api_key",
                            "weight",  "default_model", "models",
                            "headers", "timeout",       "tls_insecure_skip_verify"};
@@ -449,6 +449,7 @@ class YamlLoader {
             h.failure_threshold);
     ReadDuration(Child(node, "cooldown"), "health.cooldown", h.cooldown);
     ReadDuration(Child(node, "max_cooldown"), "health.max_cooldown", h.max_cooldown);
+    ReadDuration(Child(node, "probe_interval"), "health.probe_interval", h.probe_interval);
   }
 
   void ReadAliases(const YAML::Node& node) {

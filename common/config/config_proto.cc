@@ -57,6 +57,7 @@ v1::RoutingTable ToProto(const Config& config) {
   health->set_failure_threshold(config.health.failure_threshold);
   SetDuration(config.health.cooldown, health->mutable_cooldown());
   SetDuration(config.health.max_cooldown, health->mutable_max_cooldown());
+  SetDuration(config.health.probe_interval, health->mutable_probe_interval());
   table.set_unknown_model(config.unknown_model == UnknownModelPolicy::kReject
                               ? v1::UNKNOWN_MODEL_POLICY_REJECT
                               : v1::UNKNOWN_MODEL_POLICY_FALLBACK);
@@ -142,6 +143,11 @@ FromProtoResult FromProto(const v1::RoutingTable& table) {
     }
     if (table.health().has_max_cooldown()) {
       duration(table.health().max_cooldown(), "health.max_cooldown", config.health.max_cooldown);
+    }
+    // Absent (an older control plane): the default; present and zero: probing off.
+    if (table.health().has_probe_interval()) {
+      duration(table.health().probe_interval(), "health.probe_interval",
+               config.health.probe_interval);
     }
   }
   config.unknown_model = table.unknown_model() == v1::UNKNOWN_MODEL_POLICY_REJECT

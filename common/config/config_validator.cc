@@ -82,6 +82,9 @@ class Checker {
     if (config_.health.max_cooldown < config_.health.cooldown) {
       Error("health.max_cooldown", "must not be shorter than health.cooldown");
     }
+    if (config_.health.probe_interval.count() < 0) {
+      Error("health.probe_interval", "must not be negative (0 turns probing off)");
+    }
   }
 
   void CheckBackends() {

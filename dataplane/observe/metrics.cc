@@ -152,6 +152,11 @@ struct Metrics::Impl {
           .Name("llmproxy_upstream_attempts_total")
           .Help("Upstream attempts, by backend and outcome.")
           .Register(*registry);
+  prometheus::Family<prometheus::Counter>& probes =
+      prometheus::BuildCounter()
+          .Name("llmproxy_backend_probes_total")
+          .Help("Active health probes of ejected backends, by backend and result.")
+          .Register(*registry);
   prometheus::Family<prometheus::Counter>& tokens =
       prometheus::BuildCounter()
           .Name("llmproxy_tokens_total")
@@ -349,6 +354,13 @@ void Metrics::OnRequestDone(const RequestRecord& r) {
   impl_->duration.Observe(r.duration_seconds);
   if (r.ttft_seconds) impl_->ttft.Observe(*r.ttft_seconds);
   impl_->overhead.Observe(r.overhead_seconds);
+}
+
+void Metrics::OnProbe(std::string_view backend, bool success) {
+  impl_->probes
+      .Add({{"backend", impl_->Sanitize(backend, true)},
+            {"result", success ? "success" : "failure"}})
+      .Increment();
 }
 
 void Metrics::OnConfigApplied(const Config& config, uint64_t version) {

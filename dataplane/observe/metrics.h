@@ -61,6 +61,9 @@ class Metrics final : public RequestObserver {
   void OnRequestStart() override;
   void OnAttempt(std::string_view backend, AttemptOutcome outcome) override;
   void OnRequestDone(const RequestRecord& record) override;
+  // llmproxy_backend_probes_total{backend,result}. Probes are rare (one per ejected
+  // backend per probe interval), so this takes the family's lock rather than a cache.
+  void OnProbe(std::string_view backend, bool success) override;
 
   // Both halves of the worker's wiring in one call (in-process tests use it): labels are
   // checked against the store's current table (caches are rebuilt when its version

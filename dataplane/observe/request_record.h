@@ -14,11 +14,10 @@
 
 namespace llmproxy {
 
-
 struct RequestRecord {
   std::string request_id;
   std::string method;
-  std::string path;   // the route ("/v1/chat/completions"), or "other" for unknown paths
+  std::string path;  // the route ("/v1/chat/completions"), or "other" for unknown paths
   int status = 0;
   std::string model_requested;  // as the client sent it (logs only, never a label)
   std::string model_resolved;   // a configured model name, or empty
@@ -27,11 +26,11 @@ struct RequestRecord {
   bool stream = false;
   std::optional<double> ttft_seconds;  // streams: first upstream chunk relayed
   double duration_seconds = 0;
-  double overhead_seconds = 0;  // duration minus time waiting on upstreams
+  double overhead_seconds = 0;                // duration minus time waiting on upstreams
   std::optional<uint64_t> prompt_tokens;      // from `usage`
   std::optional<uint64_t> completion_tokens;  // from `usage`
-  uint64_t bytes_in = 0;   // request body
-  uint64_t bytes_out = 0;  // response body
+  uint64_t bytes_in = 0;                      // request body
+  uint64_t bytes_out = 0;                     // response body
   std::string client_address;
   std::string error;  // the proxy's own error message when it made the response
 };
@@ -44,6 +43,9 @@ class RequestObserver {
   virtual void OnRequestStart() {}
   virtual void OnAttempt(std::string_view /*backend*/, AttemptOutcome /*outcome*/) {}
   virtual void OnRequestDone(const RequestRecord& /*record*/) {}
+  // An active health probe of an ejected backend ended (dataplane/proxy/prober.h); called
+  // on the prober's thread.
+  virtual void OnProbe(std::string_view /*backend*/, bool /*success*/) {}
 };
 
 }  // namespace llmproxy

@@ -17,6 +17,7 @@ BackendTarget MakeBackendTarget(const BackendConfig& backend) {
     for (size_t r = 0; r < kProxyRouteCount; ++r) {
       t.targets[r] = t.url->Target(RouteOf(static_cast<ProxyRoute>(r)).upstream_suffix);
     }
+    t.probe_target = t.url->Target("/models");
   }
   t.bearer = "Bearer " + backend.api_key;
   // An unparsable url is its own account: nothing is shared with it.

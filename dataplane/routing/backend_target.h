@@ -20,6 +20,7 @@ struct BackendTarget {
   std::optional<UpstreamUrl> url;  // nullopt when the url does not parse (see url_error)
   std::string url_error;
   std::array<std::string, kProxyRouteCount> targets;  // url base path + route suffix
+  std::string probe_target;  // url base path + "/models": the health probe (prober.h)
   std::string host_header;
   std::string bearer;  // "Bearer <api_key>"
   // The provider account the entry spends from: origin and key (never logged). Two

@@ -71,10 +71,12 @@ void HealthTracker::OnFailure(SteadyTime now) {
       // failure_threshold 0 turns failure-based ejection off.
       if (config_.failure_threshold > 0 && consecutive_failures_ >= config_.failure_threshold) {
         EjectLocked(now, NextCooldownLocked());
+        next_probe_ = now + config_.probe_interval;
       }
       break;
     case State::kTrial:
       EjectLocked(now, NextCooldownLocked());
+      next_probe_ = now + config_.probe_interval;
       break;
     case State::kEjected:
       // A request sent before the ejection (or a fail-open one) failed too: already out.
@@ -87,7 +89,10 @@ void HealthTracker::OnAuthFailure(SteadyTime now) {
   std::lock_guard lock(mu_);
   ++consecutive_failures_;
   // Already out: a second 401 must not stretch the cooldown.
-  if (state_ != State::kEjected || now >= ejected_until_) EjectLocked(now, NextCooldownLocked());
+  if (state_ != State::kEjected || now >= ejected_until_) {
+    EjectLocked(now, NextCooldownLocked());
+    next_probe_ = now + config_.probe_interval;
+  }
   PublishLocked();
 }
 
@@ -99,6 +104,7 @@ void HealthTracker::OnRetryAfter(SteadyTime now, Millis delay) {
   // counting toward the doubling.
   state_ = State::kEjected;
   ejected_until_ = now + delay;
+  probe_eligible_ = false;
   PublishLocked();
 }
 
@@ -108,6 +114,57 @@ void HealthTracker::OnNeutral() {
   // becomes the trial.
   if (state_ == State::kTrial) state_ = State::kEjected;
   PublishLocked();
+}
+
+bool HealthTracker::TryStartProbe(SteadyTime now) {
+  if (healthy_.load(std::memory_order_relaxed)) return false;
+  std::lock_guard lock(mu_);
+  if (config_.probe_interval <= Millis(0) || state_ != State::kEjected || !probe_eligible_ ||
+      ProbeInFlightLocked(now) || now < next_probe_) {
+    return false;
+  }
+  probe_in_flight_ = true;
+  probe_started_ = now;
+  // Due again one interval after this one started, not after it ended: a slow probe
+  // (a timeout) does not stretch the spacing beyond its own duration.
+  next_probe_ = now + config_.probe_interval;
+  return true;
+}
+
+std::optional<SteadyTime> HealthTracker::NextProbeAt() const {
+  if (healthy_.load(std::memory_order_relaxed)) return std::nullopt;
+  std::lock_guard lock(mu_);
+  if (config_.probe_interval <= Millis(0) || state_ != State::kEjected || !probe_eligible_) {
+    return std::nullopt;
+  }
+  if (probe_in_flight_) return std::max(next_probe_, probe_started_ + config_.max_cooldown);
+  return next_probe_;
+}
+
+bool HealthTracker::OnProbeResult(SteadyTime now, bool success) {
+  std::lock_guard lock(mu_);
+  probe_in_flight_ = false;
+  if (success) {
+    if (state_ == State::kHealthy) return false;  // a request got there first
+    state_ = State::kHealthy;
+    consecutive_failures_ = 0;
+    ejections_ = 0;
+    PublishLocked();
+    return true;
+  }
+  // A failed probe says nothing new about a backend that is healthy again or in its trial
+  // (the trial's own outcome decides), nor about a Retry-After ejection.
+  if (state_ == State::kEjected && probe_eligible_) {
+    ++consecutive_failures_;
+    EjectLocked(now, NextCooldownLocked());
+    PublishLocked();
+  }
+  return false;
+}
+
+void HealthTracker::OnProbeAbandoned() {
+  std::lock_guard lock(mu_);
+  probe_in_flight_ = false;
 }
 
 HealthSnapshot HealthTracker::Snapshot(SteadyTime now) const {
@@ -125,12 +182,17 @@ void HealthTracker::EjectLocked(SteadyTime now, Millis duration) {
   state_ = State::kEjected;
   ejected_until_ = now + duration;
   ++ejections_;
+  probe_eligible_ = true;
 }
 
 void HealthTracker::PublishLocked() {
   const bool healthy = state_ == State::kHealthy;
   healthy_.store(healthy, std::memory_order_relaxed);
   clean_.store(healthy && consecutive_failures_ == 0 && ejections_ == 0, std::memory_order_relaxed);
+}
+
+bool HealthTracker::ProbeInFlightLocked(SteadyTime now) const {
+  return probe_in_flight_ && now - probe_started_ < config_.max_cooldown;
 }
 
 Millis HealthTracker::NextCooldownLocked() const {

@@ -1,10 +1,20 @@
-// Passive health of one backend, driven by the outcomes of real requests (no probes).
+// Health of one backend: passive, driven by the outcomes of real requests, and, when
+// health.probe_interval > 0, active probes of an ejected backend (half-open circuit).
 //
 // healthy --(failure_threshold consecutive failures | auth failure | Retry-After)-->
 // ejected until T --(T passed; the first TryAcquire)--> trial (one request in flight,
 // everyone else still sees the backend as unavailable) --success--> healthy (cooldown
 // back to its base) / --failure--> ejected again with the cooldown doubled, capped at
 // max_cooldown.
+//
+// Probes (docs/routing.md "Health"): while ejected for failures or an auth failure, one
+// probe is due every probe_interval (the first one probe_interval after the ejection), at
+// most one in flight. A successful probe makes the backend healthy at once, like a trial
+// success; a failed one keeps it ejected and doubles the cooldown (capped), so the
+// doubling goes on only while probes fail, and a provider that recovers takes traffic
+// again within one probe interval instead of waiting out a cooldown that grew during the
+// outage. A Retry-After ejection is not probed: the upstream said when to come back. The
+// trial path stays as it is (with probing off it is the only way back).
 //
 // Thread-safe: a small per-backend mutex; nothing is shared between backends.
 #pragma once
@@ -57,6 +67,21 @@ class HealthTracker {
   // frees the trial slot so the next request can be the trial.
   void OnNeutral();
 
+  // Active probes (the prober, dataplane/proxy/prober.h). True: a probe is due now and the
+  // caller sends it; it must be followed by exactly one OnProbeResult or OnProbeAbandoned.
+  // False while healthy, in a trial, with a probe in flight, before the next one is due,
+  // with probing off (probe_interval 0), or after a Retry-After ejection.
+  bool TryStartProbe(SteadyTime now);
+  // When TryStartProbe will next say yes, or nullopt when it will not without a change of
+  // state (the prober sleeps until the earliest of these). Does not change state.
+  std::optional<SteadyTime> NextProbeAt() const;
+  // The probe's verdict. Success: healthy at once, cooldown back to its base; returns true
+  // when this put the backend back in rotation. Failure: still ejected, for the next
+  // cooldown (doubled, capped) from now; returns false.
+  bool OnProbeResult(SteadyTime now, bool success);
+  // The probe ended without a verdict (the prober stopped): frees the slot.
+  void OnProbeAbandoned();
+
   HealthSnapshot Snapshot(SteadyTime now) const;
 
  private:
@@ -65,6 +90,8 @@ class HealthTracker {
   void EjectLocked(SteadyTime now, Millis duration);
   void PublishLocked();  // refresh the lock-free mirrors below
   Millis NextCooldownLocked() const;
+  // A probe in flight that has not reported for max_cooldown is taken as lost.
+  bool ProbeInFlightLocked(SteadyTime now) const;
 
   // Lock-free mirrors so the common case (a healthy backend answering fine) takes no
   // lock per request: healthy_ == (state_ == kHealthy); clean_ additionally means no
@@ -79,6 +106,11 @@ class HealthTracker {
   uint32_t ejections_ = 0;
   SteadyTime ejected_until_{};
   SteadyTime trial_started_{};
+  // Probing: allowed for failure and auth ejections, not for a Retry-After one.
+  bool probe_eligible_ = false;
+  bool probe_in_flight_ = false;
+  SteadyTime probe_started_{};
+  SteadyTime next_probe_{};  // the next probe is due then (set at ejection and probe start)
 };
 
 }  // namespace llmproxy

@@ -122,12 +122,13 @@ void MockFault::MergeFrom(const MockFault& over) {
   close = close || over.close;
   garbage = garbage || over.garbage;
   if (over.body) body = over.body;
+  if (over.unavailable_for_ms) unavailable_for_ms = over.unavailable_for_ms;
 }
 
 bool MockFault::empty() const {
   return !status && !retry_after_s && !delay_ms && !first_chunk_delay_ms && !chunks &&
          !chunk_gap_ms && !die_after_chunks && !partial_event_bytes && !after_done && !hang &&
-         !close && !garbage && !body;
+         !close && !garbage && !body && !unavailable_for_ms;
 }
 
 std::string ReceivedRequest::Header(std::string_view name) const {
@@ -154,6 +155,7 @@ struct MockLlm::Impl {
   std::vector<std::thread> threads;
   std::once_flag stop_once;
   time_t created = time(nullptr);
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 
   mutable std::mutex mu;
   mutable std::condition_variable cv;
@@ -172,6 +174,9 @@ struct MockLlm::Impl {
   // in arrival order.
   MockFault Admit(uint64_t n, const http::request<http::string_body>& req) {
     MockFault fault;
+    // One time for the record and the outage check, so a test can tell from received_at
+    // alone which requests got the unavailable_for_ms 503.
+    const auto now = std::chrono::steady_clock::now();
     {
       std::lock_guard lock(mu);
       ++requests_since_clear;
@@ -189,12 +194,16 @@ struct MockLlm::Impl {
         for (const auto& f : req) r.headers.emplace_back(f.name_string(), f.value());
         r.body = req.body();
         r.body_sha256 = Sha256Hex(req.body());
-        r.received_at = std::chrono::steady_clock::now();
+        r.received_at = now;
         records.push_back(std::move(r));
       }
     }
     cv.notify_all();
     fault.MergeFrom(HeaderFault(req));
+    if (fault.unavailable_for_ms && !fault.status &&
+        now - started < std::chrono::milliseconds(*fault.unavailable_for_ms)) {
+      fault.status = 503;
+    }
     return fault;
   }
 
@@ -231,6 +240,8 @@ struct MockLlm::Impl {
         f.garbage = ParseFlag(v);
       else if (IEquals(key, "body"))
         f.body = std::string(v);
+      else if (IEquals(key, "unavailable-for-ms"))
+        f.unavailable_for_ms = ParseInt(v);
     }
     return f;
   }
@@ -741,6 +752,7 @@ MockLlm::MockLlm(MockLlmOptions options)
                              std::to_string(options_.port) + ": " + ec.message());
   }
   port_ = im.acceptor->local_endpoint().port();
+  im.started = std::chrono::steady_clock::now();
   asio::co_spawn(asio::make_strand(*im.ioc), im.AcceptLoop(), asio::detached);
   for (int i = 0; i < threads; ++i) im.threads.emplace_back([&im] { im.ioc->run(); });
 }
@@ -769,6 +781,8 @@ std::string MockLlm::BaseUrl() const {
   std::string host = options_.host == "0.0.0.0" ? "127.0.0.1" : options_.host;
   return std::string(tls() ? "https" : "http") + "://" + host + ":" + std::to_string(port_) + "/v1";
 }
+
+std::chrono::steady_clock::time_point MockLlm::started_at() const { return impl_->started; }
 
 void MockLlm::SetDefaultFault(MockFault fault) {
   std::lock_guard lock(impl_->mu);

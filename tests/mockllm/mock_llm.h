@@ -34,6 +34,9 @@
 //   x-mock-close: 1               read the request, close the connection without a reply
 //   x-mock-garbage: 1             answer with bytes that are not HTTP, then close
 //   x-mock-body: <text>           reply body verbatim (content-type application/json)
+//   x-mock-unavailable-for-ms: T  503 to every request (GET /models too) until T ms after
+//                                 the mock started (MockLlm::started_at), then behave: an
+//                                 outage that ends by itself
 #pragma once
 
 #include <chrono>
@@ -63,6 +66,7 @@ struct MockFault {
   bool close = false;                         // close without any reply
   bool garbage = false;                       // non-HTTP bytes, then close
   std::optional<std::string> body{};          // verbatim reply body
+  std::optional<int> unavailable_for_ms{};    // 503 until this long after the mock started
 
   // Field-wise overlay: every field set in `over` replaces ours.
   void MergeFrom(const MockFault& over);
@@ -131,6 +135,8 @@ class MockLlm {
   bool tls() const;
   // "http://127.0.0.1:PORT/v1" (https when TLS): what a backend `url:` should say.
   std::string BaseUrl() const;
+  // When the mock started listening (the origin of MockFault::unavailable_for_ms).
+  std::chrono::steady_clock::time_point started_at() const;
 
   // Closes the listener and every connection and joins the threads. Idempotent.
   void Stop();

@@ -23,8 +23,8 @@
 #include <vector>
 
 #include "common/config/config.h"
-#include "dataplane/observe/metrics_server.h"
 #include "dataplane/config_sync/table_store.h"
+#include "dataplane/observe/metrics_server.h"
 
 namespace llmproxy {
 namespace {
@@ -244,6 +244,26 @@ TEST(MetricsObserver, UpstreamAttemptsByBackendAndOutcome) {
   EXPECT_EQ(Family(text, "llmproxy_upstream_attempts_total").size(), 4u);
 }
 
+TEST(MetricsObserver, ProbesByBackendAndResult) {
+  Metrics m;
+  m.OnConfigApplied(TwoBackendConfig(), 1);
+  m.OnProbe("alpha", false);
+  m.OnProbe("alpha", false);
+  m.OnProbe("alpha", true);
+  m.OnProbe("beta", false);
+  m.OnProbe("not-configured", true);  // never a label of its own
+  std::string text = m.Serialize();
+  auto probes = [&](const char* backend, const char* result) {
+    return Value(text, "llmproxy_backend_probes_total", {{"backend", backend}, {"result", result}});
+  };
+  EXPECT_EQ(probes("alpha", "failure"), 2);
+  EXPECT_EQ(probes("alpha", "success"), 1);
+  EXPECT_EQ(probes("beta", "failure"), 1);
+  EXPECT_EQ(probes("none", "success"), 1);
+  EXPECT_EQ(Family(text, "llmproxy_backend_probes_total").size(), 4u);
+  EXPECT_NE(text.find("# TYPE llmproxy_backend_probes_total counter"), std::string::npos);
+}
+
 TEST(MetricsObserver, BackendUpFollowsTheProviderThroughEjectionAndRemoval) {
   Metrics m;
   MetricsState state;
@@ -419,13 +439,14 @@ TEST(MetricsObserver, ExpositionListsEveryFamilyWithHelpAndType) {
   r.prompt_tokens = 1;
   Done(m, r);
   m.OnAttempt("alpha", AttemptOutcome::kSuccess);
+  m.OnProbe("alpha", true);
   m.SetBackendUp("alpha", true);
   std::string text = m.Serialize();
   for (const char* family :
        {"llmproxy_requests_total", "llmproxy_request_duration_seconds",
         "llmproxy_time_to_first_token_seconds", "llmproxy_upstream_attempts_total",
         "llmproxy_tokens_total", "llmproxy_in_flight_requests", "llmproxy_backend_up",
-        "llmproxy_config_version", "llmproxy_overhead_seconds"}) {
+        "llmproxy_config_version", "llmproxy_overhead_seconds", "llmproxy_backend_probes_total"}) {
     EXPECT_NE(text.find(std::string("# HELP ") + family + " "), std::string::npos) << family;
     EXPECT_NE(text.find(std::string("# TYPE ") + family + " "), std::string::npos) << family;
   }
@@ -469,6 +490,8 @@ TEST(MetricsObserver, PromtoolAcceptsTheExposition) {
   Done(m, r);
   Done(m, Record("", "", 404, 0.0001));
   m.OnAttempt("alpha", AttemptOutcome::kTimeout);
+  m.OnProbe("beta", false);
+  m.OnProbe("beta", true);
   auto [status, output] = Promtool(m.Serialize());
   EXPECT_EQ(status, 0) << output;
   // An empty registry is valid too (a worker scraped before its first request).

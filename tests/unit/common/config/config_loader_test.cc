@@ -324,6 +324,26 @@ TEST(ConfigLoaderTest, BadDurationAndSize) {
                           "500ms, 1m30s, 2h)"));
 }
 
+TEST(ConfigLoaderTest, HealthProbeIntervalDefaultReadAndOff) {
+  const LoadResult unset = Load(kOneBackend);
+  ASSERT_TRUE(unset.ok()) << All(unset);
+  EXPECT_EQ(unset.config->health.probe_interval, 5s);
+
+  const LoadResult set = Load("health:\n  probe_interval: 200ms\n" + std::string(kOneBackend));
+  ASSERT_TRUE(set.ok()) << All(set);
+  EXPECT_EQ(set.config->health.probe_interval, 200ms);
+
+  // 0 is valid: passive health only, as before probing existed.
+  const LoadResult off = Load("health:\n  probe_interval: 0\n" + std::string(kOneBackend));
+  ASSERT_TRUE(off.ok()) << All(off);
+  EXPECT_EQ(off.config->health.probe_interval, 0ms);
+
+  const LoadResult bad = Load("health:\n  probe_interval: often\n" + std::string(kOneBackend));
+  EXPECT_THAT(bad.FormattedErrors(),
+              ElementsAre("c.yaml:2:19: health.probe_interval: invalid duration 'often' (use "
+                          "e.g. 180s, 500ms, 1m30s, 2h)"));
+}
+
 TEST(ConfigLoaderTest, BadModeWithSuggestion) {
   const LoadResult r = Load("mode: round-robn\n" + std::string(kOneBackend));
   EXPECT_THAT(r.FormattedErrors(),

@@ -74,6 +74,35 @@ TEST(ConfigProtoTest, MinimalTableGetsDefaults) {
   EXPECT_EQ(r.config->backends[0].default_model, "m");
 }
 
+TEST(ConfigProtoTest, ProbeIntervalRoundTripsZeroAndAbsentMeansDefault) {
+  Config c = FullConfig();
+  c.control_plane = ControlPlaneConfig{};
+  for (Millis interval : {Millis(200), Millis(0), Millis(5000)}) {
+    c.health.probe_interval = interval;
+    const v1::RoutingTable t = ToProto(c);
+    ASSERT_TRUE(t.health().has_probe_interval());
+    EXPECT_EQ(t.health().probe_interval().seconds() * 1000 +
+                  t.health().probe_interval().nanos() / 1'000'000,
+              interval.count());
+    const FromProtoResult back = FromProto(t);
+    ASSERT_TRUE(back.config.has_value()) << back.error;
+    EXPECT_EQ(back.config->health.probe_interval, interval);
+    EXPECT_EQ(*back.config, c);
+  }
+  // A table from a control plane that predates the field: the default, not "off".
+  v1::RoutingTable old = ToProto(c);
+  old.mutable_health()->clear_probe_interval();
+  const FromProtoResult r = FromProto(old);
+  ASSERT_TRUE(r.config.has_value()) << r.error;
+  EXPECT_EQ(r.config->health.probe_interval, 5s);
+
+  v1::RoutingTable negative = ToProto(c);
+  negative.mutable_health()->mutable_probe_interval()->set_seconds(-1);
+  const FromProtoResult refused = FromProto(negative);
+  EXPECT_FALSE(refused.config.has_value());
+  EXPECT_THAT(refused.error, HasSubstr("health.probe_interval: must not be negative"));
+}
+
 TEST(ConfigProtoTest, InvalidTableIsRefusedWithEveryReason) {
   v1::RoutingTable t = ToProto(FullConfig());
   t.mutable_backends(1)->set_name("deepseek");

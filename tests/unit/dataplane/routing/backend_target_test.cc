@@ -21,6 +21,7 @@ TEST(BackendTarget, EveryProxiedRouteGetsTheUrlBasePathPlusItsSuffix) {
   EXPECT_EQ(t.target(ProxyRoute::kChatCompletions), "/v1/chat/completions");
   EXPECT_EQ(t.target(ProxyRoute::kCompletions), "/v1/completions");
   EXPECT_EQ(t.target(ProxyRoute::kEmbeddings), "/v1/embeddings");
+  EXPECT_EQ(t.probe_target, "/v1/models");  // the health probe: url + "/models"
   EXPECT_EQ(t.host_header, "api.poe.com");
   EXPECT_EQ(t.bearer, "Bearer sk-poe");
   EXPECT_FALSE(t.headers_set_host);
