@@ -57,8 +57,7 @@ AttemptPlanner::AttemptPlanner(std::shared_ptr<const RoutingTable> table, ModelP
       random_(random),
       balancer_(table_->config.mode, random),
       clock_(std::move(clock)),
-      tried_(table_->backend_count(), false),
-      not_before_(table_->backend_count()) {
+      tried_(table_->backend_count(), false) {
   const uint32_t retry = table_->config.retry;
   max_attempts_ = retry == std::numeric_limits<uint32_t>::max() ? retry : retry + 1;
 }
@@ -66,11 +65,16 @@ AttemptPlanner::AttemptPlanner(std::shared_ptr<const RoutingTable> table, ModelP
 std::optional<Attempt> AttemptPlanner::Next() {
   if (stopped_ || plan_.rejected() || attempts_ >= max_attempts_) return std::nullopt;
   const SteadyTime now = clock_();
-  // Untried, and not held by a Retry-After on its account.
-  std::vector<bool> skip = tried_;
-  for (size_t b = 0; b < skip.size(); ++b) {
-    if (not_before_[b] && *not_before_[b] > now) skip[b] = true;
+  // Untried, and not held by a Retry-After on its account. Only a request that met a
+  // Retry-After pays for the copy: the common path passes tried_ itself.
+  std::vector<bool> held;
+  if (!not_before_.empty()) {
+    held = tried_;
+    for (size_t b = 0; b < held.size(); ++b) {
+      if (not_before_[b] && *not_before_[b] > now) held[b] = true;
+    }
   }
+  const std::vector<bool>& skip = not_before_.empty() ? tried_ : held;
   // Earliest step with a healthy candidate first: an alias moves on to its next model
   // rather than sending to an ejected backend of the current one.
   for (size_t s = 0; s < plan_.steps.size(); ++s) {
@@ -108,7 +112,7 @@ std::optional<Attempt> AttemptPlanner::Repeat(SteadyTime now) {
     for (size_t b : group.backends) {
       if (!IsRoutable(table_->backend(b))) continue;
       Millis held(0);
-      if (not_before_[b] && *not_before_[b] > now) {
+      if (!not_before_.empty() && not_before_[b] && *not_before_[b] > now) {
         held = std::chrono::ceil<Millis>(*not_before_[b] - now);
         if (held > max_wait) continue;
       }
@@ -157,6 +161,7 @@ void AttemptPlanner::Report(Attempt& attempt, const RetryDecision& decision,
     // The account's limit: every entry that spends from it waits as long.
     const SteadyTime until = clock_() + *decision.cooldown;
     const std::string& account = table_->target(attempt.backend).account;
+    not_before_.resize(table_->backend_count());
     for (size_t b = 0; b < not_before_.size(); ++b) {
       if (table_->target(b).account == account) not_before_[b] = until;
     }

@@ -112,7 +112,8 @@ class AttemptPlanner {
   Balancer balancer_;
   Clock clock_;
   std::vector<bool> tried_;
-  // Per backend: no attempt before this time (a Retry-After on its account).
+  // Per backend: no attempt before this time (a Retry-After on its account). Empty until
+  // the request meets a Retry-After, so the common path allocates nothing for it.
   std::vector<std::optional<SteadyTime>> not_before_;
   std::optional<AttemptOutcome> last_outcome_;  // the last reported outcome
   std::optional<SteadyTime> deadline_;
