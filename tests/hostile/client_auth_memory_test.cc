@@ -22,12 +22,6 @@ const std::string k401Body =
     R"({"error":{"message":"Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.",)"
     R"("type":"invalid_request_error","code":"invalid_api_key"}})";
 
-MockLlmOptions Named(const std::string& name) {
-  MockLlmOptions o;
-  o.name = name;
-  return o;
-}
-
 // A valid chat body of exactly `size` bytes.
 std::string ChatOfSize(size_t size) {
   std::string body = R"({"model":"m","messages":[],"pad":")";
@@ -49,7 +43,7 @@ class KeylessClient : public ::testing::Test {
     c.auth_keys = {"client-key"};
     worker = std::make_unique<test::TestWorker>(c, 1, std::vector<RequestObserver*>{&observer});
   }
-  MockLlm a{Named("a")};
+  MockLlm a{test::NamedMock("a")};
   test::RecordingObserver observer;
   std::unique_ptr<test::TestWorker> worker;
 };
@@ -136,7 +130,7 @@ class BufferedBytesCap : public ::testing::Test {
     return ex.replies.empty() ? 0 : ex.replies.back().status;
   }
 
-  MockLlm a{Named("a")};
+  MockLlm a{test::NamedMock("a")};
   std::unique_ptr<test::TestWorker> worker;
 };
 

@@ -18,12 +18,6 @@ namespace {
 
 using hostile::RoundTrip;
 
-MockLlmOptions Named(const char* name) {
-  MockLlmOptions o;
-  o.name = name;
-  return o;
-}
-
 class BodyKeys : public ::testing::Test {
  protected:
   // Sends `body`, then a valid request on the same connection: the first gets 400 with
@@ -31,10 +25,9 @@ class BodyKeys : public ::testing::Test {
   void ExpectRefusedThenServed(const std::string& body, const std::string& message) {
     SCOPED_TRACE(body);
     const size_t before = a.RequestCount();
-    hostile::Exchange ex =
-        RoundTrip(worker.port(), hostile::Post("/v1/chat/completions", body) +
-                                     hostile::Post("/v1/chat/completions", kValid,
-                                                   "Connection: close\r\n"));
+    hostile::Exchange ex = RoundTrip(
+        worker.port(), hostile::Post("/v1/chat/completions", body) +
+                           hostile::Post("/v1/chat/completions", kValid, "Connection: close\r\n"));
     ASSERT_EQ(ex.replies.size(), 2u) << ex.raw;
     const hostile::RawReply& refused = ex.replies[0];
     EXPECT_EQ(refused.status_line, "HTTP/1.1 400 Bad Request");
@@ -49,10 +42,10 @@ class BodyKeys : public ::testing::Test {
   }
 
   static constexpr const char* kValid = R"({"model":"m1","messages":[]})";
-  MockLlm a{Named("a")};
-  MockLlm b{Named("b")};
-  test::TestWorker worker{test::TestConfig({test::MockBackend("a", a.BaseUrl(), {"m1"}),
-                                            test::MockBackend("b", b.BaseUrl(), {"m2"})})};
+  MockLlm a{test::NamedMock("a")};
+  MockLlm b{test::NamedMock("b")};
+  test::TestWorker worker{test::TestConfig(
+      {test::MockBackend("a", a.BaseUrl(), {"m1"}), test::MockBackend("b", b.BaseUrl(), {"m2"})})};
 };
 
 TEST_F(BodyKeys, AModelKeyThatDiffersOnlyInCaseIs400) {

@@ -15,12 +15,6 @@ namespace {
 using namespace std::chrono_literals;
 using hostile::RoundTrip;
 
-MockLlmOptions Named(const std::string& name) {
-  MockLlmOptions o;
-  o.name = name;
-  return o;
-}
-
 std::string Chat(const std::string& model, bool stream = false) {
   return R"({"model":")" + model + R"(","stream":)" + (stream ? "true" : "false") +
          R"(,"messages":[]})";
@@ -28,8 +22,8 @@ std::string Chat(const std::string& model, bool stream = false) {
 
 class HalfClose : public ::testing::Test {
  protected:
-  MockLlm a{Named("a")};
-  MockLlm b{Named("b")};
+  MockLlm a{test::NamedMock("a")};
+  MockLlm b{test::NamedMock("b")};
   test::TestWorker worker{test::TestConfig({test::MockBackend("a", a.BaseUrl(), {"model-a"}),
                                             test::MockBackend("b", b.BaseUrl(), {"model-b"})})};
 };

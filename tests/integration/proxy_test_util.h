@@ -18,9 +18,10 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include "common/config/config.h"
-#include "dataplane/observe/request_record.h"
 #include "dataplane/config_sync/table_store.h"
+#include "dataplane/observe/request_record.h"
 #include "dataplane/worker.h"
+#include "tests/mockllm/mock_llm.h"
 
 namespace llmproxy::test {
 
@@ -150,6 +151,13 @@ class TestWorker {
 
 // A config with sensible test timings (short timeouts so failures are quick).
 Config TestConfig(std::vector<BackendConfig> backends);
+
+// Options of a mock upstream with just its name set (the name its replies carry).
+inline MockLlmOptions NamedMock(const std::string& name) {
+  MockLlmOptions o;
+  o.name = name;
+  return o;
+}
 
 // Polls `cond` every few ms until it holds or `timeout` passes.
 bool WaitUntil(const std::function<bool()>& cond, std::chrono::milliseconds timeout);

@@ -29,12 +29,6 @@ constexpr const char* kChat = "/v1/chat/completions";
 constexpr const char* kPlainBody = R"({"model":"m","messages":[]})";
 constexpr const char* kStreamBody = R"({"model":"m","stream":true,"messages":[]})";
 
-MockLlmOptions Named(const std::string& name) {
-  MockLlmOptions o;
-  o.name = name;
-  return o;
-}
-
 // The worker reports a request just after its last byte: wait for its record.
 Attempts AttemptsOf(const RecordingObserver& observer, size_t requests) {
   EXPECT_TRUE(observer.WaitForRecords(requests, 5s));
@@ -42,7 +36,7 @@ Attempts AttemptsOf(const RecordingObserver& observer, size_t requests) {
 }
 
 TEST(ProxyAttempts, AMalformedAnswerIsAProtocolErrorNotAConnectError) {
-  MockLlm a(Named("a")), b(Named("b"));
+  MockLlm a(test::NamedMock("a")), b(test::NamedMock("b"));
   RecordingObserver observer;
   TestWorker worker(
       TestConfig({MockBackend("a", a.BaseUrl(), {"m"}), MockBackend("b", b.BaseUrl(), {"m"})}), 1,
@@ -59,7 +53,7 @@ TEST(ProxyAttempts, AMalformedAnswerIsAProtocolErrorNotAConnectError) {
 }
 
 TEST(ProxyAttempts, EveryFailureHasItsOwnOutcomeAndTheLastOneIsAnswered) {
-  MockLlm a(Named("a")), b(Named("b"));
+  MockLlm a(test::NamedMock("a")), b(test::NamedMock("b"));
   RecordingObserver observer;
   // c: nothing listens there.
   Config config = TestConfig(
@@ -86,7 +80,7 @@ TEST(ProxyAttempts, EveryFailureHasItsOwnOutcomeAndTheLastOneIsAnswered) {
 // A 200 ms response timeout answers 504 soon after 200 ms (the deadline sweep may fire a
 // little late; 2 s is far beyond any honest lateness), with the exact JSON body.
 TEST(ProxyAttempts, ResponseTimeoutWhenTheUpstreamHangs) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   RecordingObserver observer;
   Config c = TestConfig({MockBackend("a", a.BaseUrl(), {"m"})});
   c.timeout = 200ms;
@@ -109,7 +103,7 @@ TEST(ProxyAttempts, ResponseTimeoutWhenTheUpstreamHangs) {
 // Issue 10 item 12: the stream's start must not reset the failure count, and the break
 // goes through the retry policy's broken_stream row (a health failure).
 TEST(ProxyAttempts, ABackendWhoseStreamsAlwaysBreakIsEjected) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   RecordingObserver observer;
   Config c = TestConfig({MockBackend("a", a.BaseUrl(), {"m"})});
   c.health.failure_threshold = 3;
@@ -138,7 +132,7 @@ TEST(ProxyAttempts, ABackendWhoseStreamsAlwaysBreakIsEjected) {
 }
 
 TEST(ProxyAttempts, AStreamThatEndsWellResetsTheFailureCount) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   RecordingObserver observer;
   Config c = TestConfig({MockBackend("a", a.BaseUrl(), {"m"})});
   c.health.failure_threshold = 3;
@@ -162,7 +156,7 @@ TEST(ProxyAttempts, AStreamThatEndsWellResetsTheFailureCount) {
 }
 
 TEST(ProxyAttempts, AClientThatLeavesMidStreamIsCancelledAndNeutralForHealth) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   RecordingObserver observer;
   TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}), 1, {&observer});
   StreamingResponse s;
@@ -183,7 +177,7 @@ TEST(ProxyAttempts, AClientThatLeavesMidStreamIsCancelledAndNeutralForHealth) {
 // resend, one attempt. The counted resend after a failed write is in
 // tests/hostile/upstream_reuse_test.cc.
 TEST(ProxyAttempts, APooledConnectionTheUpstreamClosedIsNotReusedNorCountedTwice) {
-  MockLlmOptions options = Named("a");
+  MockLlmOptions options = test::NamedMock("a");
   options.idle_timeout = 50ms;  // the mock closes idle keep-alive connections quickly
   MockLlm a(options);
   RecordingObserver observer;

@@ -20,12 +20,6 @@ using test::PostJson;
 using test::TestConfig;
 using test::TestWorker;
 
-MockLlmOptions Named(const std::string& name) {
-  MockLlmOptions o;
-  o.name = name;
-  return o;
-}
-
 MockFault StatusFault(int status, std::optional<std::string> body = std::nullopt,
                       std::optional<int> retry_after_s = std::nullopt) {
   MockFault f;
@@ -42,7 +36,7 @@ MockFault HangFault() {
 }
 
 TEST(ProxyForwarding, BodyReachesUpstreamByteExact) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"mock-small"})}));
   // Odd spacing, key order, escapes and non-ASCII must all survive untouched.
   const std::string body =
@@ -62,7 +56,7 @@ TEST(ProxyForwarding, BodyReachesUpstreamByteExact) {
 }
 
 TEST(ProxyForwarding, RoutesMapToUpstreamPaths) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"mock-small"})}));
   const std::string body = R"({"model":"mock-small","input":"x","prompt":"y"})";
   EXPECT_EQ(PostJson(worker.port(), "/v1/completions", body).status, 200);
@@ -74,7 +68,7 @@ TEST(ProxyForwarding, RoutesMapToUpstreamPaths) {
 }
 
 TEST(ProxyForwarding, ClientKeyReplacedByBackendKeyAndHeadersFiltered) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   BackendConfig b = MockBackend("a", a.BaseUrl(), {"mock-small"}, "sk-backend-secret");
   b.headers["X-Extra"] = "extra-value";
   TestWorker worker(TestConfig({b}));
@@ -101,7 +95,7 @@ TEST(ProxyForwarding, ClientKeyReplacedByBackendKeyAndHeadersFiltered) {
 }
 
 TEST(ProxyForwarding, GeneratesRequestIdWhenClientSendsNone) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"mock-small"})}));
   ASSERT_EQ(PostJson(worker.port(), "/v1/chat/completions", R"({"model":"mock-small"})").status,
             200);
@@ -111,7 +105,7 @@ TEST(ProxyForwarding, GeneratesRequestIdWhenClientSendsNone) {
 }
 
 TEST(ProxyResolution, AutoAndEmptyUseTheBackendDefaultModel) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   BackendConfig b = MockBackend("a", a.BaseUrl(), {"mock-small", "mock-large"});
   b.default_model = "mock-large";
   TestWorker worker(TestConfig({b}));
@@ -126,8 +120,8 @@ TEST(ProxyResolution, AutoAndEmptyUseTheBackendDefaultModel) {
 }
 
 TEST(ProxyResolution, AliasTriesItsModelsInOrder) {
-  MockLlm a(Named("a"));
-  MockLlm b(Named("b"));
+  MockLlm a(test::NamedMock("a"));
+  MockLlm b(test::NamedMock("b"));
   Config c = TestConfig(
       {MockBackend("a", a.BaseUrl(), {"model-one"}), MockBackend("b", b.BaseUrl(), {"model-two"})});
   c.model_aliases.push_back({"gpt-4o", {"model-one", "model-two"}});
@@ -144,7 +138,7 @@ TEST(ProxyResolution, AliasTriesItsModelsInOrder) {
 }
 
 TEST(ProxyResolution, ServedModelBalancedOnlyAmongItsBackends) {
-  MockLlm a(Named("a")), b(Named("b")), c(Named("c"));
+  MockLlm a(test::NamedMock("a")), b(test::NamedMock("b")), c(test::NamedMock("c"));
   TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"shared", "only-a"}),
                                 MockBackend("b", b.BaseUrl(), {"shared"}),
                                 MockBackend("c", c.BaseUrl(), {"other"})}));
@@ -162,7 +156,7 @@ TEST(ProxyResolution, ServedModelBalancedOnlyAmongItsBackends) {
 }
 
 TEST(ProxyResolution, UnknownModelFallsBackOrIsRejected) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   Config c = TestConfig({MockBackend("a", a.BaseUrl(), {"mock-small"})});
   {
     TestWorker worker(c);
@@ -182,8 +176,8 @@ TEST(ProxyResolution, UnknownModelFallsBackOrIsRejected) {
 
 class ProxyFailover : public ::testing::Test {
  protected:
-  MockLlm a{Named("a")};
-  MockLlm b{Named("b")};
+  MockLlm a{test::NamedMock("a")};
+  MockLlm b{test::NamedMock("b")};
   // Round-robin starting at a: the first request always tries a first.
   std::unique_ptr<TestWorker> worker = std::make_unique<TestWorker>(
       TestConfig({MockBackend("a", a.BaseUrl(), {"m"}), MockBackend("b", b.BaseUrl(), {"m"})}));
@@ -289,7 +283,7 @@ TEST_F(ProxyFailover, PerBackendTimeoutOverridesTheTableTimeout) {
 }
 
 TEST(ProxyObservers, RecordCarriesTheRequestsStory) {
-  MockLlm a(Named("a")), b(Named("b"));
+  MockLlm a(test::NamedMock("a")), b(test::NamedMock("b"));
   test::RecordingObserver observer;
   TestWorker worker(
       TestConfig({MockBackend("a", a.BaseUrl(), {"m"}), MockBackend("b", b.BaseUrl(), {"m"})}), 1,
@@ -320,7 +314,7 @@ TEST(ProxyObservers, RecordCarriesTheRequestsStory) {
 }
 
 TEST(ProxyTable, ASwappedTableIsUsedByTheNextRequest) {
-  MockLlm a(Named("a")), b(Named("b"));
+  MockLlm a(test::NamedMock("a")), b(test::NamedMock("b"));
   TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}));
   ASSERT_EQ(PostJson(worker.port(), "/v1/chat/completions", R"({"model":"m"})")
                 .Header("x-llmproxy-backend"),
@@ -338,7 +332,7 @@ TEST(ProxyTable, ASwappedTableIsUsedByTheNextRequest) {
 }
 
 TEST(ProxyServer, KeepAliveServesSeveralRequestsOnOneConnection) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}));
   auto results = test::HttpCallsOnOneConnection(
       worker.port(), {{"/v1/chat/completions", R"({"model":"m"})"},
@@ -350,7 +344,7 @@ TEST(ProxyServer, KeepAliveServesSeveralRequestsOnOneConnection) {
 }
 
 TEST(ProxyServer, SeveralThreadsShareThePort) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}), 3);
   for (int i = 0; i < 12; ++i) {
     EXPECT_EQ(PostJson(worker.port(), "/v1/chat/completions", R"({"model":"m"})").status, 200);

@@ -25,12 +25,6 @@ using test::TestWorker;
 constexpr const char* kChat = "/v1/chat/completions";
 constexpr const char* kBody = R"({"model":"m","messages":[]})";
 
-MockLlmOptions Named(const std::string& name) {
-  MockLlmOptions o;
-  o.name = name;
-  return o;
-}
-
 MockFault Status(int status, std::optional<int> retry_after_s = std::nullopt) {
   MockFault f;
   f.status = status;
@@ -57,7 +51,7 @@ Config OneBackend(const MockLlm& mock) {
 }
 
 TEST(ProxyRepeats, ATransient503OnTheOnlyBackendIsRetriedAfterTheBackoff) {
-  MockLlm mock(Named("only"));
+  MockLlm mock(test::NamedMock("only"));
   TestWorker worker(OneBackend(mock));
   mock.PushFault(Status(503), 2);
   const auto start = std::chrono::steady_clock::now();
@@ -78,7 +72,7 @@ TEST(ProxyRepeats, ATransient503OnTheOnlyBackendIsRetriedAfterTheBackoff) {
 }
 
 TEST(ProxyRepeats, WhenEveryRepeatFailsTheLastUpstreamAnswerGoesBack) {
-  MockLlm mock(Named("only"));
+  MockLlm mock(test::NamedMock("only"));
   Config c = OneBackend(mock);
   c.retry = 2;
   TestWorker worker(std::move(c));
@@ -90,7 +84,7 @@ TEST(ProxyRepeats, WhenEveryRepeatFailsTheLastUpstreamAnswerGoesBack) {
 }
 
 TEST(ProxyRepeats, ARetryAfterIsWaitedOutBeforeTheSameProviderIsAskedAgain) {
-  MockLlm mock(Named("only"));
+  MockLlm mock(test::NamedMock("only"));
   TestWorker worker(OneBackend(mock));
   mock.PushFault(Status(429, 1), 1);
   test::HttpResult r = PostJson(worker.port(), kChat, kBody);
@@ -103,7 +97,7 @@ TEST(ProxyRepeats, ARetryAfterIsWaitedOutBeforeTheSameProviderIsAskedAgain) {
 }
 
 TEST(ProxyRepeats, ARetryAfterLongerThanMaxRetryWaitGoesBackToTheClient) {
-  MockLlm mock(Named("only"));
+  MockLlm mock(test::NamedMock("only"));
   Config c = OneBackend(mock);
   c.max_retry_wait = 1s;
   TestWorker worker(std::move(c));
@@ -118,7 +112,7 @@ TEST(ProxyRepeats, ARetryAfterLongerThanMaxRetryWaitGoesBackToTheClient) {
 
 TEST(ProxyRepeats, ARetryAfterFailsOverAtOnceToAnotherAccountNotToTheSameOne) {
   // a1 and a2 are two entries of one provider account (same url and key); b is another.
-  MockLlm shared(Named("shared")), other(Named("other"));
+  MockLlm shared(test::NamedMock("shared")), other(test::NamedMock("other"));
   BackendConfig a1 = MockBackend("a1", shared.BaseUrl(), {"m"});
   BackendConfig a2 = MockBackend("a2", shared.BaseUrl(), {"m"});
   a2.api_key = a1.api_key;
@@ -135,7 +129,7 @@ TEST(ProxyRepeats, ARetryAfterFailsOverAtOnceToAnotherAccountNotToTheSameOne) {
 }
 
 TEST(ProxyRepeats, TimeoutsAreNotRepeatedOnTheSameBackend) {
-  MockLlm mock(Named("only"));
+  MockLlm mock(test::NamedMock("only"));
   Config c = OneBackend(mock);
   c.timeout = 300ms;
   TestWorker worker(std::move(c));
@@ -148,7 +142,7 @@ TEST(ProxyRepeats, TimeoutsAreNotRepeatedOnTheSameBackend) {
 }
 
 TEST(ProxyRepeats, AClientThatLeavesDuringTheWaitEndsTheRequest) {
-  MockLlm mock(Named("only"));
+  MockLlm mock(test::NamedMock("only"));
   TestWorker worker(OneBackend(mock));
   mock.PushFault(Status(429, 2), 1);
   // The client gives up after 300 ms, in the middle of the 2 s wait.

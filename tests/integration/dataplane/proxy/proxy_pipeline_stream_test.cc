@@ -20,12 +20,6 @@ using test::StreamingResponse;
 using test::TestConfig;
 using test::TestWorker;
 
-MockLlmOptions Named(const std::string& name) {
-  MockLlmOptions o;
-  o.name = name;
-  return o;
-}
-
 MockFault StatusFault(int status) {
   MockFault f;
   f.status = status;
@@ -60,7 +54,7 @@ size_t Count(const std::string& s, const std::string& needle) {
 constexpr const char* kStreamBody = R"({"model":"m","stream":true,"messages":[]})";
 
 TEST(ProxyStream, FiveHundredChunksArriveIntactAndInOrder) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}));
   StreamingResponse s;
   ASSERT_TRUE(
@@ -82,7 +76,7 @@ TEST(ProxyStream, FiveHundredChunksArriveIntactAndInOrder) {
 }
 
 TEST(ProxyStream, FailoverBeforeTheFirstChunkIsInvisible) {
-  MockLlm a(Named("a")), b(Named("b"));
+  MockLlm a(test::NamedMock("a")), b(test::NamedMock("b"));
   TestWorker worker(
       TestConfig({MockBackend("a", a.BaseUrl(), {"m"}), MockBackend("b", b.BaseUrl(), {"m"})}));
   a.SetDefaultFault(StatusFault(502));
@@ -96,7 +90,7 @@ TEST(ProxyStream, FailoverBeforeTheFirstChunkIsInvisible) {
 }
 
 TEST(ProxyStream, AStreamThatSendsNothingInTimeFailsOver) {
-  MockLlm a(Named("a")), b(Named("b"));
+  MockLlm a(test::NamedMock("a")), b(test::NamedMock("b"));
   Config c =
       TestConfig({MockBackend("a", a.BaseUrl(), {"m"}), MockBackend("b", b.BaseUrl(), {"m"})});
   c.timeout = 300ms;  // streams: time to the first byte
@@ -111,7 +105,7 @@ TEST(ProxyStream, AStreamThatSendsNothingInTimeFailsOver) {
 }
 
 TEST(ProxyStream, BrokenStreamEndsWithAnErrorEventAndIsNotRetried) {
-  MockLlm a(Named("a")), b(Named("b"));
+  MockLlm a(test::NamedMock("a")), b(test::NamedMock("b"));
   TestWorker worker(
       TestConfig({MockBackend("a", a.BaseUrl(), {"m"}), MockBackend("b", b.BaseUrl(), {"m"})}));
   a.SetDefaultFault(DieAfterFault(10, 3));
@@ -131,7 +125,7 @@ TEST(ProxyStream, BrokenStreamEndsWithAnErrorEventAndIsNotRetried) {
 }
 
 TEST(ProxyStream, ClientDisconnectCancelsTheSilentUpstreamWithin100ms) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}));
   a.SetDefaultFault(HangFault());  // not even a response head
   test::RawClient client;
@@ -146,7 +140,7 @@ TEST(ProxyStream, ClientDisconnectCancelsTheSilentUpstreamWithin100ms) {
 }
 
 TEST(ProxyStream, ClientDisconnectMidStreamCancelsTheUpstreamWithin100ms) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}));
   StreamingResponse s;
   ASSERT_TRUE(s.Open(worker.port(), "/v1/chat/completions", kStreamBody,
@@ -163,7 +157,7 @@ TEST(ProxyStream, ClientDisconnectMidStreamCancelsTheUpstreamWithin100ms) {
 }
 
 TEST(ProxyStream, AClientThatStopsReadingDoesNotHurtTheWorker) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   Config c = TestConfig({MockBackend("a", a.BaseUrl(), {"m"})});
   c.stream_idle_timeout = 500ms;  // a client write stuck this long ends the stream
   TestWorker worker(c);
@@ -179,7 +173,7 @@ TEST(ProxyStream, AClientThatStopsReadingDoesNotHurtTheWorker) {
 }
 
 TEST(ProxyStream, UsageOfTheFinalChunkIsRecorded) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   test::RecordingObserver observer;
   TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}), 1, {&observer});
   StreamingResponse s;
@@ -199,7 +193,7 @@ TEST(ProxyStream, UsageOfTheFinalChunkIsRecorded) {
 }
 
 TEST(ProxyStream, StreamUsageRequestAsksUpstreamAndHidesTheExtraChunk) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   test::RecordingObserver observer;
   Config c = TestConfig({MockBackend("a", a.BaseUrl(), {"m"})});
   c.stream_usage = StreamUsage::kRequest;
@@ -219,7 +213,7 @@ TEST(ProxyStream, StreamUsageRequestAsksUpstreamAndHidesTheExtraChunk) {
 
 // Issue 10 item 9: [DONE] ends the stream well, whatever the upstream does after it.
 TEST(ProxyStream, AnUpstreamThatStallsAfterDoneEndsTheStreamAtOnce) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   test::RecordingObserver observer;
   Config c = TestConfig({MockBackend("a", a.BaseUrl(), {"m"})});
   c.stream_idle_timeout = 10s;  // far beyond the bound below: no waiting for it
@@ -242,7 +236,7 @@ TEST(ProxyStream, AnUpstreamThatStallsAfterDoneEndsTheStreamAtOnce) {
 }
 
 TEST(ProxyStream, AnUpstreamThatClosesAfterDoneIsNotABrokenStream) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   test::RecordingObserver observer;
   TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}), 1, {&observer});
   for (int i = 0; i < 2; ++i) {
@@ -266,7 +260,7 @@ TEST(ProxyStream, AnUpstreamThatClosesAfterDoneIsNotABrokenStream) {
 // Issue 10 item 10: an event over the framing limit is relayed as it comes; when the
 // stream breaks inside it, the partial event is ended before the error event.
 TEST(ProxyStream, ABreakInsideAHugeEventEndsItBeforeTheErrorEvent) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}));
   const size_t huge = (size_t{1} << 20) + 4096;  // over SseParserOptions::max_event_bytes
   StreamingResponse s;
@@ -293,7 +287,7 @@ TEST(ProxyStream, ABreakInsideAHugeEventEndsItBeforeTheErrorEvent) {
 // A partial event under the limit is held back, never relayed: the error event follows
 // the last whole event directly.
 TEST(ProxyStream, ABreakInsideASmallEventDropsItAndSendsOnlyTheErrorEvent) {
-  MockLlm a(Named("a"));
+  MockLlm a(test::NamedMock("a"));
   TestWorker worker(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})}));
   StreamingResponse s;
   ASSERT_TRUE(s.Open(worker.port(), "/v1/chat/completions", kStreamBody,

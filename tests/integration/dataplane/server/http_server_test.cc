@@ -52,12 +52,6 @@ using test::TestConfig;
 using test::TestWorker;
 using test::WaitUntil;
 
-MockLlmOptions Named(const std::string& name) {
-  MockLlmOptions o;
-  o.name = name;
-  return o;
-}
-
 std::string ChatBody(const std::string& model, bool stream = false) {
   return R"({"model":")" + model + R"(","stream":)" + (stream ? "true" : "false") +
          R"(,"messages":[{"role":"user","content":"hi"}]})";
@@ -372,8 +366,8 @@ class ClientConnectionTest : public ::testing::Test {
     return TestConfig(
         {MockBackend("a", a.BaseUrl(), {"model-a"}), MockBackend("b", b.BaseUrl(), {"model-b"})});
   }
-  MockLlm a{Named("a")};
-  MockLlm b{Named("b")};
+  MockLlm a{test::NamedMock("a")};
+  MockLlm b{test::NamedMock("b")};
 };
 
 // ---------------------------------------------------------------------------------------
