@@ -34,13 +34,36 @@ struct BackendConfig {
   std::optional<Millis> timeout;               // unset: Config::timeout
   bool tls_insecure_skip_verify = false;
   bool drained = false;  // admin drain: no new traffic
+  // Streams (docs/routing.md "Slow and broken streams"); unset: the alias's, then Config's.
+  std::optional<Millis> first_token_timeout;
+  std::optional<Millis> stream_idle_timeout;
+  // The provider continues an assistant message given as the last one (a prefill), so a
+  // broken stream may be continued here (docs/routing.md "Continuation").
+  bool prefill = false;
+  // Declared context windows, in tokens, of models listed in the object form
+  // `{name: m, context_window: N}`; a model absent here has no declared window.
+  std::map<std::string, uint64_t> context_windows;
 
   bool operator==(const BackendConfig&) const = default;
+};
+
+// How long a request waits for a first token before a hedge starts (docs/routing.md
+// "Hedging"): off, a fixed delay, or `auto` (the candidate's recent p95 time to first token).
+struct HedgeAfter {
+  enum class Kind { kOff, kFixed, kAuto };
+  Kind kind = Kind::kOff;
+  Millis delay{0};  // kFixed only
+
+  bool operator==(const HedgeAfter&) const = default;
 };
 
 struct ModelAlias {
   std::string name;
   std::vector<std::string> models;  // tried in order
+  // The object form `{models: [...], hedge_after, first_token_timeout, stream_idle_timeout}`.
+  HedgeAfter hedge_after{};
+  std::optional<Millis> first_token_timeout{};  // unset: Config's (a backend's own wins)
+  std::optional<Millis> stream_idle_timeout{};
 
   bool operator==(const ModelAlias&) const = default;
 };
@@ -82,6 +105,11 @@ struct Config {
   ControlPlaneConfig control_plane;
   Millis timeout = std::chrono::seconds(180);  // whole request; time to first byte for streams
   Millis stream_idle_timeout = std::chrono::seconds(60);
+  // Streams: a candidate that has sent no first token by then is abandoned for the next
+  // one while nothing went to the client; 0 = off.
+  Millis first_token_timeout{0};
+  // Hedges may add at most this share of the requests a worker proxies (0..1).
+  double hedge_budget = 0.10;
   Millis connect_timeout = std::chrono::seconds(5);
   uint32_t retry = 3;  // extra attempts after the first
   // Before an attempt on a candidate this request already tried (no untried one left):

@@ -26,15 +26,27 @@ using Keys = std::vector<std::string_view>;
 const Keys kTopKeys = {"server",          "control_plane", "timeout",       "stream_idle_timeout",
                        "connect_timeout", "retry",         "mode",          "auth",
                        "model_aliases",   "health",        "unknown_model", "cross_model_fallback",
-                       "stream_usage",    "backends",      "retry_backoff", "max_retry_wait"};
+                       "stream_usage",    "backends",      "retry_backoff", "max_retry_wait",
+                       "first_token_timeout", "hedge_budget"};
 const Keys kServerKeys = {
     "port", "host", "metrics_port", "max_body_bytes", "max_buffered_bytes", "max_response_bytes"};
 const Keys kControlPlaneKeys = {"listen", "metrics_port", "admin_token"};
 const Keys kAuthKeys = {"keys"};
 const Keys kHealthKeys = {"failure_threshold", "cooldown", "max_cooldown", "probe_interval"};
-const Keys kBackendKeys = {"name",    "url",           "api_key",
-                           "weight",  "default_model", "models",
-                           "headers", "timeout",       "tls_insecure_skip_verify"};
+const Keys kBackendKeys = {"name",
+                           "url",
+                           "api_key",
+                           "weight",
+                           "default_model",
+                           "models",
+                           "headers",
+                           "timeout",
+                           "tls_insecure_skip_verify",
+                           "first_token_timeout",
+                           "stream_idle_timeout",
+                           "prefill"};
+const Keys kAliasKeys = {"models", "hedge_after", "first_token_timeout", "stream_idle_timeout"};
+const Keys kModelKeys = {"name", "context_window"};
 
 // A config file larger than this is certainly a mistake (e.g. the wrong file).
 constexpr std::size_t kMaxConfigBytes = 16 * 1024 * 1024;
@@ -313,6 +325,48 @@ class YamlLoader {
     }
   }
 
+  // A share: "10%" or a number from 0 to 1 ("0.1").
+  void ReadFraction(const YAML::Node& node, const std::string& path, double& out) {
+    auto text = Text(node, path, "a share");
+    if (!text) return;
+    std::string_view t = *text;
+    const bool percent = !t.empty() && t.back() == '%';
+    if (percent) t.remove_suffix(1);
+    double value = -1;
+    const auto [ptr, ec] = std::from_chars(t.data(), t.data() + t.size(), value);
+    if (ec == std::errc() && ptr == t.data() + t.size() && !t.empty()) {
+      if (percent) value /= 100;
+      if (value >= 0 && value <= 1) {
+        out = value;
+        return;
+      }
+    }
+    FieldError(node, path, "must be a share from 0% to 100% (e.g. 10% or 0.1), got " + Quote(*text));
+  }
+
+  // off | auto | a duration (0 = off).
+  void ReadHedgeAfter(const YAML::Node& node, const std::string& path, HedgeAfter& out) {
+    if (Unset(node)) return;
+    if (node.IsScalar()) {
+      const std::string v = Lower(Unmask(node.Scalar()));
+      if (v == "auto") {
+        Remember(path, node);
+        out = {HedgeAfter::Kind::kAuto, Millis{0}};
+        return;
+      }
+      if (v == "off" || v == "false" || v == "no") {
+        Remember(path, node);
+        out = {};
+        return;
+      }
+    }
+    Millis delay{0};
+    const std::size_t errors = diagnostics_.size();
+    ReadDuration(node, path, delay);
+    if (diagnostics_.size() != errors) return;
+    out = delay.count() > 0 ? HedgeAfter{HedgeAfter::Kind::kFixed, delay} : HedgeAfter{};
+  }
+
   // A list of strings; `allow_scalar` also takes one bare string as a one-element list.
   void ReadStringList(const YAML::Node& node, const std::string& path,
                       std::vector<std::string>& out, bool allow_scalar) {
@@ -377,6 +431,9 @@ class YamlLoader {
     ReadInt(Child(root, "retry"), "retry", 0, 100, config_.retry);
     ReadDuration(Child(root, "retry_backoff"), "retry_backoff", config_.retry_backoff);
     ReadDuration(Child(root, "max_retry_wait"), "max_retry_wait", config_.max_retry_wait);
+    ReadDuration(Child(root, "first_token_timeout"), "first_token_timeout",
+                 config_.first_token_timeout);
+    ReadFraction(Child(root, "hedge_budget"), "hedge_budget", config_.hedge_budget);
     ReadEnum<BalanceMode>(Child(root, "mode"), "mode",
                           {{"random", BalanceMode::kRandom},
                            {"round-robin", BalanceMode::kRoundRobin},
@@ -480,7 +537,23 @@ class YamlLoader {
         Error(ToPos(key.Mark()), path + ": alias " + Quote(alias.name) + " lists no models");
         continue;
       }
-      ReadStringList(value, path, alias.models, true);
+      if (value.IsMap()) {
+        // The object form: {models: [...], hedge_after, first_token_timeout, ...}.
+        CheckMap(value, path, kAliasKeys);
+        const YAML::Node models = Child(value, "models");
+        if (Unset(models)) {
+          FieldError(value, path, "alias " + Quote(alias.name) + " lists no models");
+          continue;
+        }
+        ReadStringList(models, path + ".models", alias.models, true);
+        ReadHedgeAfter(Child(value, "hedge_after"), path + ".hedge_after", alias.hedge_after);
+        ReadOptionalDuration(Child(value, "first_token_timeout"), path + ".first_token_timeout",
+                             alias.first_token_timeout);
+        ReadOptionalDuration(Child(value, "stream_idle_timeout"), path + ".stream_idle_timeout",
+                             alias.stream_idle_timeout);
+      } else {
+        ReadStringList(value, path, alias.models, true);
+      }
       config_.model_aliases.push_back(std::move(alias));
     }
   }
@@ -513,12 +586,54 @@ class YamlLoader {
     ReadString(Child(node, "api_key"), path + ".api_key", b.api_key);
     ReadInt(Child(node, "weight"), path + ".weight", 0, 1'000'000, b.weight);
     ReadString(Child(node, "default_model"), path + ".default_model", b.default_model);
-    ReadStringList(Child(node, "models"), path + ".models", b.models, false);
+    ReadModels(Child(node, "models"), path + ".models", b);
     ReadHeaders(Child(node, "headers"), path + ".headers", b.headers);
     ReadOptionalDuration(Child(node, "timeout"), path + ".timeout", b.timeout);
     ReadBool(Child(node, "tls_insecure_skip_verify"), path + ".tls_insecure_skip_verify",
              b.tls_insecure_skip_verify);
+    ReadOptionalDuration(Child(node, "first_token_timeout"), path + ".first_token_timeout",
+                         b.first_token_timeout);
+    ReadOptionalDuration(Child(node, "stream_idle_timeout"), path + ".stream_idle_timeout",
+                         b.stream_idle_timeout);
+    ReadBool(Child(node, "prefill"), path + ".prefill", b.prefill);
     config_.backends.push_back(std::move(b));
+  }
+
+  // A backend's models: names, or {name: m, context_window: N} objects (model properties).
+  void ReadModels(const YAML::Node& node, const std::string& path, BackendConfig& b) {
+    if (Unset(node)) return;
+    Remember(path, node);
+    if (!node.IsSequence()) {
+      FieldError(node, path, "must be a list (e.g. [a, b] or '- a' lines)");
+      return;
+    }
+    for (std::size_t i = 0; i < node.size(); ++i) {
+      const std::string item_path = path + "[" + std::to_string(i) + "]";
+      const YAML::Node item = node[i];
+      if (Unset(item)) {
+        Remember(item_path, item);
+        FieldError(item, item_path, "empty list entry");
+        continue;
+      }
+      if (!item.IsMap()) {
+        if (auto text = Text(item, item_path, "a string")) b.models.push_back(std::move(*text));
+        continue;
+      }
+      Remember(item_path, item);
+      CheckMap(item, item_path, kModelKeys);
+      std::string name;
+      ReadString(Child(item, "name"), item_path + ".name", name);
+      if (name.empty()) {
+        FieldError(item, item_path, "a model entry needs a name");
+        continue;
+      }
+      uint64_t window = 0;
+      if (const YAML::Node w = Child(item, "context_window"); !Unset(w)) {
+        ReadInt(w, item_path + ".context_window", 1, int64_t{1} << 40, window);
+      }
+      if (window > 0) b.context_windows[name] = window;
+      b.models.push_back(std::move(name));
+    }
   }
 
   void ReadHeaders(const YAML::Node& node, const std::string& path,

@@ -46,12 +46,25 @@ v1::RoutingTable ToProto(const Config& config) {
   table.set_retry(config.retry);
   SetDuration(config.retry_backoff, table.mutable_retry_backoff());
   SetDuration(config.max_retry_wait, table.mutable_max_retry_wait());
+  SetDuration(config.first_token_timeout, table.mutable_first_token_timeout());
+  table.set_hedge_budget(config.hedge_budget);
   table.set_mode(ToProto(config.mode));
   for (const std::string& key : config.auth_keys) table.add_auth_keys(key);
   for (const ModelAlias& alias : config.model_aliases) {
     v1::ModelAlias* out = table.add_model_aliases();
     out->set_name(alias.name);
     for (const std::string& m : alias.models) out->add_models(m);
+    if (alias.hedge_after.kind == HedgeAfter::Kind::kAuto) {
+      out->mutable_hedge_after()->set_auto_(true);
+    } else if (alias.hedge_after.kind == HedgeAfter::Kind::kFixed) {
+      SetDuration(alias.hedge_after.delay, out->mutable_hedge_after()->mutable_delay());
+    }
+    if (alias.first_token_timeout) {
+      SetDuration(*alias.first_token_timeout, out->mutable_first_token_timeout());
+    }
+    if (alias.stream_idle_timeout) {
+      SetDuration(*alias.stream_idle_timeout, out->mutable_stream_idle_timeout());
+    }
   }
   v1::HealthSettings* health = table.mutable_health();
   health->set_failure_threshold(config.health.failure_threshold);
@@ -77,6 +90,16 @@ v1::RoutingTable ToProto(const Config& config) {
     if (b.timeout.has_value()) SetDuration(*b.timeout, out->mutable_timeout());
     out->set_tls_insecure_skip_verify(b.tls_insecure_skip_verify);
     out->set_drained(b.drained);
+    if (b.first_token_timeout) {
+      SetDuration(*b.first_token_timeout, out->mutable_first_token_timeout());
+    }
+    if (b.stream_idle_timeout) {
+      SetDuration(*b.stream_idle_timeout, out->mutable_stream_idle_timeout());
+    }
+    out->set_prefill(b.prefill);
+    for (const auto& [model, window] : b.context_windows) {
+      (*out->mutable_context_windows())[model] = window;
+    }
   }
   return table;
 }
@@ -133,8 +156,43 @@ FromProtoResult FromProto(const v1::RoutingTable& table) {
       break;
   }
   config.auth_keys.assign(table.auth_keys().begin(), table.auth_keys().end());
+  auto optional_duration = [&duration](const google::protobuf::Duration& d,
+                                       const std::string& path, std::optional<Millis>& out) {
+    Millis t{0};
+    duration(d, path.c_str(), t);
+    out = t;
+  };
   for (const v1::ModelAlias& a : table.model_aliases()) {
-    config.model_aliases.push_back({a.name(), {a.models().begin(), a.models().end()}});
+    ModelAlias alias;
+    alias.name = a.name();
+    alias.models.assign(a.models().begin(), a.models().end());
+    const std::string path = "model_aliases." + a.name();
+    if (a.hedge_after().auto_()) {
+      alias.hedge_after.kind = HedgeAfter::Kind::kAuto;
+    } else if (a.hedge_after().has_delay()) {
+      Millis delay{0};
+      duration(a.hedge_after().delay(), (path + ".hedge_after").c_str(), delay);
+      if (delay.count() > 0) alias.hedge_after = {HedgeAfter::Kind::kFixed, delay};
+    }
+    if (a.has_first_token_timeout()) {
+      optional_duration(a.first_token_timeout(), path + ".first_token_timeout",
+                        alias.first_token_timeout);
+    }
+    if (a.has_stream_idle_timeout()) {
+      optional_duration(a.stream_idle_timeout(), path + ".stream_idle_timeout",
+                        alias.stream_idle_timeout);
+    }
+    config.model_aliases.push_back(std::move(alias));
+  }
+  if (table.has_first_token_timeout()) {
+    duration(table.first_token_timeout(), "first_token_timeout", config.first_token_timeout);
+  }
+  if (table.has_hedge_budget()) {
+    if (!(table.hedge_budget() >= 0 && table.hedge_budget() <= 1)) {
+      errors.push_back("hedge_budget: must be between 0 and 1");
+    } else {
+      config.hedge_budget = table.hedge_budget();
+    }
   }
   if (table.has_health()) {
     config.health.failure_threshold = table.health().failure_threshold();
@@ -176,6 +234,19 @@ FromProtoResult FromProto(const v1::RoutingTable& table) {
     }
     b.tls_insecure_skip_verify = in.tls_insecure_skip_verify();
     b.drained = in.drained();
+    const std::string path = "backends[" + std::to_string(i) + "]";
+    if (in.has_first_token_timeout()) {
+      optional_duration(in.first_token_timeout(), path + ".first_token_timeout",
+                        b.first_token_timeout);
+    }
+    if (in.has_stream_idle_timeout()) {
+      optional_duration(in.stream_idle_timeout(), path + ".stream_idle_timeout",
+                        b.stream_idle_timeout);
+    }
+    b.prefill = in.prefill();
+    for (const auto& [model, window] : in.context_windows()) {
+      if (window > 0) b.context_windows.emplace(model, window);
+    }
     config.backends.push_back(std::move(b));
   }
   NormalizeConfig(config);

@@ -140,6 +140,7 @@ class Checker {
         }
       }
       if (b.timeout.has_value()) Positive(*b.timeout, path + ".timeout");
+      if (b.stream_idle_timeout) Positive(*b.stream_idle_timeout, path + ".stream_idle_timeout");
     }
     if (!any_weight) {
       Warn("backends", "every backend has weight 0: no backend will receive traffic");
@@ -159,11 +160,18 @@ class Checker {
       if (!names.insert(alias.name).second) {
         Error(path, "duplicate alias '" + alias.name + "'");
       }
-      if (served.contains(alias.name)) {
+      // An alias that lists its own name is how a served model gets alias options
+      // (hedge_after, timeouts): no surprise to warn about.
+      const bool lists_itself =
+          std::find(alias.models.begin(), alias.models.end(), alias.name) != alias.models.end();
+      if (served.contains(alias.name) && !lists_itself) {
         Warn(path, "alias '" + alias.name +
                        "' has the name of a model that backends serve (the alias is used)");
       }
       if (alias.models.empty()) Error(path, "alias '" + alias.name + "' lists no models");
+      if (alias.stream_idle_timeout) {
+        Positive(*alias.stream_idle_timeout, path + ".stream_idle_timeout");
+      }
       for (std::size_t i = 0; i < alias.models.size(); ++i) {
         if (!served.contains(alias.models[i])) {
           Error(path + "[" + std::to_string(i) + "]", "alias '" + alias.name +

@@ -22,6 +22,7 @@ ModelPlan ResolveModel(const RoutingTable& table, std::string_view requested) {
 
   if (const ModelAlias* alias = table.FindAlias(requested)) {
     plan.kind = ModelPlan::Kind::kAlias;
+    plan.alias = alias;
     for (const std::string& model : alias->models) {
       const CandidateGroup* group = table.ServedBy(model);
       if (group == nullptr) continue;  // validation warns; nothing could serve it

@@ -35,6 +35,8 @@ struct ModelPlan {
   std::string requested;  // the client's model, as sent
   std::vector<PlanStep> steps;
   bool unknown_fallback = false;  // kUnknownFallback: log a warning
+  // kAlias: the alias (its hedge_after and stream timeouts apply); owned by the table.
+  const ModelAlias* alias = nullptr;
 
   bool rejected() const { return kind == Kind::kRejected; }  // answer 404 model_not_found
 };

@@ -121,7 +121,10 @@ Config TwoBackendConfig() {
   b.default_model = "model-b";
   b.models = {"model-b", "shared"};
   c.backends = {a, b};
-  c.model_aliases = {ModelAlias{"gpt-4o", {"model-a", "model-b"}}};
+  ModelAlias alias;
+  alias.name = "gpt-4o";
+  alias.models = {"model-a", "model-b"};
+  c.model_aliases = {alias};
   return c;
 }
 

@@ -135,11 +135,24 @@ TEST(ConfigLoaderTest, FullExtendedSchema) {
   EXPECT_EQ(c.retry, 2u);
   EXPECT_EQ(c.mode, BalanceMode::kLeastBusy);
   EXPECT_THAT(c.auth_keys, ElementsAre("ck1", "static-ck1-suffix"));
-  ASSERT_EQ(c.model_aliases.size(), 2u);
+  EXPECT_EQ(c.first_token_timeout, 20s);
+  EXPECT_DOUBLE_EQ(c.hedge_budget, 0.05);
+  ASSERT_EQ(c.model_aliases.size(), 4u);
   EXPECT_EQ(c.model_aliases[0].name, "gpt-4o");
   EXPECT_THAT(c.model_aliases[0].models, ElementsAre("deepseek-chat", "glm-4.7"));
+  EXPECT_EQ(c.model_aliases[0].hedge_after.kind, HedgeAfter::Kind::kOff);
+  EXPECT_FALSE(c.model_aliases[0].first_token_timeout.has_value());
   EXPECT_EQ(c.model_aliases[1].name, "fast");
   EXPECT_THAT(c.model_aliases[1].models, ElementsAre("deepseek-chat"));
+  const ModelAlias& claude = c.model_aliases[2];
+  EXPECT_EQ(claude.name, "claude-sonnet-4-5");
+  EXPECT_THAT(claude.models, ElementsAre("deepseek-chat", "glm-4.7"));
+  EXPECT_EQ(claude.hedge_after, (HedgeAfter{HedgeAfter::Kind::kFixed, 2s}));
+  EXPECT_EQ(claude.first_token_timeout, std::optional<Millis>(10s));
+  EXPECT_FALSE(claude.stream_idle_timeout.has_value());
+  const ModelAlias& reasoner = c.model_aliases[3];
+  EXPECT_EQ(reasoner.hedge_after.kind, HedgeAfter::Kind::kAuto);
+  EXPECT_EQ(reasoner.stream_idle_timeout, std::optional<Millis>(120s));
   EXPECT_EQ(c.health.failure_threshold, 3u);
   EXPECT_EQ(c.health.cooldown, 10s);
   EXPECT_EQ(c.health.max_cooldown, 120s);
@@ -147,8 +160,17 @@ TEST(ConfigLoaderTest, FullExtendedSchema) {
   EXPECT_TRUE(c.cross_model_fallback);
   EXPECT_EQ(c.stream_usage, StreamUsage::kRequest);
   ASSERT_EQ(c.backends.size(), 2u);
-  EXPECT_EQ(c.backends[0].api_key, "sk-d");
+  const BackendConfig& d = c.backends[0];
+  EXPECT_EQ(d.api_key, "sk-d");
+  EXPECT_THAT(d.models, ElementsAre("deepseek-chat", "deepseek-reasoner"));
+  EXPECT_EQ(d.context_windows, (std::map<std::string, uint64_t>{{"deepseek-reasoner", 65536}}));
+  EXPECT_TRUE(d.prefill);
+  EXPECT_EQ(d.first_token_timeout, std::optional<Millis>(30s));
+  EXPECT_FALSE(d.stream_idle_timeout.has_value());
   const BackendConfig& z = c.backends[1];
+  EXPECT_FALSE(z.prefill);
+  EXPECT_TRUE(z.context_windows.empty());
+  EXPECT_EQ(z.stream_idle_timeout, std::optional<Millis>(90s));
   EXPECT_EQ(z.weight, 0u);
   EXPECT_EQ(z.default_model, "glm-4.7");
   EXPECT_EQ(z.headers,
@@ -342,6 +364,91 @@ TEST(ConfigLoaderTest, HealthProbeIntervalDefaultReadAndOff) {
   EXPECT_THAT(bad.FormattedErrors(),
               ElementsAre("c.yaml:2:19: health.probe_interval: invalid duration 'often' (use "
                           "e.g. 180s, 500ms, 1m30s, 2h)"));
+}
+
+TEST(ConfigLoaderTest, ResilienceSettingsDefaults) {
+  const LoadResult r = Load(kOneBackend);
+  ASSERT_TRUE(r.ok()) << All(r);
+  EXPECT_EQ(r.config->first_token_timeout, 0ms);  // off
+  EXPECT_DOUBLE_EQ(r.config->hedge_budget, 0.10);
+  EXPECT_FALSE(r.config->backends[0].prefill);
+  EXPECT_FALSE(r.config->backends[0].first_token_timeout.has_value());
+}
+
+TEST(ConfigLoaderTest, HedgeBudgetSpellings) {
+  for (const auto& [text, value] : std::vector<std::pair<std::string, double>>{
+           {"10%", 0.10}, {"0.25", 0.25}, {"0", 0.0}, {"100%", 1.0}, {"1", 1.0}}) {
+    const LoadResult r = Load("hedge_budget: " + text + "\n" + std::string(kOneBackend));
+    ASSERT_TRUE(r.ok()) << text << ": " << All(r);
+    EXPECT_DOUBLE_EQ(r.config->hedge_budget, value) << text;
+  }
+  for (const std::string text : {"150%", "-0.1", "lots", "1.5", "10 %"}) {
+    const LoadResult r = Load("hedge_budget: " + text + "\n" + std::string(kOneBackend));
+    EXPECT_THAT(r.FormattedErrors(),
+                ElementsAre("c.yaml:1:15: hedge_budget: must be a share from 0% to 100% (e.g. 10% "
+                            "or 0.1), got '" +
+                            text + "'"));
+  }
+}
+
+TEST(ConfigLoaderTest, AliasObjectFormErrors) {
+  const LoadResult r = Load(
+      "model_aliases:\n"
+      "  a: {models: [m1], hedge_after: soon}\n"
+      "  b: {hedge_after: 1s}\n"
+      "  c: {models: [m1], first_token: 1s}\n" +
+      std::string(kOneBackend));
+  EXPECT_THAT(r.FormattedErrors(),
+              ElementsAre("c.yaml:2:34: model_aliases.a.hedge_after: invalid duration 'soon' (use "
+                          "e.g. 180s, 500ms, 1m30s, 2h)",
+                          "c.yaml:3:6: model_aliases.b: alias 'b' lists no models",
+                          "c.yaml:4:21: unknown key 'first_token' in model_aliases.c"));
+}
+
+TEST(ConfigLoaderTest, HedgeAfterOffAndZero) {
+  const LoadResult r = Load(
+      "model_aliases:\n"
+      "  a: {models: [m1], hedge_after: off}\n"
+      "  b: {models: [m1], hedge_after: 0s}\n"
+      "  c: {models: [m1], hedge_after: 250ms}\n" +
+      std::string(kOneBackend));
+  ASSERT_TRUE(r.ok()) << All(r);
+  EXPECT_EQ(r.config->model_aliases[0].hedge_after.kind, HedgeAfter::Kind::kOff);
+  EXPECT_EQ(r.config->model_aliases[1].hedge_after.kind, HedgeAfter::Kind::kOff);
+  EXPECT_EQ(r.config->model_aliases[2].hedge_after, (HedgeAfter{HedgeAfter::Kind::kFixed, 250ms}));
+}
+
+TEST(ConfigLoaderTest, ModelObjectEntries) {
+  const LoadResult r = Load(
+      "backends:\n"
+      "  - name: a\n"
+      "    url: http://a\n"
+      "    models: [m1, {name: m2, context_window: 128000}, {name: m3}]\n");
+  ASSERT_TRUE(r.ok()) << All(r);
+  EXPECT_THAT(r.config->backends[0].models, ElementsAre("m1", "m2", "m3"));
+  EXPECT_EQ(r.config->backends[0].context_windows,
+            (std::map<std::string, uint64_t>{{"m2", 128000}}));
+  EXPECT_EQ(r.config->backends[0].default_model, "m1");
+
+  const LoadResult bad = Load(
+      "backends:\n"
+      "  - name: a\n"
+      "    url: http://a\n"
+      "    models: [{context_window: 5}, {name: m2, context_window: big}, {name: m3, ctx: 1}]\n");
+  EXPECT_THAT(bad.FormattedErrors(),
+              ElementsAre("c.yaml:4:14: backends[0].models[0]: a model entry needs a name",
+                          "c.yaml:4:62: backends[0].models[1].context_window: must be an integer "
+                          "between 1 and 1099511627776, got 'big'",
+                          "c.yaml:4:79: unknown key 'ctx' in backends[0].models[2]"));
+}
+
+TEST(ConfigLoaderTest, AliasListingItsOwnNameIsNotWarned) {
+  const LoadResult r = Load(
+      "model_aliases:\n"
+      "  m1: {models: [m1], hedge_after: 1s}\n" +
+      std::string(kOneBackend));
+  ASSERT_TRUE(r.ok()) << All(r);
+  EXPECT_TRUE(r.diagnostics.empty()) << All(r);
 }
 
 TEST(ConfigLoaderTest, BadModeWithSuggestion) {
@@ -578,7 +685,7 @@ TEST(ConfigLoaderTest, SummarizeNeverContainsAKey) {
   const std::string s = Summarize(*r.config);
   EXPECT_EQ(s,
             "config ok: 2 backends (deepseek, zhipu), 3 models, mode least-busy, retry 2, "
-            "timeout 120s, port 8081, 2 aliases, auth on (2 keys)");
+            "timeout 120s, port 8081, 4 aliases, auth on (2 keys)");
   for (const char* secret : {"TOK9", "CK9", "SKD9", "SKZ9"}) EXPECT_THAT(s, Not(HasSubstr(secret)));
 }
 
