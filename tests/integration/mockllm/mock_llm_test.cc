@@ -21,6 +21,8 @@
 
 #include <gtest/gtest.h>
 
+#include "dataplane/protocols/chat_stream.h"
+#include "dataplane/protocols/sse_parser.h"
 #include "tests/mockllm/mock_llm.h"
 
 namespace llmproxy {
@@ -634,6 +636,47 @@ TEST(MockLlm, StreamContinuesAPrefillAsAStreamOfItsOwn) {
   EXPECT_FALSE(cut.complete);
   EXPECT_EQ(cut.body, ChunkEvent("chatcmpl-c-4", created,
                                  R"({"role":"assistant","content":"tok1 "})", false));
+}
+
+// The contract the gateway's continuation relies on, end to end without the gateway: a
+// stream cut after two chunks (the second one half sent), its text as an assistant
+// prefill to another mock, and that continuation through ContinuationFilter give exactly
+// the bytes of the unbroken stream.
+TEST(MockLlm, BrokenStreamPlusFilteredContinuationEqualsTheWholeStream) {
+  MockLlm a({.name = "a"});
+  MockLlm b({.name = "b"});
+  const std::string req = ChatBody(true, "user", "hello");
+  Reply whole = Call(a.port(), "POST", "/v1/chat/completions", req);
+  ASSERT_TRUE(whole.complete);
+
+  Reply broken = Call(a.port(), "POST", "/v1/chat/completions", req,
+                      {{"x-mock-die-after-chunks", "2"}, {"x-mock-partial-event-bytes", "40"}});
+  ASSERT_FALSE(broken.complete);
+  ChatStreamTracker tracker;
+  SseParser first({.tracker = &tracker});
+  const std::string sent(first.Feed(broken.body));  // what the client got; Finish() is not sent
+  EXPECT_EQ(first.pending_bytes(), 46u);            // "data: " + 40 bytes held back
+  ASSERT_TRUE(tracker.continuable());
+  EXPECT_EQ(tracker.text(), "tok0 tok1 ");
+  EXPECT_EQ(tracker.id(), "chatcmpl-a-2");
+
+  auto prefilled = AppendAssistantPrefill(req, tracker.text());
+  ASSERT_TRUE(prefilled.has_value());
+  Reply cont = Call(b.port(), "POST", "/v1/chat/completions", *prefilled);
+  ASSERT_TRUE(cont.complete);
+  ContinuationFilter filter(tracker.id(), tracker.created());
+  SseParser second({.continuation = &filter});
+  std::string rest(second.Feed(cont.body));
+  rest += second.Finish();
+
+  // The whole stream, with the broken response's id (ids differ per response).
+  std::string want = whole.body;
+  for (size_t at = 0; (at = want.find("chatcmpl-a-1", at)) != std::string::npos;) {
+    want.replace(at, 12, "chatcmpl-a-2");
+  }
+  EXPECT_EQ(sent + rest, want);
+  EXPECT_EQ(filter.replaced(), 3u);  // tok2 (its role removed), tok3, tok4
+  EXPECT_NE(cont.body.find(R"("id":"chatcmpl-b-1")"), std::string::npos);
 }
 
 TEST(MockLlm, RateLimitOnceThenOkAndAnOutageThatEndsByItself) {
