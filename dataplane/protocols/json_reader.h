@@ -2,8 +2,9 @@
 // stream_options), upstream response bodies and SSE event data (usage). Built on simdjson's
 // On-Demand API: fields are read in place, no DOM is built, and the model value's raw byte
 // range is reported so the rewrite can replace exactly those bytes. Pure: no I/O. The only
-// translation unit that includes simdjson is json_reader.cc. nlohmann stays for config,
-// the control plane and building JSON.
+// translation units that include simdjson are json_reader.cc and chat_stream.cc (stream
+// chunks, same padding rules). nlohmann stays for config, the control plane and building
+// JSON.
 //
 // simdjson reads up to kJsonPadding bytes past the end of the text. Callers that own a
 // buffer with that much slack after the text say so (`readable_after`); otherwise the text

@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dataplane/protocols/chat_stream.h"
+
 namespace llmproxy {
 namespace {
 
@@ -154,16 +156,42 @@ size_t SseParser::FindEventEnd(std::string_view data, LineScan& scan, bool* open
 
 SseEventInfo InspectSseEvent(std::string_view event) { return Inspect(event, 0); }
 
-SseParser::SseParser(SseParserOptions options) : options_(options) {}
+SseParser::SseParser(SseParserOptions options)
+    : options_(options),
+      chat_hooks_(options.tracker != nullptr || options.continuation != nullptr) {}
 
-bool SseParser::OnEvent(std::string_view event, size_t readable_after) {
+SseParser::Verdict SseParser::OnEvent(std::string_view event, size_t readable_after) {
   ++events_;
+  if (chat_hooks_) [[unlikely]] {
+    return OnChatEvent(event, readable_after);
+  }
+  return InspectEvent(event, readable_after) ? Verdict::kKeep : Verdict::kDrop;
+}
+
+bool SseParser::InspectEvent(std::string_view event, size_t readable_after) {
   // Cheap pre-checks: most chunks carry neither.
   if (event.find("[DONE]") == std::string_view::npos && !MayCarryUsage(event)) return true;
   const SseEventInfo info = Inspect(event, readable_after);
   if (info.is_done) done_ = true;
   if (info.has_usage) usage_ = info.usage;
   return !(options_.drop_usage_only_events && info.usage_only);
+}
+
+SseParser::Verdict SseParser::OnChatEvent(std::string_view event, size_t readable_after) {
+  Verdict verdict = Verdict::kKeep;
+  if (options_.continuation != nullptr) {
+    const ContinuationFilter::Result r = options_.continuation->Filter(event, readable_after);
+    if (r.verdict == ContinuationFilter::Verdict::kDrop) return Verdict::kDrop;
+    if (r.verdict == ContinuationFilter::Verdict::kReplace) {
+      verdict = Verdict::kReplace;
+      replacement_ = r.bytes;
+      event = r.bytes;
+      readable_after = 0;  // the filter's buffer: no padding promised
+    }
+  }
+  if (!InspectEvent(event, readable_after)) return Verdict::kDrop;
+  if (options_.tracker != nullptr) options_.tracker->Observe(event, readable_after);
+  return verdict;
 }
 
 std::string_view SseParser::Feed(std::string_view chunk) {
@@ -252,13 +280,14 @@ std::string_view SseParser::Feed(std::string_view chunk) {
   while (true) {
     const size_t end = FindEventEnd(data, scan_, &open_cr);
     if (end == std::string_view::npos) break;
-    const bool kept = OnEvent(data.substr(pos, end - pos), readable_end - end);
-    if (kept) {
+    const Verdict verdict = OnEvent(data.substr(pos, end - pos), readable_end - end);
+    if (verdict == Verdict::kKeep) {
       keep(pos, end);
     } else {
       drop();
+      if (verdict == Verdict::kReplace) out_.append(replacement_);
     }
-    next_event(end, open_cr, kept);
+    next_event(end, open_cr, verdict != Verdict::kDrop);
   }
 
   const size_t tail = data.size() - pos;
@@ -267,6 +296,7 @@ std::string_view SseParser::Feed(std::string_view chunk) {
     // Give up framing this event rather than hold it in memory: forward what we have.
     keep(pos, data.size());
     passthrough_event_ = true;
+    if (options_.tracker != nullptr) options_.tracker->ObserveUnframed();
     if (from_chunk) {
       pending_.clear();
     } else {

@@ -19,6 +19,9 @@
 
 namespace llmproxy {
 
+class ChatStreamTracker;   // chat_stream.h
+class ContinuationFilter;  // chat_stream.h
+
 // Usage of a plain (non-streaming) JSON response body: top-level "usage" object with
 // integer "prompt_tokens" / "completion_tokens" (a missing one counts 0); see ReadUsageJson
 // in json_reader.h for the exact rules. nullopt when there is no usable usage object.
@@ -42,6 +45,14 @@ struct SseParserOptions {
   // An event growing beyond this without its blank line is passed through as-is
   // (framing given up for that event) instead of being held back in memory.
   size_t max_event_bytes = 1 << 20;
+  // Chat-stream hooks (chat_stream.h), not owned, each optional. For every complete event
+  // the continuation filter runs first (its verdict decides what is forwarded: the event,
+  // nothing, or its rewrite), then the tracker observes the event as forwarded. An
+  // over-long event passed through unframed is reported to the tracker
+  // (ObserveUnframed) and not rewritten; Finish()'s partial event reaches neither (a relay
+  // that continues a broken stream must not forward it). Both null: one flag test per event.
+  ChatStreamTracker* tracker = nullptr;
+  ContinuationFilter* continuation = nullptr;
 };
 
 class SseParser {
@@ -86,14 +97,22 @@ class SseParser {
   // *open_cr: the blank line is a CR that is data's last byte.
   static size_t FindEventEnd(std::string_view data, LineScan& scan, bool* open_cr);
 
-  // Inspects one complete event; returns false when it must be dropped. `readable_after`:
-  // bytes after the event that may be read (JSON padding).
-  bool OnEvent(std::string_view event, size_t readable_after);
+  // What to do with one complete event: forward it, drop it, or forward replacement_.
+  enum class Verdict { kKeep, kDrop, kReplace };
+  // Inspects one complete event. `readable_after`: bytes after the event that may be read
+  // (JSON padding).
+  Verdict OnEvent(std::string_view event, size_t readable_after);
+  // OnEvent's usage and [DONE] checks; false when the event must be dropped.
+  bool InspectEvent(std::string_view event, size_t readable_after);
+  // OnEvent with a continuation filter and/or tracker.
+  Verdict OnChatEvent(std::string_view event, size_t readable_after);
 
   SseParserOptions options_;
-  std::string pending_;  // partial event carried over; capacity keeps kJsonPadding spare
-  std::string out_;      // output when it cannot be a view of the chunk
-  size_t consumed_ = 0;  // prefix of pending_ already returned (erased on the next call)
+  bool chat_hooks_ = false;       // options_.tracker or options_.continuation set
+  std::string_view replacement_;  // Verdict::kReplace: the bytes to forward instead
+  std::string pending_;           // partial event carried over; capacity keeps kJsonPadding spare
+  std::string out_;               // output when it cannot be a view of the chunk
+  size_t consumed_ = 0;           // prefix of pending_ already returned (erased on the next call)
   LineScan scan_;
   PendingLf pending_lf_ = PendingLf::kNone;
   bool passthrough_event_ = false;  // inside an over-long event: forward until its end

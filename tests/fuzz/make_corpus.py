@@ -144,6 +144,49 @@ def sse():
     write("sse_parser", "no_space", sse_input('data:[DONE]\n\ndata:{"usage":{"completion_tokens":9}}\n\n'))
 
 
+def chat_input(stream, cuts=(), flags=0):
+    return struct.pack(">BB", flags, len(cuts)) + bytes(cuts) + stream.encode()
+
+
+def chat():
+    def chunk(delta, finish="null", cid="chatcmpl-b-9", created=1700000999, extra=""):
+        return ('data: {"id":"%s","object":"chat.completion.chunk","created":%d,"model":"m",'
+                '"choices":[{"index":0,"delta":%s%s,"finish_reason":%s}]}' %
+                (cid, created, delta, extra, finish))
+    usage = ('data: {"id":"chatcmpl-b-9","choices":[],"usage":{"prompt_tokens":9,'
+             '"completion_tokens":2,"total_tokens":11}}')
+    done = "data: [DONE]"
+    mock = [chunk('{"role":"assistant","content":""}'), chunk('{"role":"assistant","content":"k2 "}'),
+            chunk('{"content":"tok3 "}', '"stop"'), usage, ": bye", done]
+    write("chat_stream", "mock_continuation", chat_input("\n\n".join(mock) + "\n\n", (40, 90, 3)))
+    write("chat_stream", "mock_crlf", chat_input("\r\n\r\n".join(mock) + "\r\n\r\n", (1, 200)))
+    write("chat_stream", "mock_cr", chat_input("\r\r".join(mock) + "\r\r", (120,)))
+    openai = [chunk('{"role":"assistant","content":"","refusal":null}', extra=',"logprobs":null'),
+              chunk('{"content":"caf\\u00e9 \\ud83d\\ude00 \\"q\\""}'), chunk('{}', '"stop"'), done]
+    write("chat_stream", "openai", chat_input("\n\n".join(openai) + "\n\n", (7, 7, 7)))
+    deepseek = [chunk('{"role":"assistant","content":null,"reasoning_content":""}'),
+                chunk('{"content":null,"reasoning_content":"Okay"}'),
+                chunk('{"content":"Hi","reasoning_content":null}'), done]
+    write("chat_stream", "deepseek", chat_input("\n\n".join(deepseek) + "\n\n", (60,)))
+    tools = [chunk('{"role":"assistant","tool_calls":[{"index":0,"id":"call_1","type":"function",'
+                   '"function":{"name":"f","arguments":""}}]}'),
+             chunk('{"tool_calls":[{"index":0,"function":{"arguments":"{\\"a\\":1}"}}]}'),
+             chunk('{}', '"tool_calls"'), done]
+    write("chat_stream", "tool_calls", chat_input("\n\n".join(tools) + "\n\n"))
+    write("chat_stream", "n2", chat_input(
+        'data: {"id":"c","choices":[{"index":1,"delta":{"role":"assistant","content":"B"}},'
+        '{"delta":{"content":"A"},"index":0}]}\n\n' + done + "\n\n"))
+    write("chat_stream", "multiline_fields", chat_input(
+        'id: 3\nevent: message\ndata: {"id":"x",\ndata: "choices":[{"delta":{"role":"assistant",'
+        '"content":"y"}}]}\n\n: ping\n\ndata: {"error":{"message":"overloaded"}}\n\n', (1,) * 15))
+    write("chat_stream", "malformed", chat_input(
+        'data: {"choices":[{"delta":{"content":"x"}}]\n\ndata: {"choices":[{"index":"0",'
+        '"delta":{"role":"a","role":"b","content":"\\ud83d"}}]}\n\ndata: 42\n\n'))
+    write("chat_stream", "request_body", chat_input(
+        '{"model":"m","note":"\\"messages\\":[]","messages":[{"role":"user","content":"a ]"}],'
+        '"stream":true}'))
+
+
 def configs():
     for path in ["config.yaml", "tests/testdata/full.yaml", "tests/testdata/minimal.yaml",
                  "tests/testdata/many_errors.yaml", "tests/testdata/original_sample.yaml",
@@ -168,6 +211,7 @@ def main():
     for name, body in bodies().items():
         write("request_body", name, body)
     sse()
+    chat()
     configs()
 
 

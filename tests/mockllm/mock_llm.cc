@@ -104,7 +104,34 @@ struct ApiCall {
   bool stream = false;
   bool include_usage = false;
   int prompt_tokens = 1;
+  bool last_is_assistant = false;        // the last `messages` entry has role "assistant"
+  std::optional<std::string> prefill{};  // ... and this string content
 };
+
+// The answer's content pieces: "tok0 " ... "tok{n-1} ", or, continuing a prefill that is a
+// prefix of that text, only what comes after it (the first piece may be a token's tail).
+std::vector<std::string> AnswerPieces(int n, const std::optional<std::string>& prefill) {
+  std::vector<std::string> pieces;
+  pieces.reserve(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) pieces.push_back("tok" + std::to_string(i) + " ");
+  if (!prefill) return pieces;
+  std::string_view p = *prefill;
+  size_t i = 0;
+  while (i < pieces.size() && p.size() >= pieces[i].size() &&
+         p.substr(0, pieces[i].size()) == pieces[i]) {
+    p.remove_prefix(pieces[i].size());
+    ++i;
+  }
+  if (!p.empty() && (i == pieces.size() || pieces[i].compare(0, p.size(), p) != 0 ||
+                     p.size() >= pieces[i].size())) {
+    return pieces;  // not a prefix of our answer: answer in full
+  }
+  pieces.erase(pieces.begin(), pieces.begin() + static_cast<std::ptrdiff_t>(i));
+  if (!p.empty()) pieces.front().erase(0, p.size());
+  // Nothing left still ends the answer: one empty piece carries finish_reason.
+  if (pieces.empty()) pieces.emplace_back();
+  return pieces;
+}
 
 }  // namespace
 
@@ -113,22 +140,27 @@ void MockFault::MergeFrom(const MockFault& over) {
   if (over.retry_after_s) retry_after_s = over.retry_after_s;
   if (over.delay_ms) delay_ms = over.delay_ms;
   if (over.first_chunk_delay_ms) first_chunk_delay_ms = over.first_chunk_delay_ms;
+  if (over.first_token_delay_ms) first_token_delay_ms = over.first_token_delay_ms;
   if (over.chunks) chunks = over.chunks;
   if (over.chunk_gap_ms) chunk_gap_ms = over.chunk_gap_ms;
   if (over.die_after_chunks) die_after_chunks = over.die_after_chunks;
   if (over.partial_event_bytes) partial_event_bytes = over.partial_event_bytes;
   if (over.after_done) after_done = over.after_done;
+  if (over.stall_after_chunks) stall_after_chunks = over.stall_after_chunks;
   hang = hang || over.hang;
   close = close || over.close;
   garbage = garbage || over.garbage;
   if (over.body) body = over.body;
   if (over.unavailable_for_ms) unavailable_for_ms = over.unavailable_for_ms;
+  context_length_exceeded = context_length_exceeded || over.context_length_exceeded;
+  reject_prefill = reject_prefill || over.reject_prefill;
 }
 
 bool MockFault::empty() const {
-  return !status && !retry_after_s && !delay_ms && !first_chunk_delay_ms && !chunks &&
-         !chunk_gap_ms && !die_after_chunks && !partial_event_bytes && !after_done && !hang &&
-         !close && !garbage && !body && !unavailable_for_ms;
+  return !status && !retry_after_s && !delay_ms && !first_chunk_delay_ms && !first_token_delay_ms &&
+         !chunks && !chunk_gap_ms && !die_after_chunks && !partial_event_bytes && !after_done &&
+         !stall_after_chunks && !hang && !close && !garbage && !body && !unavailable_for_ms &&
+         !context_length_exceeded && !reject_prefill;
 }
 
 std::string ReceivedRequest::Header(std::string_view name) const {
@@ -222,6 +254,14 @@ struct MockLlm::Impl {
         f.delay_ms = ParseInt(v);
       else if (IEquals(key, "first-chunk-delay-ms"))
         f.first_chunk_delay_ms = ParseInt(v);
+      else if (IEquals(key, "first-token-delay-ms"))
+        f.first_token_delay_ms = ParseInt(v);
+      else if (IEquals(key, "stall-after-chunks"))
+        f.stall_after_chunks = ParseInt(v);
+      else if (IEquals(key, "context-length-exceeded"))
+        f.context_length_exceeded = ParseFlag(v);
+      else if (IEquals(key, "reject-prefill"))
+        f.reject_prefill = ParseFlag(v);
       else if (IEquals(key, "chunks"))
         f.chunks = ParseInt(v);
       else if (IEquals(key, "chunk-gap-ms"))
@@ -311,17 +351,16 @@ class Responder {
     http::status status = http::status::ok;
     std::string body;
     ApiCall call;
-    int chunks = 0;
-    if (!Plan(route, &status, &body, &call, &chunks)) {
-      co_return co_await WriteStream(stream, route, call, chunks);
+    if (!Plan(route, &status, &body, &call)) {
+      co_return co_await WriteStream(stream, route, call);
     }
     co_return co_await WritePlain(stream, status, body);
   }
 
  private:
-  // Decides the reply. Returns false for a stream (then `call` and `chunks` are set),
+  // Decides the reply. Returns false for a stream (then `call` and `pieces_` are set),
   // true for a plain reply in `status` and `body`.
-  bool Plan(Route route, http::status* status, std::string* body, ApiCall* call, int* chunks) {
+  bool Plan(Route route, http::status* status, std::string* body, ApiCall* call) {
     if (route == Route::kStats) {
       *body = impl_.StatsJson();
       return true;
@@ -358,13 +397,24 @@ class Responder {
       *body = ErrorJson(error, "invalid_request_error", "invalid_request");
       return true;
     }
-    *chunks = std::max(0, fault_.chunks.value_or(impl_.opts.chunks));
     if (route == Route::kEmbeddings) {
       *body = Embedding(*call);
       return true;
     }
+    if (fault_.context_length_exceeded) {
+      *status = http::status::bad_request;
+      *body = kContextLengthExceededBody;
+      return true;
+    }
+    if (route == Route::kChat && fault_.reject_prefill && call->last_is_assistant) {
+      *status = http::status::bad_request;
+      *body = kPrefillRejectedBody;
+      return true;
+    }
+    const int chunks = std::max(0, fault_.chunks.value_or(impl_.opts.chunks));
+    pieces_ = AnswerPieces(chunks, route == Route::kChat ? call->prefill : std::nullopt);
     if (!call->stream) {
-      *body = Completion(route, *call, *chunks);
+      *body = Completion(route, *call);
       return true;
     }
     return false;
@@ -417,7 +467,7 @@ class Responder {
   }
 
   template <class Stream>
-  awaitable<bool> WriteStream(Stream& stream, Route route, const ApiCall& call, int chunks) {
+  awaitable<bool> WriteStream(Stream& stream, Route route, const ApiCall& call) {
     http::response<http::empty_body> res{http::status::ok, 11};
     Decorate(res);
     res.set(http::field::content_type, "text/event-stream");
@@ -429,12 +479,27 @@ class Responder {
     st_.stream = true;
 
     const int gap = fault_.chunk_gap_ms.value_or(impl_.opts.chunk_gap_ms);
-    const std::string id = "chatcmpl-mock-" + std::to_string(seq_);
-    const std::string head = R"({"id":")" + id + R"(","object":")" +
+    const int chunks = static_cast<int>(pieces_.size());
+    const std::string head = R"({"id":")" + ResponseId(route) + R"(","object":")" +
                              (route == Route::kChat ? "chat.completion.chunk" : "text_completion") +
                              R"(","created":)" + std::to_string(impl_.created) + R"(,"model":)" +
                              nlohmann::json(call.model).dump();
     std::string event;
+    int first_wait = fault_.first_chunk_delay_ms.value_or(0);
+    bool role_sent = false;
+    if (route == Route::kChat && fault_.first_token_delay_ms) {
+      // What a slow provider sends at once: the role, no token yet.
+      if (!co_await Sleep(first_wait)) co_return false;
+      event = "data: " + head +
+              R"(,"choices":[{"index":0,"delta":{"role":"assistant","content":""},)"
+              R"("finish_reason":null}]})"
+              "\n\n";
+      std::tie(ec, n) = co_await WriteChunk(stream, event);
+      if (ec) co_return Broken();
+      role_sent = true;
+      first_wait = 0;
+    }
+    first_wait += fault_.first_token_delay_ms.value_or(0);
     for (int i = 0; i < chunks; ++i) {
       if (fault_.die_after_chunks && i >= *fault_.die_after_chunks) {
         if (fault_.partial_event_bytes) {
@@ -448,14 +513,15 @@ class Responder {
         }
         co_return Die(stream);
       }
-      const int wait = i == 0 ? fault_.first_chunk_delay_ms.value_or(0) : gap;
+      if (fault_.stall_after_chunks && i >= *fault_.stall_after_chunks) co_return co_await Stall();
+      const int wait = i == 0 ? first_wait : gap;
       if (!co_await Sleep(wait)) co_return false;
       const bool last = i + 1 == chunks;
-      const std::string token = "tok" + std::to_string(i) + " ";
+      const std::string& token = pieces_[static_cast<size_t>(i)];
       event = "data: " + head;
       if (route == Route::kChat) {
         event += R"(,"choices":[{"index":0,"delta":{)";
-        if (i == 0) event += R"("role":"assistant",)";
+        if (i == 0 && !role_sent) event += R"("role":"assistant",)";
         event += R"("content":")" + token + R"("},"finish_reason":)";
       } else {
         event += R"(,"choices":[{"index":0,"text":")" + token + R"(","finish_reason":)";
@@ -467,6 +533,9 @@ class Responder {
       st_.chunks_sent = i + 1;
     }
     if (fault_.die_after_chunks && *fault_.die_after_chunks <= chunks) co_return Die(stream);
+    if (fault_.stall_after_chunks && *fault_.stall_after_chunks <= chunks) {
+      co_return co_await Stall();
+    }
     if (call.include_usage) {
       event = "data: " + head + R"(,"choices":[],"usage":)" + Usage(call, chunks) + "}\n\n";
       std::tie(ec, n) = co_await WriteChunk(stream, event);
@@ -502,6 +571,19 @@ class Responder {
     frame_ += data;
     frame_ += last ? "\r\n0\r\n\r\n" : "\r\n";
     return asio::async_write(stream, asio::buffer(frame_), kAsTuple);
+  }
+
+  // Silent with the connection open until the client leaves; the watcher records that
+  // as a cancellation (the reply is not done) and wakes the sleep.
+  awaitable<bool> Stall() {
+    co_await Sleep(24 * 3600 * 1000);
+    co_return false;
+  }
+
+  // One id per response, unique across mocks (names differ) and requests.
+  std::string ResponseId(Route route) const {
+    return (route == Route::kChat ? "chatcmpl-" : "cmpl-") + impl_.opts.name + "-" +
+           std::to_string(seq_);
   }
 
   // A write failed: the client is gone (the watcher usually noticed first).
@@ -544,6 +626,16 @@ class Responder {
     }
     auto s = j.find("stream");
     call.stream = s != j.end() && s->is_boolean() && s->get<bool>();
+    auto msgs = j.find("messages");
+    if (msgs != j.end() && msgs->is_array() && !msgs->empty() && msgs->back().is_object()) {
+      const auto& last = msgs->back();
+      auto role = last.find("role");
+      call.last_is_assistant = role != last.end() && *role == "assistant";
+      auto content = last.find("content");
+      if (call.last_is_assistant && content != last.end() && content->is_string()) {
+        call.prefill = content->get<std::string>();
+      }
+    }
     auto so = j.find("stream_options");
     if (so != j.end() && so->is_object()) {
       auto iu = so->find("include_usage");
@@ -558,12 +650,13 @@ class Responder {
            std::to_string(call.prompt_tokens + completion) + "}";
   }
 
-  std::string Completion(Route route, const ApiCall& call, int chunks) const {
+  std::string Completion(Route route, const ApiCall& call) const {
     std::string text;
-    for (int i = 0; i < chunks; ++i) text += "tok" + std::to_string(i) + " ";
+    for (const auto& p : pieces_) text += p;
+    const int chunks = static_cast<int>(pieces_.size());
     nlohmann::json j;
     if (route == Route::kChat) {
-      j = {{"id", "chatcmpl-mock-" + std::to_string(seq_)},
+      j = {{"id", ResponseId(route)},
            {"object", "chat.completion"},
            {"created", impl_.created},
            {"model", call.model},
@@ -572,7 +665,7 @@ class Responder {
               {"message", {{"role", "assistant"}, {"content", text}}},
               {"finish_reason", "stop"}}}}};
     } else {
-      j = {{"id", "cmpl-mock-" + std::to_string(seq_)},
+      j = {{"id", ResponseId(route)},
            {"object", "text_completion"},
            {"created", impl_.created},
            {"model", call.model},
@@ -609,6 +702,7 @@ class Responder {
   MockFault fault_;
   ReplyState& st_;
   std::string frame_;
+  std::vector<std::string> pieces_;  // the answer's content, one per stream chunk
 };
 
 // Reads from the client while its reply is being written. HTTP clients send nothing

@@ -14,15 +14,27 @@
 // `x-ratelimit-remaining-requests: 99`. A reply echoes the `model` it received.
 //
 // Streams (`"stream": true`): N `data: {chunk}\n\n` events whose content is "tok0 ",
-// "tok1 ", ... in order (the last carries finish_reason "stop"); then, when
-// stream_options.include_usage is true, one usage event with `"choices":[]`; then
-// `data: [DONE]\n\n`. N defaults to MockLlmOptions::chunks (5).
+// "tok1 ", ... in order (the first delta also carries `"role":"assistant"`, the last
+// finish_reason "stop"); then, when stream_options.include_usage is true, one usage event
+// with `"choices":[]`; then `data: [DONE]\n\n`. N defaults to MockLlmOptions::chunks (5).
+// Every chunk carries the response's own `"id":"chatcmpl-<name>-<n>"` (cmpl- on
+// /completions; n as in x-request-id), `created` and `model`.
+//
+// Prefill continuation (chat, always on): when the last `messages` entry has role
+// "assistant" and string content P, and P is a prefix of the full answer "tok0 tok1 ...",
+// the reply (plain or stream) holds only the rest: when P ends inside a token, the first
+// piece is that token's remainder. Otherwise the full answer. A continuation stream is a
+// stream of its own (its own id, role in its first delta), as a real provider sends;
+// when nothing is left it is one chunk with content "" and finish_reason "stop".
 //
 // Fault headers (each overrides the same field of the mock-wide fault):
 //   x-mock-status: 500            reply with this status and an OpenAI error JSON
 //   x-mock-retry-after: 2         add Retry-After: 2 (with x-mock-status)
 //   x-mock-delay-ms: 200          wait before sending the response headers
 //   x-mock-first-chunk-delay-ms   streams: headers at once, first chunk after this wait
+//   x-mock-first-token-delay-ms: N  chat streams: headers and a role-only chunk
+//                                 (`"delta":{"role":"assistant","content":""}`) at once,
+//                                 the first content chunk after N ms (a slow first token)
 //   x-mock-chunks: 500            number of content chunks in a stream
 //   x-mock-chunk-gap-ms: 20       wait between chunks
 //   x-mock-die-after-chunks: 3    close the connection after 3 chunks (no [DONE])
@@ -30,6 +42,12 @@
 //                                 that never ends (no line end), then close
 //   x-mock-after-done: close|stall  streams: after [DONE], close (or go silent) without
 //                                 the terminating chunk
+//   x-mock-stall-after-chunks: N  streams: after N content chunks go silent, connection
+//                                 open, until the client leaves (a cancellation)
+//   x-mock-context-length-exceeded: 1  chat/completions: 400 with OpenAI's
+//                                 context_length_exceeded error (kContextLengthExceededBody)
+//   x-mock-reject-prefill: 1      chat: a request whose last message has role "assistant"
+//                                 gets 400 (kPrefillRejectedBody); others behave
 //   x-mock-hang: 1                read the request, never answer (until the client leaves)
 //   x-mock-close: 1               read the request, close the connection without a reply
 //   x-mock-garbage: 1             answer with bytes that are not HTTP, then close
@@ -51,22 +69,35 @@
 
 namespace llmproxy {
 
+// The exact bodies of the two 400 faults, for tests that assert bytes.
+inline constexpr std::string_view kContextLengthExceededBody =
+    R"({"error":{"message":"This model's maximum context length is 8192 tokens. However, your )"
+    R"(messages resulted in 9000 tokens. Please reduce the length of the messages.",)"
+    R"("type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}})";
+inline constexpr std::string_view kPrefillRejectedBody =
+    R"({"error":{"message":"assistant message prefill is not supported",)"
+    R"("type":"invalid_request_error","param":"messages","code":null}})";
+
 // What a request (or the whole mock) should do wrong. Unset fields mean "behave".
 struct MockFault {
   std::optional<int> status{};                // non-200: error JSON with this status
   std::optional<int> retry_after_s{};         // Retry-After header value (seconds)
   std::optional<int> delay_ms{};              // before response headers
   std::optional<int> first_chunk_delay_ms{};  // streams: after headers, before chunk 0
+  std::optional<int> first_token_delay_ms{};  // chat streams: role-only chunk, then wait
   std::optional<int> chunks{};                // stream content chunk count
   std::optional<int> chunk_gap_ms{};          // stream inter-chunk gap
   std::optional<int> die_after_chunks{};      // stream: close after this many chunks
   std::optional<int> partial_event_bytes{};   // with die_after_chunks: unended event first
   std::optional<std::string> after_done{};    // stream: "close" or "stall" after [DONE]
+  std::optional<int> stall_after_chunks{};    // stream: silent after this many chunks
   bool hang = false;                          // never answer
   bool close = false;                         // close without any reply
   bool garbage = false;                       // non-HTTP bytes, then close
   std::optional<std::string> body{};          // verbatim reply body
   std::optional<int> unavailable_for_ms{};    // 503 until this long after the mock started
+  bool context_length_exceeded = false;       // 400 kContextLengthExceededBody
+  bool reject_prefill = false;                // 400 kPrefillRejectedBody on a prefill
 
   // Field-wise overlay: every field set in `over` replaces ours.
   void MergeFrom(const MockFault& over);

@@ -21,6 +21,8 @@
 
 #include <gtest/gtest.h>
 
+#include "dataplane/protocols/chat_stream.h"
+#include "dataplane/protocols/sse_parser.h"
 #include "tests/mockllm/mock_llm.h"
 
 namespace llmproxy {
@@ -91,12 +93,14 @@ struct Reply {
   std::string raw;                             // bytes as received
 };
 
-Reply ReadReply(Conn& c, milliseconds timeout = milliseconds(10000)) {
+// `already`: bytes of this reply the test read from `c` before.
+Reply ReadReply(Conn& c, milliseconds timeout = milliseconds(10000), std::string already = "") {
   Reply r;
   http::response_parser<http::string_body> parser;
   parser.body_limit(64u << 20);
   parser.eager(true);
-  std::string pending;
+  r.raw = already;
+  std::string pending = std::move(already);
   const auto deadline = Clock::now() + timeout;
   boost::beast::error_code ec;
   for (;;) {
@@ -423,6 +427,279 @@ TEST(MockLlm, StatsEndpointIsNotCountedAsTraffic) {
   EXPECT_EQ(j["name"], "s");
   EXPECT_EQ(j["requests"], 1);
   EXPECT_EQ(mock.RequestCount(), 1u);
+}
+
+// Reads raw bytes until `needle` has arrived (true) or `timeout` passed.
+bool RecvUntil(Conn& c, std::string& got, std::string_view needle, milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (got.find(needle) == std::string::npos) {
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0 || c.Recv(got, left) <= 0) return false;
+  }
+  return true;
+}
+
+std::string ChatBody(bool stream, const std::string& last_role, const std::string& last_content) {
+  nlohmann::json j = {
+      {"model", "gpt-test"},
+      {"messages",
+       {{{"role", "user"}, {"content", "hi"}}, {{"role", last_role}, {"content", last_content}}}}};
+  if (stream) j["stream"] = true;
+  return j.dump();
+}
+
+// One chat chunk event exactly as the mock writes it.
+std::string ChunkEvent(const std::string& id, int64_t created, const std::string& delta,
+                       bool last) {
+  return R"(data: {"id":")" + id + R"(","object":"chat.completion.chunk","created":)" +
+         std::to_string(created) + R"(,"model":"gpt-test","choices":[{"index":0,"delta":)" + delta +
+         R"(,"finish_reason":)" + (last ? R"("stop")" : "null") + "}]}\n\n";
+}
+
+int64_t CreatedOf(const std::string& sse_body) {
+  auto events = SseData(sse_body);
+  if (events.empty()) return -1;
+  return nlohmann::json::parse(events[0])["created"].get<int64_t>();
+}
+
+TEST(MockLlm, StreamBytesCarryOneIdPerResponseAndDifferAcrossResponsesAndMocks) {
+  MockLlm a({.name = "a", .chunks = 2});
+  MockLlm b({.name = "b", .chunks = 2});
+  const std::string req = ChatBody(true, "user", "hello");
+  Reply a1 = Call(a.port(), "POST", "/v1/chat/completions", req);
+  Reply a2 = Call(a.port(), "POST", "/v1/chat/completions", req);
+  Reply b1 = Call(b.port(), "POST", "/v1/chat/completions", req);
+  ASSERT_TRUE(a1.complete && a2.complete && b1.complete);
+  const int64_t created = CreatedOf(a1.body);
+  ASSERT_GT(created, 0);
+  auto expect = [&](const std::string& id, int64_t cr) {
+    return ChunkEvent(id, cr, R"({"role":"assistant","content":"tok0 "})", false) +
+           ChunkEvent(id, cr, R"({"content":"tok1 "})", true) + "data: [DONE]\n\n";
+  };
+  EXPECT_EQ(a1.body, expect("chatcmpl-a-1", created));
+  EXPECT_EQ(a2.body, expect("chatcmpl-a-2", created));
+  EXPECT_EQ(b1.body, expect("chatcmpl-b-1", CreatedOf(b1.body)));
+  EXPECT_EQ(nlohmann::json::parse(Call(a.port(), "POST", "/v1/chat/completions", kChat).body)["id"],
+            "chatcmpl-a-3");
+}
+
+TEST(MockLlm, FirstTokenDelaySendsRoleChunkAtOnceAndTheFirstTokenAfterTheWait) {
+  MockLlm mock({.name = "slow", .chunks = 2});
+  constexpr milliseconds kDelay(1500);
+  Conn c(mock.port());
+  const auto sent = Clock::now();
+  c.Send(Request("POST", "/v1/chat/completions", ChatBody(true, "user", "hello"),
+                 {{"x-mock-first-token-delay-ms", std::to_string(kDelay.count())}}));
+  std::string got;
+  ASSERT_TRUE(RecvUntil(c, got, R"("content":""},"finish_reason":null}]})", kDelay));
+  EXPECT_LT(Clock::now() - sent, kDelay);
+  EXPECT_EQ(got.find("tok0"), std::string::npos);
+  Reply r = ReadReply(c, milliseconds(10000), got);
+  ASSERT_TRUE(r.complete);
+  EXPECT_GE(Clock::now() - sent, kDelay);
+  const int64_t created = CreatedOf(r.body);
+  EXPECT_EQ(r.body,
+            ChunkEvent("chatcmpl-slow-1", created, R"({"role":"assistant","content":""})", false) +
+                ChunkEvent("chatcmpl-slow-1", created, R"({"content":"tok0 "})", false) +
+                ChunkEvent("chatcmpl-slow-1", created, R"({"content":"tok1 "})", true) +
+                "data: [DONE]\n\n");
+}
+
+TEST(MockLlm, StallAfterChunksGoesSilentWithTheConnectionOpenUntilTheClientLeaves) {
+  MockLlm mock({.name = "st"});
+  Conn c(mock.port());
+  c.Send(Request("POST", "/v1/chat/completions", ChatBody(true, "user", "hello"),
+                 {{"x-mock-stall-after-chunks", "2"}}));
+  Reply r = ReadReply(c, milliseconds(1000));
+  EXPECT_FALSE(r.complete);
+  EXPECT_EQ(r.status, 200);
+  const int64_t created = CreatedOf(r.body);
+  EXPECT_EQ(r.body, ChunkEvent("chatcmpl-st-1", created,
+                               R"({"role":"assistant","content":"tok0 "})", false) +
+                        ChunkEvent("chatcmpl-st-1", created, R"({"content":"tok1 "})", false));
+  std::string more;
+  EXPECT_EQ(c.Recv(more, milliseconds(300)), -1);  // silent, not closed
+  EXPECT_TRUE(more.empty());
+  EXPECT_EQ(mock.CancelledCount(), 0u);
+  c.Close();
+  ASSERT_TRUE(mock.WaitForCancellations(1, milliseconds(5000)));
+  auto cancels = mock.Cancellations();
+  EXPECT_EQ(cancels[0].seq, 1u);
+  EXPECT_TRUE(cancels[0].stream);
+  EXPECT_EQ(cancels[0].chunks_sent, 2);
+
+  // Stalling after every content chunk: finish_reason went out, usage and [DONE] never do.
+  Conn c2(mock.port());
+  c2.Send(Request("POST", "/v1/chat/completions", kChatStream,
+                  {{"x-mock-chunks", "1"}, {"x-mock-stall-after-chunks", "1"}}));
+  Reply r2 = ReadReply(c2, milliseconds(1000));
+  EXPECT_FALSE(r2.complete);
+  EXPECT_NE(r2.body.find(R"("finish_reason":"stop")"), std::string::npos);
+  EXPECT_EQ(r2.body.find("usage"), std::string::npos);
+  EXPECT_EQ(r2.body.find("[DONE]"), std::string::npos);
+}
+
+TEST(MockLlm, ContextLengthExceededAnswersOpenAisExact400) {
+  MockLlm mock;
+  constexpr std::string_view kBody =
+      R"({"error":{"message":"This model's maximum context length is 8192 tokens. However, )"
+      R"(your messages resulted in 9000 tokens. Please reduce the length of the messages.",)"
+      R"("type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}})";
+  EXPECT_EQ(kContextLengthExceededBody, kBody);
+  for (const std::string& body : {kChat, kChatStream}) {
+    Reply r = Call(mock.port(), "POST", "/v1/chat/completions", body,
+                   {{"x-mock-context-length-exceeded", "1"}});
+    ASSERT_TRUE(r.complete);
+    EXPECT_EQ(r.status, 400);
+    EXPECT_EQ(r.headers["content-type"], "application/json");
+    EXPECT_EQ(r.body, kBody);
+  }
+  // Per mock, and the model list stays healthy (a probe must not see it).
+  mock.SetDefaultFault({.context_length_exceeded = true});
+  EXPECT_EQ(Call(mock.port(), "POST", "/v1/completions", R"({"model":"c"})").body, kBody);
+  EXPECT_EQ(Call(mock.port(), "GET", "/v1/models", "").status, 200);
+}
+
+TEST(MockLlm, RejectPrefillRefusesOnlyRequestsEndingWithAnAssistantMessage) {
+  MockLlm mock;
+  constexpr std::string_view kBody =
+      R"({"error":{"message":"assistant message prefill is not supported",)"
+      R"("type":"invalid_request_error","param":"messages","code":null}})";
+  EXPECT_EQ(kPrefillRejectedBody, kBody);
+  const Headers reject = {{"x-mock-reject-prefill", "1"}};
+  for (bool stream : {false, true}) {
+    Reply r = Call(mock.port(), "POST", "/v1/chat/completions",
+                   ChatBody(stream, "assistant", "tok0 "), reject);
+    ASSERT_TRUE(r.complete);
+    EXPECT_EQ(r.status, 400);
+    EXPECT_EQ(r.body, kBody);
+  }
+  Reply ok =
+      Call(mock.port(), "POST", "/v1/chat/completions", ChatBody(false, "user", "x"), reject);
+  EXPECT_EQ(ok.status, 200);
+  EXPECT_EQ(nlohmann::json::parse(ok.body)["choices"][0]["message"]["content"],
+            "tok0 tok1 tok2 tok3 tok4 ");
+  mock.PushFault({.reject_prefill = true});
+  EXPECT_EQ(
+      Call(mock.port(), "POST", "/v1/chat/completions", ChatBody(false, "assistant", "")).status,
+      400);
+  EXPECT_EQ(
+      Call(mock.port(), "POST", "/v1/chat/completions", ChatBody(false, "assistant", "")).status,
+      200);
+}
+
+TEST(MockLlm, PlainReplyContinuesAnAssistantPrefillWithOnlyTheRest) {
+  MockLlm mock;
+  auto content = [&](const std::string& prefill) {
+    Reply r =
+        Call(mock.port(), "POST", "/v1/chat/completions", ChatBody(false, "assistant", prefill));
+    EXPECT_EQ(r.status, 200);
+    return nlohmann::json::parse(r.body)["choices"][0]["message"]["content"].get<std::string>();
+  };
+  EXPECT_EQ(content("tok0 tok1 "), "tok2 tok3 tok4 ");
+  EXPECT_EQ(content("tok0 tok1 to"), "k2 tok3 tok4 ");
+  EXPECT_EQ(content("tok0 tok1 tok2"), " tok3 tok4 ");
+  EXPECT_EQ(content(""), "tok0 tok1 tok2 tok3 tok4 ");
+  EXPECT_EQ(content("tok0 tok1 tok2 tok3 tok4 "), "");
+  EXPECT_EQ(content("hello"), "tok0 tok1 tok2 tok3 tok4 ");  // not our answer
+  EXPECT_EQ(content("tok0 tok1 tok2 tok3 tok4 tok5"), "tok0 tok1 tok2 tok3 tok4 ");  // longer
+  EXPECT_EQ(content("tok0 tox"), "tok0 tok1 tok2 tok3 tok4 ");
+  // Only a string content is a prefill; content parts answer in full.
+  Reply parts = Call(mock.port(), "POST", "/v1/chat/completions",
+                     R"({"messages":[{"role":"assistant","content":[{"type":"text",)"
+                     R"("text":"tok0 "}]}]})");
+  EXPECT_EQ(nlohmann::json::parse(parts.body)["choices"][0]["message"]["content"],
+            "tok0 tok1 tok2 tok3 tok4 ");
+}
+
+TEST(MockLlm, StreamContinuesAPrefillAsAStreamOfItsOwn) {
+  MockLlm mock({.name = "c"});
+  Reply first = Call(mock.port(), "POST", "/v1/chat/completions", ChatBody(true, "user", "x"));
+  EXPECT_TRUE(first.complete);
+  Reply r = Call(mock.port(), "POST", "/v1/chat/completions",
+                 ChatBody(true, "assistant", "tok0 tok1 to"), {{"x-mock-chunks", "4"}});
+  ASSERT_TRUE(r.complete);
+  const int64_t created = CreatedOf(r.body);
+  EXPECT_EQ(r.body,
+            ChunkEvent("chatcmpl-c-2", created, R"({"role":"assistant","content":"k2 "})", false) +
+                ChunkEvent("chatcmpl-c-2", created, R"({"content":"tok3 "})", true) +
+                "data: [DONE]\n\n");
+  // Nothing left to say: one empty chunk that ends the answer.
+  Reply done = Call(mock.port(), "POST", "/v1/chat/completions",
+                    ChatBody(true, "assistant", "tok0 tok1 "), {{"x-mock-chunks", "2"}});
+  EXPECT_EQ(done.body,
+            ChunkEvent("chatcmpl-c-3", created, R"({"role":"assistant","content":""})", true) +
+                "data: [DONE]\n\n");
+  // Faults count the continuation's own chunks.
+  Reply cut = Call(mock.port(), "POST", "/v1/chat/completions",
+                   ChatBody(true, "assistant", "tok0 "), {{"x-mock-die-after-chunks", "1"}});
+  EXPECT_FALSE(cut.complete);
+  EXPECT_EQ(cut.body, ChunkEvent("chatcmpl-c-4", created,
+                                 R"({"role":"assistant","content":"tok1 "})", false));
+}
+
+// The contract the gateway's continuation relies on, end to end without the gateway: a
+// stream cut after two chunks (the second one half sent), its text as an assistant
+// prefill to another mock, and that continuation through ContinuationFilter give exactly
+// the bytes of the unbroken stream.
+TEST(MockLlm, BrokenStreamPlusFilteredContinuationEqualsTheWholeStream) {
+  MockLlm a({.name = "a"});
+  MockLlm b({.name = "b"});
+  const std::string req = ChatBody(true, "user", "hello");
+  Reply whole = Call(a.port(), "POST", "/v1/chat/completions", req);
+  ASSERT_TRUE(whole.complete);
+
+  Reply broken = Call(a.port(), "POST", "/v1/chat/completions", req,
+                      {{"x-mock-die-after-chunks", "2"}, {"x-mock-partial-event-bytes", "40"}});
+  ASSERT_FALSE(broken.complete);
+  ChatStreamTracker tracker;
+  SseParser first({.tracker = &tracker});
+  const std::string sent(first.Feed(broken.body));  // what the client got; Finish() is not sent
+  EXPECT_EQ(first.pending_bytes(), 46u);            // "data: " + 40 bytes held back
+  ASSERT_TRUE(tracker.continuable());
+  EXPECT_EQ(tracker.text(), "tok0 tok1 ");
+  EXPECT_EQ(tracker.id(), "chatcmpl-a-2");
+
+  auto prefilled = AppendAssistantPrefill(req, tracker.text());
+  ASSERT_TRUE(prefilled.has_value());
+  Reply cont = Call(b.port(), "POST", "/v1/chat/completions", *prefilled);
+  ASSERT_TRUE(cont.complete);
+  ContinuationFilter filter(tracker.id(), tracker.created());
+  SseParser second({.continuation = &filter});
+  std::string rest(second.Feed(cont.body));
+  rest += second.Finish();
+
+  // The whole stream, with the broken response's id (ids differ per response).
+  std::string want = whole.body;
+  for (size_t at = 0; (at = want.find("chatcmpl-a-1", at)) != std::string::npos;) {
+    want.replace(at, 12, "chatcmpl-a-2");
+  }
+  EXPECT_EQ(sent + rest, want);
+  EXPECT_EQ(filter.replaced(), 3u);  // tok2 (its role removed), tok3, tok4
+  EXPECT_NE(cont.body.find(R"("id":"chatcmpl-b-1")"), std::string::npos);
+}
+
+TEST(MockLlm, RateLimitOnceThenOkAndAnOutageThatEndsByItself) {
+  MockLlm mock;
+  mock.PushFault({.status = 429, .retry_after_s = 2});
+  Reply limited = Call(mock.port(), "POST", "/v1/chat/completions", kChat);
+  EXPECT_EQ(limited.status, 429);
+  EXPECT_EQ(limited.headers["retry-after"], "2");
+  Reply ok = Call(mock.port(), "POST", "/v1/chat/completions", kChat);
+  EXPECT_EQ(ok.status, 200);
+  EXPECT_EQ(ok.headers.count("retry-after"), 0u);
+
+  MockLlm down;
+  down.SetDefaultFault({.unavailable_for_ms = 400});
+  Reply during = Call(down.port(), "GET", "/v1/models", "");
+  while (Clock::now() - down.started_at() < milliseconds(400)) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_EQ(Call(down.port(), "POST", "/v1/chat/completions", kChat).status, 200);
+  auto reqs = down.Requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  // The mock's own clock decided: a request received inside the window got 503.
+  EXPECT_EQ(during.status, reqs[0].received_at - down.started_at() < milliseconds(400) ? 503 : 200);
 }
 
 TEST(MockLlm, ServesTlsWithACertificateMadeAtTestTime) {
