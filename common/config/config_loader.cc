@@ -23,11 +23,24 @@ namespace {
 
 using Keys = std::vector<std::string_view>;
 
-const Keys kTopKeys = {"server",          "control_plane", "timeout",       "stream_idle_timeout",
-                       "connect_timeout", "retry",         "mode",          "auth",
-                       "model_aliases",   "health",        "unknown_model", "cross_model_fallback",
-                       "stream_usage",    "backends",      "retry_backoff", "max_retry_wait",
-                       "first_token_timeout", "hedge_budget"};
+const Keys kTopKeys = {"server",
+                       "control_plane",
+                       "timeout",
+                       "stream_idle_timeout",
+                       "connect_timeout",
+                       "retry",
+                       "mode",
+                       "auth",
+                       "model_aliases",
+                       "health",
+                       "unknown_model",
+                       "cross_model_fallback",
+                       "stream_usage",
+                       "backends",
+                       "retry_backoff",
+                       "max_retry_wait",
+                       "first_token_timeout",
+                       "hedge_budget"};
 const Keys kServerKeys = {
     "port", "host", "metrics_port", "max_body_bytes", "max_buffered_bytes", "max_response_bytes"};
 const Keys kControlPlaneKeys = {"listen", "metrics_port", "admin_token"};
@@ -341,7 +354,8 @@ class YamlLoader {
         return;
       }
     }
-    FieldError(node, path, "must be a share from 0% to 100% (e.g. 10% or 0.1), got " + Quote(*text));
+    FieldError(node, path,
+               "must be a share from 0% to 100% (e.g. 10% or 0.1), got " + Quote(*text));
   }
 
   // off | auto | a duration (0 = off).

@@ -156,8 +156,8 @@ FromProtoResult FromProto(const v1::RoutingTable& table) {
       break;
   }
   config.auth_keys.assign(table.auth_keys().begin(), table.auth_keys().end());
-  auto optional_duration = [&duration](const google::protobuf::Duration& d,
-                                       const std::string& path, std::optional<Millis>& out) {
+  auto optional_duration = [&duration](const google::protobuf::Duration& d, const std::string& path,
+                                       std::optional<Millis>& out) {
     Millis t{0};
     duration(d, path.c_str(), t);
     out = t;
