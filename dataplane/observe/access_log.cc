@@ -183,6 +183,8 @@ void AppendAccessLogLine(std::string& out, const RequestRecord& r, LogFormat for
   w.String("model_resolved", r.model_resolved);
   w.String("backend", r.backend);
   w.Uint("attempts", r.attempts);
+  if (r.continued > 0) w.Uint("continued", r.continued);
+  if (r.hedged) w.Bool("hedge_won", r.hedge_won);
   w.Bool("stream", r.stream);
   w.Optional("ttft_seconds", r.ttft_seconds, &LineWriter::Seconds);
   w.Seconds("duration_seconds", r.duration_seconds);

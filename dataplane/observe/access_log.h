@@ -3,11 +3,13 @@
 // level info with msg "access", so --log-level warn silences it.
 //
 // Fields: request_id, method, path, status, model_requested, model_resolved, backend,
-// attempts, stream, ttft_seconds, duration_seconds, overhead_seconds, prompt_tokens,
-// completion_tokens, bytes_in, bytes_out, client, error (only when the proxy made the
-// response). Absent values are JSON null (text: "-"). Never keys, Authorization values
-// or bodies: RequestRecord carries none. Client-supplied strings (model_requested,
-// request_id) are escaped, invalid UTF-8 is replaced, and they are cut to 256 bytes.
+// attempts, continued (only when a broken stream was continued: how many times),
+// hedge_won (only when a hedge started), stream, ttft_seconds, duration_seconds,
+// overhead_seconds, prompt_tokens, completion_tokens, bytes_in, bytes_out, client, error
+// (only when the proxy made the response). Absent values are JSON null (text: "-"). Never keys,
+// Authorization values or bodies: RequestRecord carries none. Client-supplied strings
+// (model_requested, request_id) are escaped, invalid UTF-8 is replaced, and they are cut to 256
+// bytes.
 //
 // Buffered: the default log does not write(2) per request (that cost ~8% of worker CPU).
 // Each thread appends whole lines to its own buffer, written with one write(2) when it

@@ -157,6 +157,16 @@ struct Metrics::Impl {
           .Name("llmproxy_backend_probes_total")
           .Help("Active health probes of ejected backends, by backend and result.")
           .Register(*registry);
+  prometheus::Family<prometheus::Counter>& continuations =
+      prometheus::BuildCounter()
+          .Name("llmproxy_stream_continuations_total")
+          .Help("Broken streams continued on another candidate (continued) or not (failed).")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& hedges =
+      prometheus::BuildCounter()
+          .Name("llmproxy_hedges_total")
+          .Help("Hedge attempts started, and those whose first token won, by backend.")
+          .Register(*registry);
   prometheus::Family<prometheus::Counter>& tokens =
       prometheus::BuildCounter()
           .Name("llmproxy_tokens_total")
@@ -360,6 +370,19 @@ void Metrics::OnProbe(std::string_view backend, bool success) {
   impl_->probes
       .Add({{"backend", impl_->Sanitize(backend, true)},
             {"result", success ? "success" : "failure"}})
+      .Increment();
+}
+
+void Metrics::OnContinuation(std::string_view backend, bool success) {
+  impl_->continuations
+      .Add({{"backend", impl_->Sanitize(backend, true)},
+            {"result", success ? "continued" : "failed"}})
+      .Increment();
+}
+
+void Metrics::OnHedge(std::string_view backend, bool won) {
+  impl_->hedges
+      .Add({{"backend", impl_->Sanitize(backend, true)}, {"result", won ? "won" : "started"}})
       .Increment();
 }
 

@@ -64,6 +64,10 @@ class Metrics final : public RequestObserver {
   // llmproxy_backend_probes_total{backend,result}. Probes are rare (one per ejected
   // backend per probe interval), so this takes the family's lock rather than a cache.
   void OnProbe(std::string_view backend, bool success) override;
+  // llmproxy_stream_continuations_total{backend,result="continued|failed"}: rare, like probes.
+  void OnContinuation(std::string_view backend, bool success) override;
+  // llmproxy_hedges_total{backend,result="started|won"}: the backend of the hedge attempt.
+  void OnHedge(std::string_view backend, bool won) override;
 
   // Both halves of the worker's wiring in one call (in-process tests use it): labels are
   // checked against the store's current table (caches are rebuilt when its version

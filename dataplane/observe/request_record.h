@@ -23,6 +23,9 @@ struct RequestRecord {
   std::string model_resolved;   // a configured model name, or empty
   std::string backend;          // configured backend name of the last attempt, or empty
   uint32_t attempts = 0;
+  uint32_t continued = 0;  // streams continued on another candidate after a break
+  bool hedged = false;     // a hedge attempt was started
+  bool hedge_won = false;  // and its first token came first
   bool stream = false;
   std::optional<double> ttft_seconds;  // streams: first upstream chunk relayed
   double duration_seconds = 0;
@@ -46,6 +49,11 @@ class RequestObserver {
   // An active health probe of an ejected backend ended (dataplane/proxy/prober.h); called
   // on the prober's thread.
   virtual void OnProbe(std::string_view /*backend*/, bool /*success*/) {}
+  // A broken stream's rescue ended (docs/routing.md "Slow and broken streams"): continued
+  // to its end on `backend`, or not (`backend` is then the last one that served it).
+  virtual void OnContinuation(std::string_view /*backend*/, bool /*success*/) {}
+  // A hedge attempt on `backend` started (won false), or its first token won (won true).
+  virtual void OnHedge(std::string_view /*backend*/, bool /*won*/) {}
 };
 
 }  // namespace llmproxy
