@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <array>
 #include <cinttypes>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -39,6 +40,8 @@
 #include <string>
 #include <string_view>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -48,11 +51,13 @@
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/read.hpp>
 
+#include "common/config/config_loader.h"  // FormatDuration
 #include "common/log/logging.h"
 #include "dataplane/http/cors.h"
 #include "dataplane/http/http_head.h"
 #include "dataplane/http/peer_error.h"
 #include "dataplane/http/socket_write.h"
+#include "dataplane/protocols/chat_stream.h"
 #include "dataplane/protocols/error_response.h"
 #include "dataplane/protocols/request_body.h"
 #include "dataplane/protocols/sse_parser.h"
@@ -60,6 +65,7 @@
 #include "dataplane/routing/model_resolver.h"
 #include "dataplane/routing/random.h"
 #include "dataplane/routing/retry_policy.h"
+#include "dataplane/routing/stream_settings.h"
 #include "dataplane/upstream/upstream_call.h"
 
 namespace llmproxy {
@@ -228,6 +234,15 @@ void ProxyPipeline::ReleaseThread(size_t thread_index, bool clean) {
   }
 }
 
+bool ProxyPipeline::TakeHedge(double budget) {
+  const double allowed = std::ceil(budget * static_cast<double>(requests_.load()));
+  uint64_t hedges = hedges_.load(std::memory_order_relaxed);
+  while (static_cast<double>(hedges) + 1 <= allowed) {
+    if (hedges_.compare_exchange_weak(hedges, hedges + 1, std::memory_order_relaxed)) return true;
+  }
+  return false;
+}
+
 ProxyPipeline::ThreadState& ProxyPipeline::StateFor(ClientConnection& conn) {
   ThreadState& ts = *threads_.at(conn.thread_index);
   if (!ts.pool) ts.pool = std::make_unique<UpstreamPool>(conn.socket.get_executor(), options_.pool);
@@ -255,29 +270,58 @@ class ProxyRequest {
   bool ResolvePlan(ModelPlan& plan);
   asio::awaitable<void> AttemptLoop(ModelPlan plan);
   // Phase 6 for streams; returns how the attempt ended (its status, broken, cancelled).
-  asio::awaitable<AttemptResult> RelayStream(UpstreamCall& call, std::string_view first_piece,
-                                             bool first_done,
-                                             std::chrono::milliseconds idle_timeout);
+  // `sse` is null when the answer is not an event stream; `first_out` goes out with the head.
+  // `tracker` (full mode) is set when a break may be continued; `step` and `backend` are
+  // the attempt's.
+  asio::awaitable<AttemptResult> RelayStream(UpstreamCall& call, SseParser* sse,
+                                             std::string_view first_out, bool first_done,
+                                             std::chrono::milliseconds idle_timeout,
+                                             ChatStreamTracker* tracker, size_t step,
+                                             size_t backend);
+  struct LegEnd {
+    enum State { kEnded, kBroken, kClientGone };
+    State state = kEnded;
+    std::error_code upstream_ec;
+    bool done = false;        // the upstream body ended
+    bool done_event = false;  // data: [DONE] was relayed
+    bool client_ok = true;    // every client write succeeded
+  };
+  asio::awaitable<LegEnd> RelayLeg(UpstreamCall& call, SseParser* sse, bool done,
+                                   std::chrono::milliseconds idle_timeout, bool chunked,
+                                   RelayedTail& tail, bool ok);
+  asio::awaitable<AttemptResult> EndLeg(UpstreamCall& call, SseParser* sse, const LegEnd& leg,
+                                        bool chunked, RelayedTail& tail, AttemptResult answered);
+  enum class ContinueEnd { kDone, kClientGone, kFailed };
+  asio::awaitable<ContinueEnd> Continue(ChatStreamTracker& tracker, bool chunked, RelayedTail& tail,
+                                        size_t step, size_t broken, std::error_code& last_ec);
+  // Whether a stream of this request could be continued after a break: a chat stream
+  // and some candidate of its plan with `prefill: true`.
+  bool MayContinue() const;
   void Done();
 
   // One attempt of phase 5 (AttemptRun below).
   struct AttemptRun;
   enum class AttemptEnd { kNext, kDone };  // try the next pick, or the response went out
   asio::awaitable<AttemptEnd> TryBackend(AttemptRun& run);
-  asio::awaitable<AttemptEnd> StreamAttempt(AttemptRun& run, UpstreamCall& call,
-                                            SteadyClockT::time_point deadline);
-  asio::awaitable<AttemptEnd> BufferedAttempt(AttemptRun& run, UpstreamCall& call,
-                                              std::chrono::milliseconds remaining);
+  asio::awaitable<void> Prime(AttemptRun& run, UpstreamCall** slot);
+  asio::awaitable<void> PrimeStream(AttemptRun& run, SteadyClockT::time_point deadline);
+  asio::awaitable<AttemptEnd> Finish(AttemptRun& run);
+  std::optional<Millis> HedgeDelay(const AttemptRun& run) const;
+  asio::awaitable<AttemptEnd> TryHedged(AttemptRun& first, Millis delay);
+  asio::awaitable<void> PrimeAndSignal(AttemptRun& run, UpstreamCall** slot,
+                                       asio::steady_timer& wake, int& running);
   // The attempt ended without an answer to relay (connect error, timeout, bad or cut
   // answer, or the client left).
-  AttemptEnd NoAnswer(AttemptRun& run, std::error_code ec, std::string_view what);
+  AttemptEnd NoAnswer(AttemptRun& run, std::error_code ec, const std::string& what);
   RetryDecision ReportAttempt(AttemptRun& run, const AttemptResult& result);
   asio::awaitable<void> SendFinalError();
 
   // Helpers.
-  // Serializes the upstream request head into conn_.upstream_scratch; returns the body
-  // to send (the client's, or a rewritten copy kept in rewritten_body_).
-  std::string_view BuildUpstreamRequest(const Attempt& attempt, const BackendTarget& b);
+  // Serializes the request head into *run.head_buf; returns the body to send: the
+  // client's, or a rewritten copy in run.rewritten_body. `prefilled`: the body to send
+  // instead of the client's (a continuation's).
+  std::string_view BuildUpstreamRequest(AttemptRun& run,
+                                        std::optional<std::string_view> prefilled = {});
   // Response head up to (not including) Content-Length / Transfer-Encoding and the blank
   // line: status line, kept upstream headers, request id, x-llmproxy-*, CORS, Connection.
   template <class Fields>
@@ -307,7 +351,6 @@ class ProxyRequest {
   std::string_view body_;               // the request body, in one of the two below
   std::unique_ptr<char[]> body_bytes_;  // a Content-Length body, read straight in
   std::string parsed_body_;             // a chunked body, decoded by the parser
-  std::string rewritten_body_;
   BodyPeek peek_;
   bool keep_alive_ = false;
   bool responded_ = false;  // response bytes went to the client
@@ -316,6 +359,10 @@ class ProxyRequest {
   double client_wait_ = 0;    // seconds spent waiting for the client to take stream bytes
 
   UpstreamCall* current_call_ = nullptr;
+  // A hedge race (TryHedged): the second attempt's call and request head.
+  UpstreamCall* hedge_call_ = nullptr;
+  std::string hedge_head_;
+  bool hedging_ = false;                        // a race was started for this request (at most one)
   asio::steady_timer* repeat_timer_ = nullptr;  // the wait before a repeat, while it runs
 
   // Phase 5's state across attempts.
@@ -333,18 +380,53 @@ class ProxyRequest {
   std::string last_failure_message_;
 };
 
-// One pick of the planner on its way: where it goes and what ReportAttempt needs.
+// One pick of the planner on its way: where it goes, what Prime found, and what
+// ReportAttempt needs. Stays where it was made while its call runs (the parser points at
+// the tracker, the head buffer at the call).
 struct ProxyRequest::AttemptRun {
+  AttemptRun(Attempt a, const RoutingTable& table, std::string* head)
+      : attempt(std::move(a)),
+        backend(table.backend(attempt.backend)),
+        target(table.target(attempt.backend)),
+        head_buf(head) {}
+
   Attempt attempt;
   const BackendConfig& backend;
   const BackendTarget& target;
+  std::string* head_buf;               // the upstream request head is serialized here
+  std::string rewritten_body;          // the body sent, when it is not the client's
   std::optional<double> head_latency;  // seconds to the response head, once it came
   uint32_t resends = 0;                // the call's free resends (stale pooled connection)
+  SteadyClockT::time_point start{};    // when the attempt began (after any repeat wait)
+  std::optional<UpstreamCall> call;
+
+  // What Prime found (phase 5 up to the point where the answer is known).
+  enum class Primed { kPending, kNoAnswer, kBody, kStream };
+  Primed primed = Primed::kPending;
+  std::error_code ec;  // kNoAnswer: why (none: an invalid url)
+  std::string what;    // kNoAnswer: the message's middle part
+  std::string body;    // kBody: the whole answer
+  // kStream: the events relayed first (held until the first token, or the first piece),
+  // the parser and tracker the relay goes on with.
+  StreamSettings settings;
+  std::optional<ChatStreamTracker> tracker;
+  std::optional<SseParser> sse;
+  bool may_continue = false;
+  std::string held;
+  std::string_view first_out;
+  bool first_done = false;
+
+  // An answer the client may get now: a stream that began, or a 2xx body.
+  bool Answered() const {
+    return primed == Primed::kStream ||
+           (primed == Primed::kBody && call && call->status() >= 200 && call->status() < 300);
+  }
 };
 
 asio::awaitable<bool> ProxyPipeline::Handle(ClientConnection& conn, RequestParser& parser,
                                             ProxyRoute route, bool authorized) {
   in_flight_.fetch_add(1, std::memory_order_relaxed);
+  requests_.fetch_add(1, std::memory_order_relaxed);
   ProxyRequest request(*this, conn, parser, route);
   bool keep_alive = co_await request.Run(authorized);
   in_flight_.fetch_sub(1, std::memory_order_relaxed);
@@ -526,11 +608,13 @@ bool ProxyRequest::ResolvePlan(ModelPlan& plan) {
   return true;
 }
 
-std::string_view ProxyRequest::BuildUpstreamRequest(const Attempt& attempt,
-                                                    const BackendTarget& b) {
+std::string_view ProxyRequest::BuildUpstreamRequest(AttemptRun& run,
+                                                    std::optional<std::string_view> prefilled) {
   const auto& client = parser_.get();
-  const BackendConfig& backend = table_->backend(attempt.backend);
-  std::string& head = conn_.upstream_scratch;
+  const Attempt& attempt = run.attempt;
+  const BackendTarget& b = run.target;
+  const BackendConfig& backend = run.backend;
+  std::string& head = *run.head_buf;
   head.clear();
   AppendRequestLine(head, "POST", b.target(route_));
   if (!b.headers_set_host) AppendField(head, "Host", b.host_header);
@@ -561,13 +645,32 @@ std::string_view ProxyRequest::BuildUpstreamRequest(const Attempt& attempt,
     rewrite.add_include_usage = true;
   }
   std::string_view body = body_;
-  if (NeedsRewrite(peek_, rewrite)) {
-    rewritten_body_ = RewriteRequestBody(body_, peek_, rewrite);
-    body = rewritten_body_;
+  if (prefilled) {
+    // A continuation: the prefilled body was built from the client's, read it again for
+    // the offsets of its model value.
+    const BodyPeek peek = PeekRequestBody(*prefilled);
+    body = *prefilled;
+    if (peek.ok() && NeedsRewrite(peek, rewrite)) {
+      run.rewritten_body = RewriteRequestBody(*prefilled, peek, rewrite);
+      body = run.rewritten_body;
+    }
+  } else if (NeedsRewrite(peek_, rewrite)) {
+    run.rewritten_body = RewriteRequestBody(body_, peek_, rewrite);
+    body = run.rewritten_body;
   }
   AppendField(head, "Content-Length", static_cast<uint64_t>(body.size()));
   head += "\r\n";
   return body;
+}
+
+bool ProxyRequest::MayContinue() const {
+  if (route_ != ProxyRoute::kChatCompletions || !peek_.stream) return false;
+  for (const PlanStep& step : planner_->plan().steps) {
+    for (size_t b : step.candidates->backends) {
+      if (table_->backend(b).prefill) return true;
+    }
+  }
+  return false;
 }
 
 void ProxyRequest::NotifyAttempt(const std::string& backend, AttemptOutcome outcome) {
@@ -596,8 +699,7 @@ asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
   planner.SetDeadline(start_ + table_->config.timeout);
   planner_ = &planner;
   while (std::optional<Attempt> attempt = planner.Next()) {
-    const size_t index = attempt->backend;
-    AttemptRun run{std::move(*attempt), table_->backend(index), table_->target(index), {}, 0};
+    AttemptRun run(std::move(*attempt), *table_, &conn_.upstream_scratch);
     CountAttempts();
     if (run.attempt.wait.count() > 0) {
       // A repeat on a tried backend: its backoff or Retry-After first. A client that
@@ -627,24 +729,31 @@ asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
 }
 
 asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::TryBackend(AttemptRun& run) {
+  if (const std::optional<Millis> delay = HedgeDelay(run)) {
+    co_return co_await TryHedged(run, *delay);
+  }
+  co_await Prime(run, &current_call_);
+  co_return co_await Finish(run);
+}
+
+// Phase 5 up to the answer: connect, send, read the head; then a non-stream answer (or an
+// error answer) whole, or a stream up to its first bytes (first token: StreamSettings).
+// Reports nothing: Finish does, so that a hedge race can decide first. `slot` is where
+// OnClientGone finds the call while it runs.
+asio::awaitable<void> ProxyRequest::Prime(AttemptRun& run, UpstreamCall** slot) {
   const Config& config = table_->config;
   const BackendConfig& backend = run.backend;
+  run.start = SteadyClockT::now();
   if (!run.target.url) {
-    LogError("backend url does not parse",
-             {{"backend", backend.name}, {"error", run.target.url_error}});
-    ReportAttempt(run, AttemptResult::Of(AttemptResult::Kind::kConnectError));
-    last_failure_timeout_ = false;
-    last_failure_message_ = "backend '" + backend.name + "' has an invalid url";
-    co_return AttemptEnd::kNext;
+    run.primed = AttemptRun::Primed::kNoAnswer;
+    co_return;
   }
-
   const std::chrono::milliseconds timeout = backend.timeout.value_or(config.timeout);
-  const auto attempt_start = SteadyClockT::now();
-  UpstreamCall call(*ts_.pool);
-  current_call_ = &call;
-  const std::string_view upstream_body = BuildUpstreamRequest(run.attempt, run.target);
+  UpstreamCall& call = run.call.emplace(*ts_.pool);
+  *slot = &call;
+  const std::string_view upstream_body = BuildUpstreamRequest(run);
   std::error_code ec = co_await call.StartRaw(
-      *run.target.url, conn_.upstream_scratch, upstream_body,
+      *run.target.url, *run.head_buf, upstream_body,
       UpstreamCallOptions{.connect_timeout = config.connect_timeout,
                           .response_timeout = timeout,
                           .tls_insecure_skip_verify = backend.tls_insecure_skip_verify});
@@ -652,72 +761,152 @@ asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::TryBackend(AttemptRun& r
   resends_ += run.resends;
   CountAttempts();  // before any head goes out: x-llmproxy-attempts counts the resends
   const auto head_time = SteadyClockT::now();
-  upstream_wait_ += SecondsBetween(attempt_start, head_time);
-  if (ec || client_gone_) co_return NoAnswer(run, ec, ": ");
-  run.head_latency = SecondsBetween(attempt_start, head_time);
+  upstream_wait_ += SecondsBetween(run.start, head_time);
+  if (ec || client_gone_) {
+    run.primed = AttemptRun::Primed::kNoAnswer;
+    run.ec = ec;
+    run.what = ": ";
+    co_return;
+  }
+  run.head_latency = SecondsBetween(run.start, head_time);
 
   const unsigned status = call.status();
   const bool success = status >= 200 && status < 300;
   const bool event_stream = IsEventStream(call.head()[http::field::content_type]);
-  const auto elapsed =
-      std::chrono::duration_cast<std::chrono::milliseconds>(head_time - attempt_start);
+  const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(head_time - run.start);
   const auto remaining = std::max(timeout - elapsed, std::chrono::milliseconds(1));
   if (success && (event_stream || peek_.stream)) {
-    co_return co_await StreamAttempt(run, call, head_time + remaining);
+    co_await PrimeStream(run, head_time + remaining);
+    co_return;
   }
-  co_return co_await BufferedAttempt(run, call, remaining);
+  // Not a stream (or an error answer): read it whole.
+  const auto body_start = SteadyClockT::now();
+  ec = co_await call.ReadAll(run.body, config.server.max_response_bytes, remaining);
+  upstream_wait_ += SecondsBetween(body_start, SteadyClockT::now());
+  if (ec || client_gone_) {
+    run.primed = AttemptRun::Primed::kNoAnswer;
+    run.ec = ec;
+    run.what = ": ";
+    co_return;
+  }
+  run.primed = AttemptRun::Primed::kBody;
 }
 
 // A stream: hold the head until the first body bytes (failing before them is still
-// invisible to the client, so another backend may take over), then relay. The attempt is
-// reported when the stream ends, so a stream that breaks counts against its backend.
-asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::StreamAttempt(
-    AttemptRun& run, UpstreamCall& call, SteadyClockT::time_point deadline) {
+// invisible to the client, so another backend may take over). With a first_token_timeout
+// (docs/routing.md "Slow and broken streams") the hold lasts until the first token: the
+// events before it (an empty role chunk, comments) are kept back, and a candidate with no
+// token by the deadline is abandoned (its connection closed) for the next one.
+asio::awaitable<void> ProxyRequest::PrimeStream(AttemptRun& run,
+                                                SteadyClockT::time_point deadline) {
+  UpstreamCall& call = *run.call;
+  run.settings = StreamSettingsFor(table_->config, planner_->plan().alias, run.backend);
+  const bool sse = IsEventStream(call.head()[http::field::content_type]);
+  SseParserOptions sse_options;
+  sse_options.drop_usage_only_events = table_->config.stream_usage == StreamUsage::kRequest &&
+                                       peek_.stream && !peek_.has_stream_options;
+  const bool wait_for_token = sse && (run.settings.first_token_timeout.count() > 0 || hedging_);
+  run.may_continue = sse && MayContinue();
+  if (wait_for_token || run.may_continue) {
+    // Full mode (every event read, the text kept) only when a break could be continued.
+    run.tracker.emplace(TrackOptions{.text = run.may_continue});
+    sse_options.tracker = &*run.tracker;
+  }
+  SseParser& sse_parser = run.sse.emplace(sse_options);
+  const bool token_deadline_on = run.settings.first_token_timeout.count() > 0;
+  const auto token_deadline = run.start + run.settings.first_token_timeout;
+
   const auto wait_start = SteadyClockT::now();
-  std::string_view first;
-  bool first_done = false;
+  bool got_bytes = false;
+  bool token_timed_out = false;
   std::error_code first_ec;
-  while (first.empty() && !first_done) {
-    auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClockT::now());
+  while (true) {
+    SteadyClockT::time_point until = deadline;
+    if (token_deadline_on && (got_bytes || token_deadline < until)) until = token_deadline;
+    if (wait_for_token && got_bytes && !token_deadline_on) until = SteadyClockT::time_point::max();
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - SteadyClockT::now());
+    if (until == SteadyClockT::time_point::max()) left = run.settings.stream_idle_timeout;
     if (left.count() <= 0) {
       first_ec = UpstreamErrc::kBodyTimeout;
+      token_timed_out = token_deadline_on && until == token_deadline;
       break;
     }
     UpstreamBodyPiece piece = co_await call.ReadBody(left);
     if (piece.ec) {
       first_ec = piece.ec;
+      token_timed_out = token_deadline_on && IsTimeout(piece.ec) && until == token_deadline;
       break;
     }
-    first = piece.data;
-    first_done = piece.done;
+    run.first_done = piece.done;
+    if (!piece.data.empty()) got_bytes = true;
+    if (!wait_for_token) {
+      if (!got_bytes && !run.first_done) continue;
+      run.first_out = sse ? sse_parser.Feed(piece.data) : piece.data;
+      break;
+    }
+    run.held += sse_parser.Feed(piece.data);
+    if (run.tracker->first_token() || run.first_done) {
+      run.first_out = run.held;
+      break;
+    }
   }
   upstream_wait_ += SecondsBetween(wait_start, SteadyClockT::now());
-  if (first_ec || client_gone_) co_return NoAnswer(run, first_ec, " sent no stream data: ");
-  record_.ttft_seconds = SecondsBetween(start_, SteadyClockT::now());
-  const AttemptResult end =
-      co_await RelayStream(call, first, first_done, table_->config.stream_idle_timeout);
-  current_call_ = nullptr;
-  ReportAttempt(run, end);
-  co_return AttemptEnd::kDone;
+  if (first_ec || client_gone_) {
+    run.primed = AttemptRun::Primed::kNoAnswer;
+    run.ec = first_ec;
+    run.what = token_timed_out ? " sent no first token within " +
+                                     FormatDuration(run.settings.first_token_timeout) + ": "
+                               : " sent no stream data: ";
+    co_return;
+  }
+  if (!sse) run.sse.reset();
+  run.primed = AttemptRun::Primed::kStream;
 }
 
-// Not a stream (or an error answer): read the whole body, then relay it or retry.
-asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::BufferedAttempt(
-    AttemptRun& run, UpstreamCall& call, std::chrono::milliseconds remaining) {
-  std::string body;
-  const auto body_start = SteadyClockT::now();
-  std::error_code ec =
-      co_await call.ReadAll(body, table_->config.server.max_response_bytes, remaining);
-  upstream_wait_ += SecondsBetween(body_start, SteadyClockT::now());
-  if (ec || client_gone_) co_return NoAnswer(run, ec, ": ");
+// Phase 5 after Prime: report the attempt, then relay its answer (streams: phase 6) or
+// move on to the next pick.
+asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::Finish(AttemptRun& run) {
+  switch (run.primed) {
+    case AttemptRun::Primed::kPending:
+    case AttemptRun::Primed::kNoAnswer:
+      if (!run.target.url) {
+        LogError("backend url does not parse",
+                 {{"backend", run.backend.name}, {"error", run.target.url_error}});
+        ReportAttempt(run, AttemptResult::Of(AttemptResult::Kind::kConnectError));
+        last_failure_timeout_ = false;
+        last_failure_message_ = "backend '" + run.backend.name + "' has an invalid url";
+        co_return AttemptEnd::kNext;
+      }
+      co_return NoAnswer(run, run.ec, run.what);
+    case AttemptRun::Primed::kStream: {
+      UpstreamCall& call = *run.call;
+      record_.backend = run.backend.name;
+      record_.model_resolved = run.attempt.model;
+      record_.ttft_seconds = SecondsBetween(start_, SteadyClockT::now());
+      // Time to the first token (to the first bytes when tokens are not tracked): what
+      // hedge_after: auto reads.
+      if (run.attempt.state) {
+        run.attempt.state->RecordFirstToken(SecondsBetween(run.start, SteadyClockT::now()));
+      }
+      const AttemptResult end = co_await RelayStream(
+          call, run.sse ? &*run.sse : nullptr, run.first_out, run.first_done,
+          run.settings.stream_idle_timeout, run.may_continue ? &*run.tracker : nullptr,
+          run.attempt.step, run.attempt.backend);
+      current_call_ = nullptr;
+      ReportAttempt(run, end);
+      co_return AttemptEnd::kDone;
+    }
+    case AttemptRun::Primed::kBody:
+      break;
+  }
+  // A whole answer: relay it, or retry.
+  UpstreamCall& call = *run.call;
   const unsigned status = call.status();
   const RetryDecision d = ReportAttempt(
       run,
       AttemptResult::Response(static_cast<int>(status), call.head()[http::field::retry_after]));
-  current_call_ = nullptr;
   if (d.retryable()) {
-    SavedError saved{status, {}, std::move(body)};
+    SavedError saved{status, {}, std::move(run.body)};
     for (const auto& f : call.head()) {
       if (KeepResponseHeader(f)) saved.head.insert(f.name_string(), f.value());
     }
@@ -725,19 +914,20 @@ asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::BufferedAttempt(
     co_return AttemptEnd::kNext;
   }
   if (status >= 200 && status < 300) {
-    if (auto usage = ExtractUsageFromJson(body)) {
+    if (auto usage = ExtractUsageFromJson(run.body)) {
       record_.prompt_tokens = usage->prompt_tokens;
       record_.completion_tokens = usage->completion_tokens;
     }
   }
+  record_.backend = run.backend.name;
+  record_.model_resolved = run.attempt.model;
   call.Release();  // back to the pool before the client write (the head stays readable)
-  co_await SendUpstreamResponse(status, call.head(), body);
+  co_await SendUpstreamResponse(status, call.head(), run.body);
   co_return AttemptEnd::kDone;
 }
 
 ProxyRequest::AttemptEnd ProxyRequest::NoAnswer(AttemptRun& run, std::error_code ec,
-                                                std::string_view what) {
-  current_call_ = nullptr;
+                                                const std::string& what) {
   const AttemptResult result =
       client_gone_ ? AttemptResult::Of(AttemptResult::Kind::kCancelled) : ResultOf(ec);
   ReportAttempt(run, result);
@@ -746,9 +936,127 @@ ProxyRequest::AttemptEnd ProxyRequest::NoAnswer(AttemptRun& run, std::error_code
     return AttemptEnd::kDone;
   }
   last_failure_timeout_ = result.kind == AttemptResult::Kind::kTimeout;
-  last_failure_message_ = "backend '" + run.backend.name + "'" + std::string(what) + ec.message();
+  last_failure_message_ = "backend '" + run.backend.name + "'" + what + ec.message();
   last_error_.reset();  // the most recent failure is the one reported
   return AttemptEnd::kNext;
+}
+
+// Hedging (docs/routing.md "Hedging"): for the first attempt of a stream whose alias sets
+// hedge_after; `auto` is the backend's recent p95 time to first token (none until it has
+// enough samples).
+std::optional<Millis> ProxyRequest::HedgeDelay(const AttemptRun& run) const {
+  const ModelAlias* alias = planner_->plan().alias;
+  if (alias == nullptr || !peek_.stream || planner_->attempts() != 1 || hedging_) {
+    return std::nullopt;
+  }
+  switch (alias->hedge_after.kind) {
+    case HedgeAfter::Kind::kOff:
+      return std::nullopt;
+    case HedgeAfter::Kind::kFixed:
+      return alias->hedge_after.delay;
+    case HedgeAfter::Kind::kAuto:
+      return run.attempt.state ? run.attempt.state->FirstTokenP95() : std::nullopt;
+  }
+  return std::nullopt;
+}
+
+// Runs Prime and wakes the race's waiter when it is done.
+asio::awaitable<void> ProxyRequest::PrimeAndSignal(AttemptRun& run, UpstreamCall** slot,
+                                                   asio::steady_timer& wake, int& running) {
+  co_await Prime(run, slot);
+  --running;
+  wake.cancel();
+}
+
+// Waits on `wake` until `done()` or, when set, `until` passed; true when done() holds.
+template <class Done>
+asio::awaitable<bool> WaitFor(asio::steady_timer& wake, Done done,
+                              std::optional<SteadyClockT::time_point> until) {
+  while (!done()) {
+    wake.expires_at(until.value_or(SteadyClockT::time_point::max()));
+    boost::system::error_code ec;
+    co_await wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec && until) co_return done();  // the time passed
+  }
+  co_return true;
+}
+
+// One hedge ("The Tail at Scale"): the first attempt runs alone for `delay`; if it has no
+// first token by then, a second attempt starts on another candidate (within hedge_budget)
+// and the first of the two to produce a token is relayed. The other is cancelled at once:
+// its connection is closed, so the provider stops generating. An attempt that fails while
+// the other runs is reported as usual and the other is waited for.
+asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::TryHedged(AttemptRun& first, Millis delay) {
+  hedging_ = true;
+  auto executor = co_await asio::this_coro::executor;
+  asio::steady_timer wake(executor);
+  int running = 1;
+  asio::co_spawn(executor, PrimeAndSignal(first, &current_call_, wake, running), asio::detached);
+  auto all_done = [&] { return running == 0; };
+  auto first_done = [&] { return first.primed != AttemptRun::Primed::kPending; };
+  co_await WaitFor(wake, first_done, SteadyClockT::now() + delay);
+
+  std::optional<AttemptRun> second;
+  if (!first_done() && !client_gone_ && p_.TakeHedge(table_->config.hedge_budget)) {
+    if (std::optional<Attempt> next = planner_->NextUntried()) {
+      second.emplace(std::move(*next), *table_, &hedge_head_);
+      CountAttempts();
+      record_.hedged = true;
+      for (RequestObserver* o : p_.observers_) o->OnHedge(second->backend.name, false);
+      ++running;
+      asio::co_spawn(executor, PrimeAndSignal(*second, &hedge_call_, wake, running),
+                     asio::detached);
+    } else {
+      p_.ReturnHedge();
+    }
+  }
+  if (!second) {
+    hedging_ = false;  // none started: later attempts need not wait for tokens
+    co_await WaitFor(wake, all_done, std::nullopt);
+    hedge_call_ = nullptr;
+    co_return co_await Finish(first);
+  }
+  auto any_done = [&] { return first_done() || second->primed != AttemptRun::Primed::kPending; };
+  co_await WaitFor(wake, any_done, std::nullopt);
+  AttemptRun* a = first_done() ? &first : &*second;
+  AttemptRun* b = a == &first ? &*second : &first;
+  UpstreamCall** b_slot = b == &first ? &current_call_ : &hedge_call_;
+  if (!a->Answered() && !client_gone_) {
+    // The earlier one failed: report it, keep waiting for the other. A non-retryable
+    // answer (a 4xx) is relayed as it came, which ends the race too.
+    if (co_await Finish(*a) == AttemptEnd::kDone) {
+      if (*b_slot != nullptr) (*b_slot)->Cancel();
+      co_await WaitFor(wake, all_done, std::nullopt);
+      ReportAttempt(*b, AttemptResult::Of(AttemptResult::Kind::kCancelled));
+      hedge_call_ = nullptr;
+      co_return AttemptEnd::kDone;
+    }
+    co_await WaitFor(wake, all_done, std::nullopt);
+    std::swap(a, b);
+  } else if (b->primed == AttemptRun::Primed::kPending) {
+    // The winner has its token: the loser is cut now, its report says cancelled.
+    if (*b_slot != nullptr) (*b_slot)->Cancel();
+    co_await WaitFor(wake, all_done, std::nullopt);
+    ReportAttempt(*b, AttemptResult::Of(AttemptResult::Kind::kCancelled));
+  } else {
+    co_await WaitFor(wake, all_done, std::nullopt);
+    if (b->Answered()) {
+      b->call->Cancel();
+      ReportAttempt(*b, AttemptResult::Of(AttemptResult::Kind::kCancelled));
+    } else {
+      (void)co_await Finish(*b);  // its own failure, reported; the winner goes on
+    }
+  }
+  if (a == &*second) {
+    record_.hedge_won = a->Answered();
+    if (a->Answered()) {
+      for (RequestObserver* o : p_.observers_) o->OnHedge(a->backend.name, true);
+    }
+    // The relay and any continuation use current_call_ from here on.
+    current_call_ = hedge_call_;
+  }
+  hedge_call_ = nullptr;
+  co_return co_await Finish(*a);
 }
 
 // Attempts ran out (or none could be made) without a response relayed.
@@ -768,20 +1076,18 @@ asio::awaitable<void> ProxyRequest::SendFinalError() {
 
 // Phase 6 for streams: headers now, then every upstream piece as it arrives. One read
 // and one write at a time: no upstream read while the client write is pending. The
-// stream ends well at its end or at `data: [DONE]` (what follows, or a stall, is ignored);
-// it ends broken with one SSE error event of its own and no [DONE].
-asio::awaitable<AttemptResult> ProxyRequest::RelayStream(UpstreamCall& call,
-                                                         std::string_view first_piece,
+// stream ends well at its end or at `data: [DONE]` (what follows, or a stall, is ignored).
+// A stream that breaks is continued on a `prefill: true` candidate when it can be
+// (Continue); otherwise it ends broken with one SSE error event of its own and no [DONE].
+asio::awaitable<AttemptResult> ProxyRequest::RelayStream(UpstreamCall& call, SseParser* sse,
+                                                         std::string_view first_out,
                                                          bool first_done,
-                                                         std::chrono::milliseconds idle_timeout) {
+                                                         std::chrono::milliseconds idle_timeout,
+                                                         ChatStreamTracker* tracker, size_t step,
+                                                         size_t backend) {
   const auto& req = parser_.get();
   const bool chunked = req.version() >= 11;
   if (!chunked) keep_alive_ = false;
-  const bool sse = IsEventStream(call.head()[http::field::content_type]);
-  SseParserOptions sse_options;
-  sse_options.drop_usage_only_events = table_->config.stream_usage == StreamUsage::kRequest &&
-                                       peek_.stream && !peek_.has_stream_options;
-  SseParser sse_parser(sse_options);
   RelayedTail tail;
   const AttemptResult answered = AttemptResult::Response(static_cast<int>(call.status()));
 
@@ -793,13 +1099,29 @@ asio::awaitable<AttemptResult> ProxyRequest::RelayStream(UpstreamCall& call,
 
   // The head and the first piece leave in one write: one syscall less before the first
   // token reaches the client.
-  std::string_view first_out = sse ? sse_parser.Feed(first_piece) : first_piece;
   tail.Append(first_out);
   bool ok = co_await WriteToClient(first_out, chunked && !first_out.empty(), head);
   responded_ = true;
 
-  bool done = first_done;
-  bool done_event = sse && sse_parser.done();
+  LegEnd leg = co_await RelayLeg(call, sse, first_done, idle_timeout, chunked, tail, ok);
+  if (leg.state == LegEnd::kBroken && !conn_.drain_cut && tracker != nullptr) {
+    // The broken attempt is reported as such (its backend failed); the rescue is separate.
+    const ContinueEnd rescued =
+        co_await Continue(*tracker, chunked, tail, step, backend, leg.upstream_ec);
+    if (rescued != ContinueEnd::kFailed)
+      co_return AttemptResult::Of(AttemptResult::Kind::kBrokenStream);
+  }
+  co_return co_await EndLeg(call, sse, leg, chunked, tail, answered);
+}
+
+// Relays one upstream leg (the first answer, or a continuation) until it ends: well,
+// broken, or with the client gone.
+asio::awaitable<ProxyRequest::LegEnd> ProxyRequest::RelayLeg(UpstreamCall& call, SseParser* sse,
+                                                             bool done,
+                                                             std::chrono::milliseconds idle_timeout,
+                                                             bool chunked, RelayedTail& tail,
+                                                             bool ok) {
+  bool done_event = sse && sse->done();
   std::error_code upstream_ec;
   while (ok && !done && !done_event) {
     auto read_start = SteadyClockT::now();
@@ -810,18 +1132,38 @@ asio::awaitable<AttemptResult> ProxyRequest::RelayStream(UpstreamCall& call,
       break;
     }
     done = next.done;
-    std::string_view out = sse ? sse_parser.Feed(next.data) : next.data;
-    done_event = sse && sse_parser.done();
+    std::string_view out = sse ? sse->Feed(next.data) : next.data;
+    done_event = sse && sse->done();
     tail.Append(out);
     if (!out.empty()) ok = co_await WriteToClient(out, chunked);
   }
-
-  if (sse && sse_parser.usage()) {
-    record_.prompt_tokens = sse_parser.usage()->prompt_tokens;
-    record_.completion_tokens = sse_parser.usage()->completion_tokens;
+  if (sse && sse->usage()) {
+    // A continued stream's legs are billed separately: their usage adds up.
+    record_.prompt_tokens = record_.prompt_tokens.value_or(0) + sse->usage()->prompt_tokens;
+    record_.completion_tokens =
+        record_.completion_tokens.value_or(0) + sse->usage()->completion_tokens;
   }
+  LegEnd leg;
+  leg.client_ok = ok;
+  leg.upstream_ec = upstream_ec;
+  leg.done = done;
+  leg.done_event = done_event;
+  if (!ok || client_gone_ || upstream_ec == UpstreamErrc::kCancelled) {
+    leg.state = LegEnd::kClientGone;
+  } else if (upstream_ec) {
+    leg.state = LegEnd::kBroken;
+  } else {
+    leg.state = LegEnd::kEnded;
+  }
+  co_return leg;
+}
 
-  if (ok && upstream_ec && conn_.drain_cut) {
+// The end of a leg that was not continued: the terminating bytes (the drain deadline's or
+// the break's error event, or the held-back rest and the last chunk) and its result.
+asio::awaitable<AttemptResult> ProxyRequest::EndLeg(UpstreamCall& call, SseParser* sse,
+                                                    const LegEnd& leg, bool chunked,
+                                                    RelayedTail& tail, AttemptResult answered) {
+  if (leg.client_ok && leg.upstream_ec && conn_.drain_cut) {
     // The worker's drain deadline cancelled the call (HttpServer::CutInFlight): the client
     // is still there and gets the error event; the backend did nothing wrong.
     keep_alive_ = false;
@@ -831,7 +1173,7 @@ asio::awaitable<AttemptResult> ProxyRequest::RelayStream(UpstreamCall& call,
     if (co_await WriteToClient(event, chunked) && chunked) co_await WriteToClient({}, true);
     co_return AttemptResult::Of(AttemptResult::Kind::kCancelled);
   }
-  if (!ok || client_gone_ || upstream_ec == UpstreamErrc::kCancelled) {
+  if (leg.state == LegEnd::kClientGone) {
     // The client went away (or stopped reading): cut the upstream at once.
     client_gone_ = true;
     keep_alive_ = false;
@@ -839,31 +1181,130 @@ asio::awaitable<AttemptResult> ProxyRequest::RelayStream(UpstreamCall& call,
     if (record_.error.empty()) record_.error = "client went away during the stream";
     co_return AttemptResult::Of(AttemptResult::Kind::kCancelled);
   }
-  if (upstream_ec) {
+  if (leg.state == LegEnd::kBroken) {
     // Bytes already went out: no retry. End with one error event, no [DONE]; the
     // partial event relayed last (an event over the framing limit) is ended first.
     keep_alive_ = false;
     std::string event(tail.EventCloser());
-    event += StreamBrokenError("The upstream stream broke: " + upstream_ec.message()).SseEvent();
+    event +=
+        StreamBrokenError("The upstream stream broke: " + leg.upstream_ec.message()).SseEvent();
     record_.error = "upstream stream broke";
     if (co_await WriteToClient(event, chunked) && chunked) co_await WriteToClient({}, true);
     co_return AttemptResult::Of(AttemptResult::Kind::kBrokenStream);
   }
   // After [DONE] nothing more is relayed (a held-back partial event included).
-  std::string_view rest = sse && !done_event ? sse_parser.Finish() : std::string_view();
+  bool ok = true;
+  std::string_view rest = sse && !leg.done_event ? sse->Finish() : std::string_view();
   if (!rest.empty()) ok = co_await WriteToClient(rest, chunked);
   if (ok && chunked) ok = co_await WriteToClient({}, true);
   if (!ok) {
     keep_alive_ = false;
     client_gone_ = true;
   }
-  if (done_event && !done) {
+  if (leg.done_event && !leg.done) {
     // The client has its whole response; give the upstream a moment to end its body so
     // the connection can be reused (otherwise the call closes it).
     UpstreamBodyPiece after = co_await call.ReadBody(kAfterDoneGrace);
     if (!after.ec && !after.done) call.Cancel();
   }
   co_return answered;
+}
+
+// Mid-stream continuation (docs/routing.md "Slow and broken streams"): the stream broke
+// after bytes went out, with text only so far. The same request goes to a `prefill: true`
+// candidate with that text as an assistant prefill, and its new tokens are relayed in the
+// original stream's framing (ContinuationFilter: same id, no second role chunk). A
+// continuation that cannot start (no candidate, a refused prefill, no stream) tries the
+// next candidate; one that breaks again may itself be continued. kFailed: the caller ends
+// the stream with the error event, never with a fallback's own rejection.
+asio::awaitable<ProxyRequest::ContinueEnd> ProxyRequest::Continue(ChatStreamTracker& tracker,
+                                                                  bool chunked, RelayedTail& tail,
+                                                                  size_t step, size_t broken,
+                                                                  std::error_code& last_ec) {
+  std::vector<bool> refused(table_->backend_count(), false);
+  while (tracker.continuable() && !client_gone_) {
+    std::optional<Attempt> attempt = planner_->NextContinuation(step, broken, refused);
+    if (!attempt) break;
+    std::optional<std::string> prefilled = AppendAssistantPrefill(body_, tracker.text());
+    if (!prefilled) break;
+    const size_t index = attempt->backend;
+    AttemptRun run(std::move(*attempt), *table_, &conn_.upstream_scratch);
+    CountAttempts();
+    broken = index;
+    step = run.attempt.step;
+    if (!run.target.url) {
+      refused[index] = true;
+      ReportAttempt(run, AttemptResult::Of(AttemptResult::Kind::kConnectError));
+      continue;
+    }
+    const Config& config = table_->config;
+    const StreamSettings settings = StreamSettingsFor(config, planner_->plan().alias, run.backend);
+    run.start = SteadyClockT::now();
+    UpstreamCall call(*ts_.pool);
+    current_call_ = &call;
+    const std::string_view upstream_body = BuildUpstreamRequest(run, *prefilled);
+    std::error_code ec = co_await call.StartRaw(
+        *run.target.url, conn_.upstream_scratch, upstream_body,
+        UpstreamCallOptions{.connect_timeout = config.connect_timeout,
+                            .response_timeout = run.backend.timeout.value_or(config.timeout),
+                            .tls_insecure_skip_verify = run.backend.tls_insecure_skip_verify});
+    run.resends = call.resends();
+    resends_ += run.resends;
+    upstream_wait_ += SecondsBetween(run.start, SteadyClockT::now());
+    if (ec || client_gone_) {
+      current_call_ = nullptr;
+      ReportAttempt(
+          run, client_gone_ ? AttemptResult::Of(AttemptResult::Kind::kCancelled) : ResultOf(ec));
+      last_ec = ec;
+      if (client_gone_) co_return ContinueEnd::kClientGone;
+      refused[index] = true;
+      continue;
+    }
+    run.head_latency = SecondsBetween(run.start, SteadyClockT::now());
+    const unsigned status = call.status();
+    if (status < 200 || status >= 300 || !IsEventStream(call.head()[http::field::content_type])) {
+      // A refused prefill (or any answer that is not a stream): not for the client, and
+      // that backend is not asked again for this request.
+      refused[index] = true;
+      std::string ignored;
+      (void)co_await call.ReadAll(ignored, 64 * 1024, std::chrono::milliseconds(1000));
+      current_call_ = nullptr;
+      ReportAttempt(run, AttemptResult::Response(static_cast<int>(status),
+                                                 call.head()[http::field::retry_after]));
+      LogWarn("stream continuation refused", {{"backend", run.backend.name},
+                                              {"status", std::to_string(status)},
+                                              {"request_id", record_.request_id}});
+      continue;
+    }
+    ContinuationFilter filter(tracker.id(), tracker.created());
+    SseParserOptions options;
+    options.drop_usage_only_events =
+        config.stream_usage == StreamUsage::kRequest && peek_.stream && !peek_.has_stream_options;
+    options.tracker = &tracker;
+    options.continuation = &filter;
+    SseParser sse(options);
+    ++record_.continued;
+    record_.backend = run.backend.name;
+    record_.model_resolved = run.attempt.model;
+    const LegEnd leg =
+        co_await RelayLeg(call, &sse, false, settings.stream_idle_timeout, chunked, tail, true);
+    if (leg.state == LegEnd::kBroken) {
+      current_call_ = nullptr;
+      ReportAttempt(run, AttemptResult::Of(AttemptResult::Kind::kBrokenStream));
+      last_ec = leg.upstream_ec;
+      continue;  // continued again when it still can be
+    }
+    const AttemptResult end = co_await EndLeg(call, &sse, leg, chunked, tail,
+                                              AttemptResult::Response(static_cast<int>(status)));
+    current_call_ = nullptr;
+    ReportAttempt(run, end);
+    for (RequestObserver* o : p_.observers_) o->OnContinuation(run.backend.name, true);
+    co_return leg.state == LegEnd::kClientGone ? ContinueEnd::kClientGone : ContinueEnd::kDone;
+  }
+  if (record_.continued > 0 || tracker.continuable()) {
+    for (RequestObserver* o : p_.observers_) o->OnContinuation(record_.backend, false);
+  }
+  co_return ContinueEnd::kFailed;
 }
 
 // One piece to the client; an empty piece with `chunk` is the terminating chunk.
@@ -963,6 +1404,7 @@ void ProxyRequest::OnClientGone(void* self) {
   auto* request = static_cast<ProxyRequest*>(self);
   request->client_gone_ = true;
   if (request->current_call_ != nullptr) request->current_call_->Cancel();
+  if (request->hedge_call_ != nullptr) request->hedge_call_->Cancel();
   if (request->repeat_timer_ != nullptr) request->repeat_timer_->cancel();
 }
 

@@ -58,12 +58,19 @@ class ProxyPipeline {
  private:
   friend class ProxyRequest;
   ThreadState& StateFor(ClientConnection& conn);
+  // hedge_budget: a hedge may start while the hedges started stay within `budget` of the
+  // requests handled, rounded up (so the first request of a fresh worker may hedge).
+  // True: counted; ReturnHedge gives it back when no hedge could be made after all.
+  bool TakeHedge(double budget);
+  void ReturnHedge() { hedges_.fetch_sub(1, std::memory_order_relaxed); }
 
   TableStore& store_;
   std::vector<RequestObserver*> observers_;
   ProxyPipelineOptions options_;
   std::vector<std::unique_ptr<ThreadState>> threads_;
   std::atomic<int64_t> in_flight_{0};
+  std::atomic<uint64_t> requests_{0};  // proxied requests since start (the hedge budget's base)
+  std::atomic<uint64_t> hedges_{0};    // hedges started
 };
 
 }  // namespace llmproxy

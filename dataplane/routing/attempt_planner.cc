@@ -65,6 +65,16 @@ AttemptPlanner::AttemptPlanner(std::shared_ptr<const RoutingTable> table, ModelP
 std::optional<Attempt> AttemptPlanner::Next() {
   if (stopped_ || plan_.rejected() || attempts_ >= max_attempts_) return std::nullopt;
   const SteadyTime now = clock_();
+  if (std::optional<Attempt> fresh = Fresh(now)) return fresh;
+  return Repeat(now);
+}
+
+std::optional<Attempt> AttemptPlanner::NextUntried() {
+  if (stopped_ || plan_.rejected() || attempts_ >= max_attempts_) return std::nullopt;
+  return Fresh(clock_());
+}
+
+std::optional<Attempt> AttemptPlanner::Fresh(SteadyTime now) {
   // Untried, and not held by a Retry-After on its account. Only a request that met a
   // Retry-After pays for the copy: the common path passes tried_ itself.
   std::vector<bool> held;
@@ -87,7 +97,31 @@ std::optional<Attempt> AttemptPlanner::Next() {
       return MakeAttempt(s, *b, /*fail_open=*/true);
     }
   }
-  return Repeat(now);
+  return std::nullopt;
+}
+
+std::optional<Attempt> AttemptPlanner::NextContinuation(size_t from_step, size_t broken,
+                                                        const std::vector<bool>& exclude) {
+  if (plan_.rejected() || attempts_ >= max_attempts_) return std::nullopt;
+  const SteadyTime now = clock_();
+  std::vector<bool> skip(table_->backend_count(), false);
+  for (size_t b = 0; b < skip.size(); ++b) {
+    skip[b] = !table_->backend(b).prefill || b == broken || (b < exclude.size() && exclude[b]) ||
+              (!not_before_.empty() && not_before_[b] && *not_before_[b] > now);
+  }
+  for (int pass = 0; pass < 2; ++pass) {
+    for (size_t s = from_step; s < plan_.steps.size(); ++s) {
+      if (auto b = balancer_.PickHealthy(*table_, *plan_.steps[s].candidates, skip, now)) {
+        return MakeAttempt(s, *b, /*fail_open=*/false);
+      }
+    }
+    if (broken >= skip.size() || !table_->backend(broken).prefill ||
+        (broken < exclude.size() && exclude[broken])) {
+      break;
+    }
+    skip[broken] = false;  // the second pass: the same backend again
+  }
+  return std::nullopt;
 }
 
 Millis AttemptPlanner::Backoff() {

@@ -84,6 +84,17 @@ class AttemptPlanner {
   // The next attempt, or nullopt: budget spent, no untried routable candidate left, or
   // the last reported decision was not retryable.
   std::optional<Attempt> Next();
+  // Like Next, but only an untried candidate to send to at once (never a repeat): a hedge.
+  std::optional<Attempt> NextUntried();
+
+  // A candidate to continue a stream that broke after bytes went out (docs/routing.md
+  // "Slow and broken streams"): a routable, healthy backend with `prefill: true` in the
+  // broken attempt's step or a later one (the alias's next model), another backend than
+  // `broken` first, `broken` itself last; never one marked in `exclude` (indexed like the
+  // backends: those that refused or could not take a continuation of this request).
+  // Within the attempt budget; ignores the stop a broken stream's report set.
+  std::optional<Attempt> NextContinuation(size_t from_step, size_t broken,
+                                          const std::vector<bool>& exclude);
 
   // Applies `decision` to the attempt's backend: health effect, and `latency_seconds`
   // (time to the response head) into its EWMA when given. Call once per attempt, when
@@ -102,6 +113,8 @@ class AttemptPlanner {
 
  private:
   Attempt MakeAttempt(size_t step, size_t backend, bool fail_open);
+  // An untried candidate (healthy first, else fail-open); nullopt when none is left.
+  std::optional<Attempt> Fresh(SteadyTime now);
   // A tried (or Retry-After-held) candidate again, after a wait; nullopt if none may be.
   std::optional<Attempt> Repeat(SteadyTime now);
   Millis Backoff();

@@ -1,5 +1,6 @@
 #include "dataplane/routing/backend_state.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "dataplane/routing/routing_table.h"
@@ -16,6 +17,27 @@ void BackendState::RecordLatency(double seconds) {
   do {
     next = current == 0 ? seconds : current + kEwmaAlpha * (seconds - current);
   } while (!ewma_seconds_.compare_exchange_weak(current, next, std::memory_order_relaxed));
+}
+
+void BackendState::RecordFirstToken(double seconds) {
+  if (!(seconds >= 0)) return;
+  const double ms = std::min(seconds * 1000.0, 4e9);
+  const uint64_t i = first_token_count_.fetch_add(1, std::memory_order_relaxed);
+  first_token_ms_[i % kFirstTokenSamples].store(static_cast<uint32_t>(ms) + 1,
+                                                std::memory_order_relaxed);
+}
+
+std::optional<std::chrono::milliseconds> BackendState::FirstTokenP95() const {
+  std::array<uint32_t, kFirstTokenSamples> samples{};
+  size_t n = 0;
+  for (const auto& slot : first_token_ms_) {
+    if (const uint32_t v = slot.load(std::memory_order_relaxed); v != 0) samples[n++] = v - 1;
+  }
+  if (n < kMinFirstTokenSamples) return std::nullopt;
+  const size_t k = (n * 95 + 99) / 100 - 1;  // nearest rank
+  std::nth_element(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(k),
+                   samples.begin() + static_cast<std::ptrdiff_t>(n));
+  return std::chrono::milliseconds(samples[k]);
 }
 
 OutstandingGuard::OutstandingGuard(std::shared_ptr<BackendState> state) : state_(std::move(state)) {

@@ -4,11 +4,14 @@
 // several io threads at once; nothing is locked across backends.
 #pragma once
 
+#include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,11 +42,21 @@ class BackendState {
   double ewma_seconds() const { return ewma_seconds_.load(std::memory_order_relaxed); }
   void RecordLatency(double seconds);
 
+  // Recent times to the first token of streams (the last kFirstTokenSamples), for
+  // hedge_after: auto. Lock-free: a slot per sample, written in turn.
+  static constexpr size_t kFirstTokenSamples = 64;
+  static constexpr size_t kMinFirstTokenSamples = 16;  // fewer: no p95 (no auto hedge)
+  void RecordFirstToken(double seconds);
+  // The 95th percentile of the recent samples; nullopt with fewer than the minimum.
+  std::optional<std::chrono::milliseconds> FirstTokenP95() const;
+
  private:
   const std::string name_;
   HealthTracker health_;
   std::atomic<int64_t> outstanding_{0};
   std::atomic<double> ewma_seconds_{0.0};
+  std::array<std::atomic<uint32_t>, kFirstTokenSamples> first_token_ms_{};  // ms + 1; 0 = none
+  std::atomic<uint64_t> first_token_count_{0};
 };
 
 // Counts one request as outstanding on a backend for as long as it lives (move-only).
