@@ -1222,7 +1222,9 @@ asio::awaitable<ProxyRequest::ContinueEnd> ProxyRequest::Continue(ChatStreamTrac
                                                                   size_t step, size_t broken,
                                                                   std::error_code& last_ec) {
   std::vector<bool> refused(table_->backend_count(), false);
-  while (tracker.continuable() && !client_gone_) {
+  // A text prefill cannot carry reasoning: a continuation would stream it again, so a
+  // stream that reasoned is not continued (docs/routing.md "Slow and broken streams").
+  while (tracker.continuable() && !tracker.reasoning() && !client_gone_) {
     std::optional<Attempt> attempt = planner_->NextContinuation(step, broken, refused);
     if (!attempt) break;
     std::optional<std::string> prefilled = AppendAssistantPrefill(body_, tracker.text());

@@ -154,13 +154,14 @@ void MockFault::MergeFrom(const MockFault& over) {
   if (over.unavailable_for_ms) unavailable_for_ms = over.unavailable_for_ms;
   context_length_exceeded = context_length_exceeded || over.context_length_exceeded;
   reject_prefill = reject_prefill || over.reject_prefill;
+  tool_call = tool_call || over.tool_call;
 }
 
 bool MockFault::empty() const {
   return !status && !retry_after_s && !delay_ms && !first_chunk_delay_ms && !first_token_delay_ms &&
          !chunks && !chunk_gap_ms && !die_after_chunks && !partial_event_bytes && !after_done &&
          !stall_after_chunks && !hang && !close && !garbage && !body && !unavailable_for_ms &&
-         !context_length_exceeded && !reject_prefill;
+         !context_length_exceeded && !reject_prefill && !tool_call;
 }
 
 std::string ReceivedRequest::Header(std::string_view name) const {
@@ -262,6 +263,8 @@ struct MockLlm::Impl {
         f.context_length_exceeded = ParseFlag(v);
       else if (IEquals(key, "reject-prefill"))
         f.reject_prefill = ParseFlag(v);
+      else if (IEquals(key, "tool-call"))
+        f.tool_call = ParseFlag(v);
       else if (IEquals(key, "chunks"))
         f.chunks = ParseInt(v);
       else if (IEquals(key, "chunk-gap-ms"))
@@ -519,7 +522,17 @@ class Responder {
       const bool last = i + 1 == chunks;
       const std::string& token = pieces_[static_cast<size_t>(i)];
       event = "data: " + head;
-      if (route == Route::kChat) {
+      if (route == Route::kChat && fault_.tool_call) {
+        // The answer as the arguments of one function call, streamed as OpenAI does.
+        event += R"(,"choices":[{"index":0,"delta":{)";
+        if (i == 0 && !role_sent) event += R"("role":"assistant","content":null,)";
+        event += R"("tool_calls":[{"index":0,)";
+        if (i == 0)
+          event += R"("id":"call_0","type":"function","function":{"name":"f",)";
+        else
+          event += R"("function":{)";
+        event += R"("arguments":")" + token + R"("}}]},"finish_reason":)";
+      } else if (route == Route::kChat) {
         event += R"(,"choices":[{"index":0,"delta":{)";
         if (i == 0 && !role_sent) event += R"("role":"assistant",)";
         event += R"("content":")" + token + R"("},"finish_reason":)";

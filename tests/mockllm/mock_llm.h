@@ -48,6 +48,8 @@
 //                                 context_length_exceeded error (kContextLengthExceededBody)
 //   x-mock-reject-prefill: 1      chat: a request whose last message has role "assistant"
 //                                 gets 400 (kPrefillRejectedBody); others behave
+//   x-mock-tool-call: 1           chat streams: the tokens are the `arguments` deltas of one
+//                                 tool call (`"tool_calls":[{"index":0,...}]`), no content
 //   x-mock-hang: 1                read the request, never answer (until the client leaves)
 //   x-mock-close: 1               read the request, close the connection without a reply
 //   x-mock-garbage: 1             answer with bytes that are not HTTP, then close
@@ -98,6 +100,7 @@ struct MockFault {
   std::optional<int> unavailable_for_ms{};    // 503 until this long after the mock started
   bool context_length_exceeded = false;       // 400 kContextLengthExceededBody
   bool reject_prefill = false;                // 400 kPrefillRejectedBody on a prefill
+  bool tool_call = false;                     // chat streams: tokens as tool-call arguments
 
   // Field-wise overlay: every field set in `over` replaces ours.
   void MergeFrom(const MockFault& over);

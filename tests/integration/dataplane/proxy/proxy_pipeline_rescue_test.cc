@@ -315,8 +315,8 @@ TEST(ProxyHedge, ASlowFirstTokenStartsAHedgeAndTheFirstTokenWins) {
   TestWorker worker(HedgeConfig(slow, fast, 200ms), 1, {&observer});  // round-robin: slow first
   const auto start = std::chrono::steady_clock::now();
   test::StreamingResponse response;
-  ASSERT_TRUE(response.Open(worker.port(), kChat, kSmartStream,
-                            {{"Content-Type", "application/json"}}));
+  ASSERT_TRUE(
+      response.Open(worker.port(), kChat, kSmartStream, {{"Content-Type", "application/json"}}));
   const auto head_at = std::chrono::steady_clock::now();
   ASSERT_TRUE(response.ReadToEnd());
   ASSERT_EQ(response.status(), 200);
@@ -413,6 +413,26 @@ TEST(ProxyHedge, TheBudgetCapsHedgesToItsShareOfRequests) {
   for (const RequestRecord& record : observer.Records()) hedged += record.hedged ? 1 : 0;
   EXPECT_EQ(hedged, 1);
   EXPECT_EQ(first.RequestCount() + second.RequestCount(), 11u);
+}
+
+}  // namespace
+}  // namespace llmproxy
+
+namespace llmproxy {
+namespace {
+
+TEST(ProxyRescue, AStreamBrokenInsideAToolCallEndsWithTheErrorEvent) {
+  Pair mocks;
+  MockFault cut_tool_call = DieAfter(2);
+  cut_tool_call.tool_call = true;
+  mocks.first.SetDefaultFault(cut_tool_call);
+  TestWorker worker(ContinuationConfig(mocks, true));
+  test::HttpResult r = PostJson(worker.port(), kChat, kStreamBody);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(Count(r.body, R"("arguments":"tok)"), 2u) << r.body;
+  EXPECT_EQ(Count(r.body, R"("error")"), 1u) << r.body;
+  EXPECT_EQ(Count(r.body, "[DONE]"), 0u);
+  EXPECT_EQ(mocks.second.RequestCount(), 0u) << "a tool call was continued as text";
 }
 
 }  // namespace
