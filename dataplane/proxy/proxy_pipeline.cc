@@ -8,17 +8,22 @@
 //          ParseBody            phase 3: model and stream, read without a DOM
 //          ResolvePlan          phase 4: ModelPlan (dataplane/routing/model_resolver.h)
 //          AttemptLoop          phase 5: AttemptPlanner.Next() picks; per attempt TryBackend
-//            TryBackend         BuildUpstreamRequest + UpstreamCall::StartRaw (connect,
-//                               send, read head; dataplane/upstream/upstream_call.h)
-//              StreamAttempt    hold the head until the first body bytes, then RelayStream
-//              BufferedAttempt  read the whole answer, then relay it or retry
+//            TryBackend         Prime then Finish; or TryHedged (hedge_after): two Primes
+//                               side by side, the first token wins, the other is cancelled
+//              Prime            BuildUpstreamRequest + UpstreamCall::StartRaw (connect,
+//                               send, read head; dataplane/upstream/upstream_call.h), then
+//                               a whole non-stream answer, or PrimeStream: hold the head
+//                               until the first bytes (first token: first_token_timeout)
+//              Finish           report; relay (RelayStream) or retry
 //            ReportAttempt      the ONE place an attempt's outcome goes: stale-connection
 //                               resends, retry policy (ClassifyAttempt) and health
 //                               (AttemptPlanner::Report), observers (metrics, access log),
 //                               record_.attempts. A stream reports when it ends.
 //            SendFinalError     nothing relayed: the last upstream error, or 502/503/504
 //          RelayStream          phase 6: events as they arrive, one read and one write at a
-//                               time; ends at [DONE]; a break ends with one SSE error event
+//                               time (RelayLeg); ends at [DONE]; a break is continued on a
+//                               prefill: true backend (Continue) or ends with one SSE error
+//                               event (EndLeg); docs/routing.md "Slow and broken streams"
 //          Done                 phase 7: the RequestRecord to every observer
 //
 // Ownership: the RoutingTable (config, per-backend BackendTarget, health states) is shared
