@@ -27,6 +27,9 @@ struct WorkerOptions {
   unsigned threads = 1;
   ServerLimits limits;
   UpstreamPoolOptions pool;
+  // A proxied request that arrives before the first routing table waits this long for it
+  // before its 503 (a worker started by the control plane listens before its table comes).
+  std::chrono::milliseconds first_table_wait{3000};
 };
 
 class Worker {

@@ -269,6 +269,9 @@ class ProxyRequest {
   asio::awaitable<bool> Run(bool authorized);
 
  private:
+  // A worker that listens before its first table (started by the control plane, which
+  // pushes the table a moment later): the request waits for it rather than getting 503.
+  asio::awaitable<std::shared_ptr<const RoutingTable>> WaitForFirstTable();
   // Phases.
   asio::awaitable<bool> ReadBody();
   bool ParseBody();
@@ -453,6 +456,7 @@ asio::awaitable<bool> ProxyRequest::Run(bool authorized) {
   }
 
   table_ = p_.store_.Current();
+  if (!table_) table_ = co_await WaitForFirstTable();
   if (!table_) {
     // No table means no body limit either: do not read it, close after answering.
     keep_alive_ = false;
@@ -495,6 +499,19 @@ asio::awaitable<bool> ProxyRequest::Run(bool authorized) {
   StopClientWatch(conn_);
   Done();
   co_return keep_alive_&& responded_ && !client_gone_ && !conn_.closing;
+}
+
+asio::awaitable<std::shared_ptr<const RoutingTable>> ProxyRequest::WaitForFirstTable() {
+  constexpr std::chrono::milliseconds kPoll{10};
+  const auto until = SteadyClockT::now() + p_.options_.first_table_wait;
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (SteadyClockT::now() < until) {
+    timer.expires_after(kPoll);
+    boost::system::error_code ignored;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+    if (auto table = p_.store_.Current()) co_return table;
+  }
+  co_return nullptr;
 }
 
 // Phase 1: read the body within server.max_body_bytes, the worker-wide

@@ -29,6 +29,8 @@ struct ProxyPipelineOptions {
   UpstreamPoolOptions pool;
   // Whole request body upload (after the header) must arrive within this.
   std::chrono::milliseconds body_read_timeout{60000};
+  // Before the first routing table: how long a proxied request waits for one (WorkerOptions).
+  std::chrono::milliseconds first_table_wait{3000};
 };
 
 class ProxyPipeline {

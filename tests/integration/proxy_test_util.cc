@@ -412,6 +412,8 @@ TestWorker::TestWorker(std::optional<Config> config, unsigned threads,
   options.host = "127.0.0.1";
   options.port = 0;
   options.threads = threads;
+  // Short, so tests of the no-table 503 do not wait the production 3 s.
+  options.first_table_wait = std::chrono::milliseconds(500);
   worker_ = std::make_unique<Worker>(options, store_, std::move(observers));
   if (std::string error = worker_->Start(); !error.empty()) {
     throw std::runtime_error("worker did not start: " + error);

@@ -1,6 +1,7 @@
 // The worker's own answers: JSON errors (400, 401, 404, 405, 413, 503), CORS preflight,
 // /v1/models and /health, and bad input that must never crash it.
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -218,6 +219,24 @@ TEST_F(ProxyErrors, ModelsIsTheUnionOfBackendsModels) {
     EXPECT_EQ(m["object"], "model");
   }
   EXPECT_EQ(ids, (std::vector<std::string>{"b-model", "m", "shared", "gpt-4o"}));
+}
+
+TEST(ProxyHealth, AProxiedRequestBeforeTheFirstTableWaitsForItInsteadOf503) {
+  // A worker the control plane restarts listens (SO_REUSEPORT) before its table arrives:
+  // requests the kernel hands it meanwhile must not fail.
+  TestWorker worker(std::nullopt);
+  MockLlm a(Named("a"));
+  std::thread apply([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    EXPECT_EQ(worker.Apply(TestConfig({MockBackend("a", a.BaseUrl(), {"m"})})), "");
+  });
+  const auto start = std::chrono::steady_clock::now();
+  HttpResult r = PostJson(worker.port(), "/v1/chat/completions", R"({"model":"m"})");
+  const auto took = std::chrono::steady_clock::now() - start;
+  apply.join();
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.Header("x-llmproxy-backend"), "a");
+  EXPECT_GE(took, std::chrono::milliseconds(150));
 }
 
 TEST(ProxyHealth, StartingWithoutATableThenOk) {
