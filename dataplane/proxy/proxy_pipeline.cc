@@ -712,9 +712,10 @@ asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::BufferedAttempt(
   upstream_wait_ += SecondsBetween(body_start, SteadyClockT::now());
   if (ec || client_gone_) co_return NoAnswer(run, ec, ": ");
   const unsigned status = call.status();
-  const RetryDecision d = ReportAttempt(
-      run,
-      AttemptResult::Response(static_cast<int>(status), call.head()[http::field::retry_after]));
+  // The body too: a 400 saying the context window was exceeded may go to a larger model.
+  const RetryDecision d =
+      ReportAttempt(run, AttemptResult::Response(static_cast<int>(status),
+                                                 call.head()[http::field::retry_after], body));
   current_call_ = nullptr;
   if (d.retryable()) {
     SavedError saved{status, {}, std::move(body)};

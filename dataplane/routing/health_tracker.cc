@@ -33,26 +33,26 @@ bool HealthTracker::IsAvailable(SteadyTime now) const {
   return false;
 }
 
-bool HealthTracker::TryAcquire(SteadyTime now) {
-  if (healthy_.load(std::memory_order_relaxed)) return true;
+HealthTracker::Admission HealthTracker::Admit(SteadyTime now) {
+  if (healthy_.load(std::memory_order_relaxed)) return Admission::kAdmitted;
   std::lock_guard lock(mu_);
   switch (state_) {
     case State::kHealthy:
-      return true;
+      return Admission::kAdmitted;
     case State::kEjected:
-      if (now < ejected_until_) return false;
+      if (now < ejected_until_) return Admission::kRefused;
       break;
     case State::kTrial:
-      if (now - trial_started_ < config_.max_cooldown) return false;
+      if (now - trial_started_ < config_.max_cooldown) return Admission::kRefused;
       break;
   }
   state_ = State::kTrial;
   trial_started_ = now;
   PublishLocked();
-  return true;
+  return Admission::kTrial;
 }
 
-void HealthTracker::ForceAcquire(SteadyTime now) { TryAcquire(now); }
+bool HealthTracker::ForceAcquire(SteadyTime now) { return Admit(now) == Admission::kTrial; }
 
 void HealthTracker::OnSuccess() {
   if (clean_.load(std::memory_order_relaxed)) return;
