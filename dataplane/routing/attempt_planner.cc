@@ -57,7 +57,7 @@ Attempt& Attempt::operator=(Attempt&& other) noexcept {
 Attempt::~Attempt() { Settle(); }
 
 void Attempt::Settle() {
-  if (pending_) {
+  if (pending_ && trials_ != 0) {
     // No verdict: give back only the trial slots this attempt took.
     for (HealthScope scope : kScopes) {
       if (trials_ & Bit(scope)) health.at(scope).OnNeutral();
@@ -134,7 +134,7 @@ void AttemptPlanner::BuildSkip(size_t s, SteadyTime now, bool avoid) {
 }
 
 std::optional<SteadyTime> AttemptPlanner::HeldUntil(const CandidateGroup& group, size_t k) const {
-  const HealthTracker* model = group.model_health[k];
+  const HealthTracker* model = group.health[k].model;
   for (const auto& [key, until] : holds_) {
     if (key == model) return until;
   }
@@ -142,7 +142,7 @@ std::optional<SteadyTime> AttemptPlanner::HeldUntil(const CandidateGroup& group,
 }
 
 bool AttemptPlanner::SharesFailure(const CandidateGroup& group, size_t k) const {
-  const CandidateHealth c = table_->candidate(group, k);
+  const CandidateHealth& c = table_->candidate(group, k);
   return std::any_of(failed_.begin(), failed_.end(), [&](const Failed& f) {
     return f.key == c.origin || f.key == c.account || f.key == c.model;
   });
@@ -203,7 +203,7 @@ std::optional<Attempt> AttemptPlanner::Repeat(SteadyTime now) {
     if (!b) continue;
     const size_t member = static_cast<size_t>(
         std::find(group.backends.begin(), group.backends.end(), *b) - group.backends.begin());
-    const CandidateHealth health = table_->candidate(group, member);
+    const CandidateHealth& health = table_->candidate(group, member);
     const bool ejected = !health.IsAvailable(now + wait);
     const PickInfo info{member, ForceAdmitCandidate(health, now + wait)};
     Attempt attempt = MakeAttempt(s, *b, info, ejected);
@@ -289,12 +289,20 @@ void AttemptPlanner::Report(Attempt& attempt, const RetryDecision& decision,
   }
   if (!attempt.pending_ || health.origin == nullptr) return;  // reported already
   attempt.pending_ = false;
+  if (decision.health == HealthEffect::kSuccess) {
+    // The common case: three lock-free no-ops on clean trackers, and no clock read.
+    health.origin->OnSuccess();
+    health.account->OnSuccess();
+    health.model->OnSuccess();
+    attempt.trials_ = 0;
+    attempt.keep_.reset();
+    if (latency_seconds) attempt.state->RecordLatency(*latency_seconds);
+    return;
+  }
   const SteadyTime now = clock_();
   for (HealthScope scope : kScopes) {
     HealthTracker& tracker = health.at(scope);
-    if (decision.health == HealthEffect::kSuccess) {
-      tracker.OnSuccess();
-    } else if (decision.health == HealthEffect::kNeutral || scope > decision.scope) {
+    if (decision.health == HealthEffect::kNeutral || scope > decision.scope) {
       // Nothing learnt about this key (a narrower one than the failure's): free its trial.
       if (attempt.trials_ & Bit(scope)) tracker.OnNeutral();
     } else if (scope < decision.scope) {

@@ -17,8 +17,7 @@ bool HealthTracker::IsUp(SteadyTime now) const {
   return state_ != State::kEjected || now >= ejected_until_;
 }
 
-bool HealthTracker::IsAvailable(SteadyTime now) const {
-  if (healthy_.load(std::memory_order_relaxed)) return true;
+bool HealthTracker::IsAvailableSlow(SteadyTime now) const {
   std::lock_guard lock(mu_);
   switch (state_) {
     case State::kHealthy:
@@ -33,8 +32,7 @@ bool HealthTracker::IsAvailable(SteadyTime now) const {
   return false;
 }
 
-HealthTracker::Admission HealthTracker::Admit(SteadyTime now) {
-  if (healthy_.load(std::memory_order_relaxed)) return Admission::kAdmitted;
+HealthTracker::Admission HealthTracker::AdmitSlow(SteadyTime now) {
   std::lock_guard lock(mu_);
   switch (state_) {
     case State::kHealthy:
@@ -54,8 +52,7 @@ HealthTracker::Admission HealthTracker::Admit(SteadyTime now) {
 
 bool HealthTracker::ForceAcquire(SteadyTime now) { return Admit(now) == Admission::kTrial; }
 
-void HealthTracker::OnSuccess() {
-  if (clean_.load(std::memory_order_relaxed)) return;
+void HealthTracker::OnSuccessSlow() {
   std::lock_guard lock(mu_);
   state_ = State::kHealthy;
   consecutive_failures_ = 0;

@@ -74,10 +74,11 @@ std::shared_ptr<const RoutingTable> RoutingTable::Build(Config config, uint64_t 
 
 void RoutingTable::BindGroupHealth() const {
   for (const auto& group : groups_) {
-    group->model_health.clear();
+    group->health.clear();
     for (size_t b : group->backends) {
       const std::string& model = group->model.empty() ? DefaultModelOf(backend(b)) : group->model;
-      group->model_health.push_back(health_[b]->model(model));
+      const BackendHealth& h = *health_[b];
+      group->health.push_back({h.origin.tracker.get(), h.account.tracker.get(), h.model(model)});
     }
   }
 }

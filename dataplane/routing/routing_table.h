@@ -37,10 +37,11 @@ class BackendStateRegistry;
 // lives.
 struct CandidateGroup {
   std::vector<size_t> backends;  // indices into config.backends, in config order
-  // Parallel to backends: the (account, model) tracker of the model this group sends to
-  // that backend (the group's model; the all-backends group: each one's default model).
-  // Set by Build, rebound by BackendStateRegistry::Retain before the table is shared.
-  mutable std::vector<HealthTracker*> model_health;
+  // Parallel to backends: that candidate's trackers (origin, account, and the (account,
+  // model) of the model this group sends it: the group's model; the all-backends group:
+  // each one's default model), flat so a pick reads them without chasing pointers. Set
+  // by Build, rebound by BackendStateRegistry::Retain before the table is shared.
+  mutable std::vector<CandidateHealth> health;
   // The model this group sends ("" for the all-backends group: each default model).
   std::string model;
   // Round-robin cursor. One per group per table version: rotation over a model's
@@ -77,9 +78,8 @@ struct RoutingTable {
   const BackendHealth& health(size_t i) const { return *health_[i]; }
   const std::shared_ptr<BackendHealth>& health_ptr(size_t i) const { return health_[i]; }
   // The trackers of the k-th member of `group` (one of this table's groups).
-  CandidateHealth candidate(const CandidateGroup& group, size_t k) const {
-    const BackendHealth& h = *health_[group.backends[k]];
-    return {h.origin.tracker.get(), h.account.tracker.get(), group.model_health[k]};
+  const CandidateHealth& candidate(const CandidateGroup& group, size_t k) const {
+    return group.health[k];
   }
   // llmproxy_backend_up{backend}: routable-or-not aside, its origin and account are not in
   // a cooldown and at least one of its models is not either.
@@ -108,7 +108,7 @@ struct RoutingTable {
   // Written only by Build and BackendStateRegistry::Retain, before the table is shared.
   mutable std::vector<std::shared_ptr<BackendState>> states_;
   mutable std::vector<std::shared_ptr<BackendHealth>> health_;
-  // Points every group's model_health at the trackers in health_ (after a rebind).
+  // Points every group's health at the trackers in health_ (after a rebind).
   void BindGroupHealth() const;
 };
 
