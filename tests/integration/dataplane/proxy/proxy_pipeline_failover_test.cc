@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "dataplane/observe/metrics.h"
 #include "tests/integration/proxy_test_util.h"
 #include "tests/mockllm/mock_llm.h"
 
@@ -64,13 +65,24 @@ std::vector<std::string> ModelsSeen(const MockLlm& mock) {
   return models;
 }
 
+// The llmproxy_backend_up line of `backend` in a scrape ("" when absent).
+std::string BackendUpLine(Metrics& metrics, const std::string& backend) {
+  const std::string text = metrics.Serialize();
+  const std::string key = "llmproxy_backend_up{backend=\"" + backend + "\"} ";
+  const size_t at = text.find(key);
+  if (at == std::string::npos) return "";
+  return text.substr(at, text.find('\n', at) - at);
+}
+
 // --- Rule 4: what a failure is about ------------------------------------------------
 
 TEST(ProxyFailover, A429OnOneModelDoesNotCoolTheSameEntrysOtherModel) {
   MockLlm ma(test::NamedMock("a")), mb(test::NamedMock("b"));
   Config c = TestConfig(
       {MockBackend("a", ma.BaseUrl(), {"m", "n"}), MockBackend("b", mb.BaseUrl(), {"m", "n"})});
-  TestWorker worker(std::move(c));  // round-robin: a first in each model's rotation
+  Metrics metrics;
+  TestWorker worker(std::move(c), 1, {&metrics});  // round-robin: a first in each rotation
+  metrics.AttachTableStore(worker.store());
   ma.PushFault(Status(429, 30), 1);
   test::HttpResult r1 = PostJson(worker.port(), kChat, Body("m"));
   EXPECT_EQ(r1.status, 200);
@@ -87,6 +99,8 @@ TEST(ProxyFailover, A429OnOneModelDoesNotCoolTheSameEntrysOtherModel) {
   EXPECT_EQ(r3.Header("x-llmproxy-backend"), "b");
   EXPECT_EQ(r3.Header("x-llmproxy-attempts"), "1");
   EXPECT_EQ(ModelsSeen(ma), (std::vector<std::string>{"m", "n"}));
+  // a still serves n: up.
+  EXPECT_EQ(BackendUpLine(metrics, "a"), R"(llmproxy_backend_up{backend="a"} 1)");
   std::printf("[rule 4] 429 on (a, m): n still served by a; mock a saw %zu requests, b %zu\n",
               ma.RequestCount(), mb.RequestCount());
 }
@@ -118,7 +132,9 @@ TEST(ProxyFailover, TwoEntriesOnOneOriginShareAConnectFailure) {
                          MockBackend("x2", dead, {"m"})});
   c.health.failure_threshold = 1;
   test::RecordingObserver observer;
-  TestWorker worker(std::move(c), 1, {&observer});
+  Metrics metrics;
+  TestWorker worker(std::move(c), 1, {&observer, &metrics});
+  metrics.AttachTableStore(worker.store());
   test::HttpResult r1 = PostJson(worker.port(), kChat, Body("m"));
   EXPECT_EQ(r1.status, 200);
   EXPECT_EQ(r1.Header("x-llmproxy-attempts"), "2");
@@ -137,6 +153,9 @@ TEST(ProxyFailover, TwoEntriesOnOneOriginShareAConnectFailure) {
   EXPECT_FALSE(table->BackendUp(0, now));
   EXPECT_TRUE(table->BackendUp(1, now));
   EXPECT_FALSE(table->BackendUp(2, now));
+  EXPECT_EQ(BackendUpLine(metrics, "x2"), R"(llmproxy_backend_up{backend="x2"} 0)")
+      << "x2 never failed itself, but its origin did";
+  EXPECT_EQ(BackendUpLine(metrics, "b"), R"(llmproxy_backend_up{backend="b"} 1)");
 }
 
 // --- Rule 5: silent providers --------------------------------------------------------
