@@ -158,6 +158,27 @@ TEST(ProxyFailover, TwoEntriesOnOneOriginShareAConnectFailure) {
   EXPECT_EQ(BackendUpLine(metrics, "b"), R"(llmproxy_backend_up{backend="b"} 1)");
 }
 
+TEST(ProxyFailover, AfterA5xxTheAliassNextModelComesBeforeTheSameAccountsOtherEntry) {
+  MockLlm mock(test::NamedMock("p"));
+  BackendConfig a1 = MockBackend("a1", mock.BaseUrl(), {"m", "n"});
+  BackendConfig a2 = MockBackend("a2", mock.BaseUrl(), {"m"});
+  a2.api_key = a1.api_key;  // one account: a2/m shares a1's (account, m)
+  Config c = TestConfig({a1, a2});
+  c.model_aliases.push_back({"alias", {"m", "n"}});
+  TestWorker worker(std::move(c));
+  mock.PushFault(Status(503), 1);
+  const auto start = Clock::now();
+  test::HttpResult r = PostJson(worker.port(), kChat, Body("alias"));
+  const auto took = Clock::now() - start;
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.Header("x-llmproxy-backend"), "a1");
+  EXPECT_EQ(r.Header("x-llmproxy-attempts"), "2");
+  EXPECT_EQ(ModelsSeen(mock), (std::vector<std::string>{"m", "n"}));
+  EXPECT_LT(took, 1s) << "an untried candidate waits no backoff";
+  std::printf("[rule 4] 503 on (a, m): next a1/n, attempts %s, wall %lld ms\n",
+              r.Header("x-llmproxy-attempts").c_str(), static_cast<long long>(Ms(took)));
+}
+
 // --- Rule 5: silent providers --------------------------------------------------------
 
 struct SilentRun {
