@@ -193,7 +193,7 @@ MetricsState CurrentMetricsState(TableStore& store) {
   auto now = std::chrono::steady_clock::now();
   for (size_t i = 0; i < table->backend_count(); ++i) {
     const BackendConfig& b = table->backend(i);
-    state.backends.push_back({b.name, !b.drained && table->state(i).health().IsUp(now)});
+    state.backends.push_back({b.name, !b.drained && table->BackendUp(i, now)});
   }
   return state;
 }

@@ -423,7 +423,7 @@ void Metrics::AttachTableStore(TableStore& store) {
     const auto now = std::chrono::steady_clock::now();
     for (size_t i = 0; i < table->backend_count(); ++i) {
       const BackendConfig& b = table->backend(i);
-      state.backends.push_back(BackendUp{b.name, !b.drained && table->state(i).health().IsUp(now)});
+      state.backends.push_back(BackendUp{b.name, !b.drained && table->BackendUp(i, now)});
     }
     return state;
   });

@@ -27,21 +27,21 @@ namespace {
 // next prober (a restarted worker over the same TableStore) can probe at once.
 class ProbeSlot {
  public:
-  explicit ProbeSlot(std::shared_ptr<BackendState> state) : state_(std::move(state)) {}
+  explicit ProbeSlot(std::shared_ptr<HealthTracker> tracker) : tracker_(std::move(tracker)) {}
   ~ProbeSlot() {
-    if (state_) state_->health().OnProbeAbandoned();
+    if (tracker_) tracker_->OnProbeAbandoned();
   }
   ProbeSlot(const ProbeSlot&) = delete;
   ProbeSlot& operator=(const ProbeSlot&) = delete;
 
-  // True when the verdict put the backend back in rotation.
+  // True when the verdict put the key back in rotation.
   bool Report(bool success) {
-    std::shared_ptr<BackendState> state = std::move(state_);
-    return state->health().OnProbeResult(std::chrono::steady_clock::now(), success);
+    std::shared_ptr<HealthTracker> tracker = std::move(tracker_);
+    return tracker->OnProbeResult(std::chrono::steady_clock::now(), success);
   }
 
  private:
-  std::shared_ptr<BackendState> state_;
+  std::shared_ptr<HealthTracker> tracker_;
 };
 
 }  // namespace
@@ -101,14 +101,19 @@ asio::awaitable<void> Prober::Loop() {
         // A drained backend takes no traffic, so its health does not matter; an unparsable
         // url cannot be probed (requests to it fail the same way).
         if (table->backend(i).drained || !table->target(i).url) continue;
-        HealthTracker& health = table->state(i).health();
-        if (health.TryStartProbe(now)) {
-          ++active_;
-          asio::co_spawn(ioc_, Probe(table, i), [](std::exception_ptr e) {
-            if (e) LogError("health probe failed with an internal error");
-          });
-        }
-        if (std::optional<SteadyTime> next = health.NextProbeAt()) wake = std::min(wake, *next);
+        // Each ejected key (origin, account, account-model) is probed on its own, through
+        // the first entry that has it; a shared key is probed once (TryStartProbe).
+        table->health(i).ForEach([&](const std::shared_ptr<HealthTracker>& tracker) {
+          if (tracker->TryStartProbe(now)) {
+            ++active_;
+            asio::co_spawn(ioc_, Probe(table, i, tracker), [](std::exception_ptr e) {
+              if (e) LogError("health probe failed with an internal error");
+            });
+          }
+          if (std::optional<SteadyTime> next = tracker->NextProbeAt()) {
+            wake = std::min(wake, *next);
+          }
+        });
       }
     }
     // A finished probe cancels this wait, so its backend's next probe is planned at once.
@@ -124,10 +129,11 @@ asio::awaitable<void> Prober::Loop() {
   work_.reset();
 }
 
-asio::awaitable<void> Prober::Probe(std::shared_ptr<const RoutingTable> table, size_t index) {
+asio::awaitable<void> Prober::Probe(std::shared_ptr<const RoutingTable> table, size_t index,
+                                    std::shared_ptr<HealthTracker> tracker) {
   const BackendConfig& backend = table->backend(index);
   const BackendTarget& target = table->target(index);
-  ProbeSlot slot(table->state_ptr(index));
+  ProbeSlot slot(std::move(tracker));
   const std::string head = BuildProbeRequest(backend, target);
   UpstreamCallOptions call_options;
   call_options.connect_timeout = table->config.connect_timeout;

@@ -1,15 +1,18 @@
-// Active health probes of ejected backends (the half-open circuit of docs/routing.md
-// "Health"): with health.probe_interval > 0, every ejected backend whose probe is due
-// (HealthTracker::TryStartProbe) gets `GET <url>/models` with its key and configured
-// headers; any 2xx puts it back in rotation at once, anything else (connect error,
-// timeout, another status) keeps it out with its cooldown doubled. Without probes a
-// backend whose trial request fell inside an outage waited out an ever longer cooldown
+// Active health probes of ejected keys (the half-open circuit of docs/routing.md
+// "Health"): with health.probe_interval > 0, every ejected health key (a provider origin,
+// an account, or an account's model: dataplane/routing/backend_health.h) whose probe is
+// due (HealthTracker::TryStartProbe) gets `GET <url>/models` through an entry that has the
+// key, with that entry's key and configured headers; any 2xx puts the key back in
+// rotation at once, anything else (connect error, timeout, another status) keeps it out
+// with its cooldown doubled. The probe is the same for every kind of key, so a 2xx ends a
+// model's ejection too although it did not ask that model anything (docs/routing.md). Without
+// probes a backend whose trial request fell inside an outage waited out an ever longer cooldown
 // after the provider had recovered.
 //
 // One prober per worker, on its own thread and io_context with its own UpstreamPool, so a
 // probe never delays a request and a slow probe never holds an io thread. Each tick reads
-// the table in force from the TableStore; the health state it changes is the name-keyed
-// BackendState every table of the worker shares (dataplane/routing/backend_state.h). It
+// the table in force from the TableStore; the health state it changes is the key-indexed
+// trackers every table of the worker shares (dataplane/routing/backend_state.h). It
 // sleeps until the earliest due probe, or one probe interval when nothing is ejected (a
 // backend ejected meanwhile is due one interval after its ejection, so it is never late).
 #pragma once
@@ -32,6 +35,7 @@
 #include "dataplane/config_sync/table_store.h"
 #include "dataplane/observe/request_record.h"
 #include "dataplane/routing/backend_target.h"
+#include "dataplane/routing/health_tracker.h"
 #include "dataplane/upstream/upstream_pool.h"
 
 namespace llmproxy {
@@ -69,7 +73,9 @@ class Prober {
 
  private:
   boost::asio::awaitable<void> Loop();
-  boost::asio::awaitable<void> Probe(std::shared_ptr<const RoutingTable> table, size_t index);
+  // Probes `tracker` (one of backend `index`'s keys) through that backend's url and key.
+  boost::asio::awaitable<void> Probe(std::shared_ptr<const RoutingTable> table, size_t index,
+                                     std::shared_ptr<HealthTracker> tracker);
 
   TableStore& store_;
   const std::vector<RequestObserver*> observers_;

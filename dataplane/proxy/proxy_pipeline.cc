@@ -924,9 +924,10 @@ asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::Finish(AttemptRun& run) 
   // A whole answer: relay it, or retry.
   UpstreamCall& call = *run.call;
   const unsigned status = call.status();
-  const RetryDecision d = ReportAttempt(
-      run,
-      AttemptResult::Response(static_cast<int>(status), call.head()[http::field::retry_after]));
+  // The body too: a 400 saying the context window was exceeded may go to a larger model.
+  const RetryDecision d =
+      ReportAttempt(run, AttemptResult::Response(static_cast<int>(status),
+                                                 call.head()[http::field::retry_after], run.body));
   if (d.retryable()) {
     SavedError saved{status, {}, std::move(run.body)};
     for (const auto& f : call.head()) {

@@ -8,6 +8,8 @@ std::string_view ToString(AttemptOutcome outcome) {
       return "success";
     case AttemptOutcome::kClientError:
       return "client_error";
+    case AttemptOutcome::kContextLengthExceeded:
+      return "context_length_exceeded";
     case AttemptOutcome::kRateLimited:
       return "rate_limited";
     case AttemptOutcome::kServerError:

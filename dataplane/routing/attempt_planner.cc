@@ -14,6 +14,11 @@ bool IsTransient(AttemptOutcome outcome) {
          outcome == AttemptOutcome::kConnectError || outcome == AttemptOutcome::kProtocolError;
 }
 
+constexpr HealthScope kScopes[] = {HealthScope::kOrigin, HealthScope::kAccount,
+                                   HealthScope::kModel};
+
+uint8_t Bit(HealthScope scope) { return static_cast<uint8_t>(1u << static_cast<unsigned>(scope)); }
+
 }  // namespace
 
 Attempt::Attempt(Attempt&& other) noexcept
@@ -24,7 +29,10 @@ Attempt::Attempt(Attempt&& other) noexcept
       fail_open(other.fail_open),
       wait(other.wait),
       state(std::move(other.state)),
+      health(other.health),
       outstanding_(std::move(other.outstanding_)),
+      keep_(std::move(other.keep_)),
+      trials_(std::exchange(other.trials_, 0)),
       pending_(std::exchange(other.pending_, false)) {}
 
 Attempt& Attempt::operator=(Attempt&& other) noexcept {
@@ -37,7 +45,10 @@ Attempt& Attempt::operator=(Attempt&& other) noexcept {
     fail_open = other.fail_open;
     wait = other.wait;
     state = std::move(other.state);
+    health = other.health;
     outstanding_ = std::move(other.outstanding_);
+    keep_ = std::move(other.keep_);
+    trials_ = std::exchange(other.trials_, 0);
     pending_ = std::exchange(other.pending_, false);
   }
   return *this;
@@ -46,7 +57,13 @@ Attempt& Attempt::operator=(Attempt&& other) noexcept {
 Attempt::~Attempt() { Settle(); }
 
 void Attempt::Settle() {
-  if (pending_ && state) state->health().OnNeutral();
+  if (pending_ && trials_ != 0) {
+    // No verdict: give back only the trial slots this attempt took.
+    for (HealthScope scope : kScopes) {
+      if (trials_ & Bit(scope)) health.at(scope).OnNeutral();
+    }
+  }
+  trials_ = 0;
   pending_ = false;
 }
 
@@ -57,7 +74,7 @@ AttemptPlanner::AttemptPlanner(std::shared_ptr<const RoutingTable> table, ModelP
       random_(random),
       balancer_(table_->config.mode, random),
       clock_(std::move(clock)),
-      tried_(table_->backend_count(), false) {
+      tried_(table_->backend_count() * plan_.steps.size(), false) {
   const uint32_t retry = table_->config.retry;
   max_attempts_ = retry == std::numeric_limits<uint32_t>::max() ? retry : retry + 1;
 }
@@ -75,26 +92,38 @@ std::optional<Attempt> AttemptPlanner::NextUntried() {
 }
 
 std::optional<Attempt> AttemptPlanner::Fresh(SteadyTime now) {
-  // Untried, and not held by a Retry-After on its account. Only a request that met a
-  // Retry-After pays for the copy: the common path passes tried_ itself.
-  std::vector<bool> held;
-  if (!not_before_.empty()) {
-    held = tried_;
-    for (size_t b = 0; b < held.size(); ++b) {
-      if (not_before_[b] && *not_before_[b] > now) held[b] = true;
+  const size_t n = table_->backend_count();
+  PickInfo info;
+  if (holds_.empty() && failed_.empty() && !min_window_) {
+    // Nothing failed yet: the untried candidates straight from tried_, no copy.
+    // Earliest step with a healthy candidate first: an alias moves on to its next model
+    // rather than sending to an ejected backend of the current one.
+    for (size_t s = 0; s < plan_.steps.size(); ++s) {
+      if (auto b = balancer_.PickHealthy(*table_, *plan_.steps[s].candidates, tried_, now, s * n,
+                                         &info)) {
+        return MakeAttempt(s, *b, info, /*fail_open=*/false);
+      }
     }
-  }
-  const std::vector<bool>& skip = not_before_.empty() ? tried_ : held;
-  // Earliest step with a healthy candidate first: an alias moves on to its next model
-  // rather than sending to an ejected backend of the current one.
-  for (size_t s = 0; s < plan_.steps.size(); ++s) {
-    if (auto b = balancer_.PickHealthy(*table_, *plan_.steps[s].candidates, skip, now)) {
-      return MakeAttempt(s, *b, /*fail_open=*/false);
+    for (size_t s = 0; s < plan_.steps.size(); ++s) {
+      if (auto b = balancer_.PickFailOpen(*table_, *plan_.steps[s].candidates, tried_, now, s * n,
+                                          &info)) {
+        return MakeAttempt(s, *b, info, /*fail_open=*/true);
+      }
     }
+    return std::nullopt;
   }
-  for (size_t s = 0; s < plan_.steps.size(); ++s) {
-    if (auto b = balancer_.PickFailOpen(*table_, *plan_.steps[s].candidates, skip, now)) {
-      return MakeAttempt(s, *b, /*fail_open=*/true);
+  // Something failed: what does not share it first, healthy before ejected.
+  for (const bool fail_open : {false, true}) {
+    for (const bool avoid : {true, false}) {
+      if (avoid && failed_.empty()) continue;
+      for (size_t s = 0; s < plan_.steps.size(); ++s) {
+        BuildSkip(s, now, avoid);
+        const CandidateGroup& group = *plan_.steps[s].candidates;
+        std::optional<size_t> b = fail_open
+                                      ? balancer_.PickFailOpen(*table_, group, skip_, now, 0, &info)
+                                      : balancer_.PickHealthy(*table_, group, skip_, now, 0, &info);
+        if (b) return MakeAttempt(s, *b, info, fail_open);
+      }
     }
   }
   return std::nullopt;
@@ -106,13 +135,14 @@ std::optional<Attempt> AttemptPlanner::NextContinuation(size_t from_step, size_t
   const SteadyTime now = clock_();
   std::vector<bool> skip(table_->backend_count(), false);
   for (size_t b = 0; b < skip.size(); ++b) {
-    skip[b] = !table_->backend(b).prefill || b == broken || (b < exclude.size() && exclude[b]) ||
-              (!not_before_.empty() && not_before_[b] && *not_before_[b] > now);
+    skip[b] = !table_->backend(b).prefill || b == broken || (b < exclude.size() && exclude[b]);
   }
+  PickInfo info;
   for (int pass = 0; pass < 2; ++pass) {
     for (size_t s = from_step; s < plan_.steps.size(); ++s) {
-      if (auto b = balancer_.PickHealthy(*table_, *plan_.steps[s].candidates, skip, now)) {
-        return MakeAttempt(s, *b, /*fail_open=*/false);
+      if (auto b =
+              balancer_.PickHealthy(*table_, *plan_.steps[s].candidates, skip, now, 0, &info)) {
+        return MakeAttempt(s, *b, info, /*fail_open=*/false);
       }
     }
     if (broken >= skip.size() || !table_->backend(broken).prefill ||
@@ -122,6 +152,48 @@ std::optional<Attempt> AttemptPlanner::NextContinuation(size_t from_step, size_t
     skip[broken] = false;  // the second pass: the same backend again
   }
   return std::nullopt;
+}
+
+void AttemptPlanner::BuildSkip(size_t s, SteadyTime now, bool avoid) {
+  const size_t n = table_->backend_count();
+  skip_.assign(n, true);
+  const CandidateGroup& group = *plan_.steps[s].candidates;
+  for (size_t k = 0; k < group.backends.size(); ++k) {
+    const size_t b = group.backends[k];
+    if (tried_[s * n + b]) continue;
+    if (std::optional<SteadyTime> until = HeldUntil(group, k); until && *until > now) continue;
+    if (avoid && SharesFailure(group, k)) continue;
+    if (!WindowFits(s, b)) continue;
+    skip_[b] = false;
+  }
+}
+
+std::optional<SteadyTime> AttemptPlanner::HeldUntil(const CandidateGroup& group, size_t k) const {
+  const HealthTracker* model = group.health[k].model;
+  for (const auto& [key, until] : holds_) {
+    if (key == model) return until;
+  }
+  return std::nullopt;
+}
+
+bool AttemptPlanner::SharesFailure(const CandidateGroup& group, size_t k) const {
+  const CandidateHealth& c = table_->candidate(group, k);
+  return std::any_of(failed_.begin(), failed_.end(), [&](const Failed& f) {
+    return f.key == c.origin || f.key == c.account || f.key == c.model;
+  });
+}
+
+bool AttemptPlanner::OnTimedOutOrigin(const CandidateGroup& group, size_t k) const {
+  const HealthTracker* origin = table_->candidate(group, k).origin;
+  return std::any_of(failed_.begin(), failed_.end(),
+                     [&](const Failed& f) { return f.timeout && f.key == origin; });
+}
+
+bool AttemptPlanner::WindowFits(size_t step, size_t backend) const {
+  if (!min_window_) return true;
+  const BackendConfig& config = table_->backend(backend);
+  auto it = config.context_windows.find(ModelForStep(plan_.steps[step], config));
+  return it != config.context_windows.end() && it->second > *min_window_;
 }
 
 Millis AttemptPlanner::Backoff() {
@@ -143,11 +215,14 @@ std::optional<Attempt> AttemptPlanner::Repeat(SteadyTime now) {
     const CandidateGroup& group = *plan_.steps[s].candidates;
     std::vector<size_t> soonest;
     Millis wait = Millis::max();
-    for (size_t b : group.backends) {
-      if (!IsRoutable(table_->backend(b))) continue;
+    for (size_t k = 0; k < group.backends.size(); ++k) {
+      const size_t b = group.backends[k];
+      if (!IsRoutable(table_->backend(b)) || !WindowFits(s, b)) continue;
+      // A silent origin would cost another whole timeout.
+      if (!failed_.empty() && OnTimedOutOrigin(group, k)) continue;
       Millis held(0);
-      if (!not_before_.empty() && not_before_[b] && *not_before_[b] > now) {
-        held = std::chrono::ceil<Millis>(*not_before_[b] - now);
+      if (std::optional<SteadyTime> until = HeldUntil(group, k); until && *until > now) {
+        held = std::chrono::ceil<Millis>(*until - now);
         if (held > max_wait) continue;
       }
       const Millis w = std::max(backoff, held);
@@ -161,10 +236,12 @@ std::optional<Attempt> AttemptPlanner::Repeat(SteadyTime now) {
     if (soonest.empty()) continue;
     const std::optional<size_t> b = balancer_.Choose(*table_, group, soonest);
     if (!b) continue;
-    HealthTracker& health = table_->state(*b).health();
+    const size_t member = static_cast<size_t>(
+        std::find(group.backends.begin(), group.backends.end(), *b) - group.backends.begin());
+    const CandidateHealth& health = table_->candidate(group, member);
     const bool ejected = !health.IsAvailable(now + wait);
-    health.ForceAcquire(now + wait);
-    Attempt attempt = MakeAttempt(s, *b, ejected);
+    const PickInfo info{member, ForceAdmitCandidate(health, now + wait)};
+    Attempt attempt = MakeAttempt(s, *b, info, ejected);
     attempt.wait = wait;
     ++repeats_;
     return attempt;
@@ -172,17 +249,33 @@ std::optional<Attempt> AttemptPlanner::Repeat(SteadyTime now) {
   return std::nullopt;
 }
 
-Attempt AttemptPlanner::MakeAttempt(size_t step, size_t backend, bool fail_open) {
-  tried_[backend] = true;
-  ++attempts_;
+Attempt AttemptPlanner::MakeAttempt(size_t step, size_t backend, const PickInfo& info,
+                                    bool fail_open) {
+  const size_t n = table_->backend_count();
+  const BackendConfig& config = table_->backend(backend);
   Attempt attempt;
+  attempt.model = ModelForStep(plan_.steps[step], config);
+  tried_[step * n + backend] = true;
+  // The same (backend, model) in another step (cross_model_fallback's default model) is
+  // the same candidate.
+  for (size_t s = 0; s < plan_.steps.size(); ++s) {
+    if (s == step || tried_[s * n + backend]) continue;
+    const auto& members = plan_.steps[s].candidates->backends;
+    if (std::find(members.begin(), members.end(), backend) != members.end() &&
+        ModelForStep(plan_.steps[s], config) == attempt.model) {
+      tried_[s * n + backend] = true;
+    }
+  }
+  ++attempts_;
   attempt.backend = backend;
   attempt.step = step;
-  attempt.model = ModelForStep(plan_.steps[step], table_->backend(backend));
   attempt.rewrite_model = attempt.model != plan_.requested;
   attempt.fail_open = fail_open;
   attempt.state = table_->state_ptr(backend);
+  attempt.health = table_->candidate(*plan_.steps[step].candidates, info.member);
   attempt.outstanding_ = OutstandingGuard(attempt.state);
+  attempt.trials_ = info.trials;
+  if (info.trials != 0) attempt.keep_ = table_->health_ptr(backend);
   attempt.pending_ = true;
   return attempt;
 }
@@ -191,35 +284,74 @@ void AttemptPlanner::Report(Attempt& attempt, const RetryDecision& decision,
                             std::optional<double> latency_seconds) {
   if (!decision.retryable()) stopped_ = true;
   last_outcome_ = decision.outcome;
-  if (decision.health == HealthEffect::kCooldown && decision.cooldown) {
-    // The account's limit: every entry that spends from it waits as long.
-    const SteadyTime until = clock_() + *decision.cooldown;
-    const std::string& account = table_->target(attempt.backend).account;
-    not_before_.resize(table_->backend_count());
-    for (size_t b = 0; b < not_before_.size(); ++b) {
-      if (table_->target(b).account == account) not_before_[b] = until;
+  const CandidateHealth& health = attempt.health;
+  if (decision.outcome == AttemptOutcome::kContextLengthExceeded) {
+    // Only a larger window may take it: the failed model's declared one, else the one the
+    // error states. Not an alias, or nothing to compare with: the 400 goes back.
+    std::optional<uint64_t> window = decision.context_window;
+    const auto& declared = table_->backend(attempt.backend).context_windows;
+    if (auto it = declared.find(attempt.model); it != declared.end()) window = it->second;
+    if (plan_.kind != ModelPlan::Kind::kAlias || !window) {
+      stopped_ = true;
+    } else {
+      min_window_ = std::max(min_window_.value_or(0), *window);
     }
   }
-  if (!attempt.pending_ || !attempt.state) return;  // reported already
-  attempt.pending_ = false;
-  HealthTracker& health = attempt.state->health();
-  switch (decision.health) {
-    case HealthEffect::kSuccess:
-      health.OnSuccess();
-      break;
-    case HealthEffect::kFailure:
-      health.OnFailure(clock_());
-      break;
-    case HealthEffect::kEject:
-      health.OnAuthFailure(clock_());
-      break;
-    case HealthEffect::kCooldown:
-      health.OnRetryAfter(clock_(), decision.cooldown.value_or(Millis(0)));
-      break;
-    case HealthEffect::kNeutral:
-      health.OnNeutral();
-      break;
+  const bool failure = decision.health == HealthEffect::kFailure ||
+                       decision.health == HealthEffect::kEject ||
+                       decision.health == HealthEffect::kCooldown;
+  if (failure && health.origin != nullptr) {
+    const HealthTracker* key = &health.at(decision.scope);
+    const bool timeout = decision.outcome == AttemptOutcome::kTimeout;
+    auto it =
+        std::find_if(failed_.begin(), failed_.end(), [&](const Failed& f) { return f.key == key; });
+    if (it == failed_.end()) {
+      failed_.push_back({key, timeout});
+    } else {
+      it->timeout |= timeout;
+    }
   }
+  if (decision.health == HealthEffect::kCooldown && decision.cooldown && health.model) {
+    // The (account, model)'s limit: every entry that spends from it waits as long.
+    const SteadyTime until = clock_() + *decision.cooldown;
+    auto it = std::find_if(holds_.begin(), holds_.end(),
+                           [&](const auto& h) { return h.first == health.model; });
+    if (it == holds_.end()) {
+      holds_.emplace_back(health.model, until);
+    } else {
+      it->second = until;
+    }
+  }
+  if (!attempt.pending_ || health.origin == nullptr) return;  // reported already
+  attempt.pending_ = false;
+  if (decision.health == HealthEffect::kSuccess) {
+    // The common case: three lock-free no-ops on clean trackers, and no clock read.
+    health.origin->OnSuccess();
+    health.account->OnSuccess();
+    health.model->OnSuccess();
+    attempt.trials_ = 0;
+    attempt.keep_.reset();
+    if (latency_seconds) attempt.state->RecordLatency(*latency_seconds);
+    return;
+  }
+  const SteadyTime now = clock_();
+  for (HealthScope scope : kScopes) {
+    HealthTracker& tracker = health.at(scope);
+    if (decision.health == HealthEffect::kNeutral || scope > decision.scope) {
+      // Nothing learnt about this key (a narrower one than the failure's): free its trial.
+      if (attempt.trials_ & Bit(scope)) tracker.OnNeutral();
+    } else if (scope < decision.scope) {
+      tracker.OnSuccess();  // it answered: the origin is reachable, the key accepted
+    } else if (decision.health == HealthEffect::kFailure) {
+      tracker.OnFailure(now);
+    } else if (decision.health == HealthEffect::kEject) {
+      tracker.OnAuthFailure(now);
+    } else {
+      tracker.OnRetryAfter(now, decision.cooldown.value_or(Millis(0)));
+    }
+  }
+  attempt.trials_ = 0;
+  attempt.keep_.reset();
   if (latency_seconds) attempt.state->RecordLatency(*latency_seconds);
 }
 

@@ -7,8 +7,7 @@
 
 namespace llmproxy {
 
-BackendState::BackendState(std::string name, HealthConfig health)
-    : name_(std::move(name)), health_(std::move(health)) {}
+BackendState::BackendState(std::string name) : name_(std::move(name)) {}
 
 void BackendState::RecordLatency(double seconds) {
   if (!(seconds >= 0)) return;  // also drops NaN
@@ -76,6 +75,28 @@ std::shared_ptr<BackendState> BackendStateRegistry::Get(std::string_view name) {
 
 void BackendStateRegistry::Retain(const RoutingTable& table) {
   std::lock_guard lock(mu_);
+  std::map<std::string, std::shared_ptr<HealthTracker>, std::less<>> kept_trackers;
+  auto rebind = [&](BackendHealth::Keyed& k) {
+    std::shared_ptr<HealthTracker> tracker;
+    if (auto it = kept_trackers.find(k.key); it != kept_trackers.end()) {
+      tracker = it->second;
+    } else if (auto old = trackers_.find(k.key); old != trackers_.end()) {
+      tracker = old->second;
+    } else {
+      tracker = k.tracker;  // the table's fresh one: nobody else has seen it yet
+    }
+    if (kept_trackers.emplace(k.key, tracker).second) tracker->SetConfig(table.config.health);
+    k.tracker = std::move(tracker);
+  };
+  for (size_t i = 0; i < table.backend_count(); ++i) {
+    BackendHealth& health = *table.health_[i];
+    rebind(health.origin);
+    rebind(health.account);
+    for (BackendHealth::ModelTracker& m : health.models) rebind(m.keyed);
+  }
+  trackers_ = std::move(kept_trackers);
+  table.BindGroupHealth();
+
   std::map<std::string, std::shared_ptr<BackendState>, std::less<>> kept;
   for (size_t i = 0; i < table.backend_count(); ++i) {
     const std::string& name = table.backend(i).name;
@@ -88,7 +109,7 @@ void BackendStateRegistry::Retain(const RoutingTable& table) {
       // Adopt the table's fresh state: nobody else has seen it yet.
       state = table.states_[i];
     }
-    state->health().SetConfig(table.config.health);
+    state->health_ = table.health_[i];
     kept.emplace(name, state);
     table.states_[i] = std::move(state);
   }
@@ -100,11 +121,17 @@ std::vector<BackendStateSnapshot> BackendStateRegistry::Snapshot(SteadyTime now)
   std::vector<BackendStateSnapshot> rows;
   rows.reserve(states_.size());
   for (const auto& [name, state] : states_) {
-    HealthSnapshot health = state->health().Snapshot(now);
-    rows.push_back({name, health.up, state->outstanding(), state->ewma_seconds(),
-                    health.consecutive_failures});
+    const BackendHealth* health = state->health_.get();
+    rows.push_back({name, health == nullptr || health->IsUp(now), state->outstanding(),
+                    state->ewma_seconds(), health ? health->ConsecutiveFailures(now) : 0});
   }
   return rows;
+}
+
+std::shared_ptr<HealthTracker> BackendStateRegistry::Tracker(std::string_view key) const {
+  std::lock_guard lock(mu_);
+  auto it = trackers_.find(key);
+  return it == trackers_.end() ? nullptr : it->second;
 }
 
 }  // namespace llmproxy

@@ -1,7 +1,9 @@
 // Runtime state of one backend, keyed by its name so that it survives config reloads
-// that keep the name: requests in flight (for least-busy and load reports), latency
-// EWMA (least-busy tie-break) and passive health. Everything here is safe to use from
-// several io threads at once; nothing is locked across backends.
+// that keep the name: requests in flight (for least-busy and load reports) and latency
+// EWMA (least-busy tie-break). Its health is not here but in trackers keyed by what a
+// failure is about (origin, account, account-model: backend_health.h), which the
+// registry below keeps across reloads too. Everything here is safe to use from several
+// io threads at once; nothing is locked across backends.
 #pragma once
 
 #include <array>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "common/config/config.h"
+#include "dataplane/routing/backend_health.h"
 #include "dataplane/routing/clock.h"
 #include "dataplane/routing/health_tracker.h"
 
@@ -26,11 +29,9 @@ struct RoutingTable;
 
 class BackendState {
  public:
-  explicit BackendState(std::string name, HealthConfig health = {});
+  explicit BackendState(std::string name);
 
   const std::string& name() const { return name_; }
-  HealthTracker& health() { return health_; }
-  const HealthTracker& health() const { return health_; }
 
   // Requests currently sent to this backend and not finished (see OutstandingGuard).
   int64_t outstanding() const { return outstanding_.load(std::memory_order_relaxed); }
@@ -51,12 +52,16 @@ class BackendState {
   std::optional<std::chrono::milliseconds> FirstTokenP95() const;
 
  private:
+  friend class BackendStateRegistry;
+
   const std::string name_;
-  HealthTracker health_;
   std::atomic<int64_t> outstanding_{0};
   std::atomic<double> ewma_seconds_{0.0};
   std::array<std::atomic<uint32_t>, kFirstTokenSamples> first_token_ms_{};  // ms + 1; 0 = none
   std::atomic<uint64_t> first_token_count_{0};
+  // The trackers of the table this state was last bound to, for Snapshot; guarded by the
+  // registry's mutex (requests reach health through their own table).
+  std::shared_ptr<const BackendHealth> health_;
 };
 
 // Counts one request as outstanding on a backend for as long as it lives (move-only).
@@ -85,9 +90,10 @@ struct BackendStateSnapshot {
   uint32_t consecutive_failures = 0;
 };
 
-// All backends' runtime state of one worker, by name. The mutex guards only the map,
-// touched at reloads, Get and Snapshot; requests reach their state through
-// RoutingTable::state(i) without it.
+// All backends' runtime state of one worker, by name, and their health trackers, by key
+// (backend_health.h). The mutex guards only the maps, touched at reloads, Get and
+// Snapshot; requests reach their state through RoutingTable::state(i) and
+// RoutingTable::candidate without it.
 class BackendStateRegistry {
  public:
   BackendStateRegistry() = default;
@@ -98,17 +104,24 @@ class BackendStateRegistry {
   std::shared_ptr<BackendState> Get(std::string_view name);
 
   // Makes `table` the current one: binds each of its backends to the state of the same
-  // name (created when new), applies the table's health config to them, and drops the
-  // state of names the table no longer has (requests still holding an older table keep
-  // theirs alive until they finish). Call before sharing the table with other threads.
+  // name (created when new) and each of its health trackers to the tracker of the same
+  // key (an origin, account or account-model that some backend of the previous table
+  // also had keeps its health), applies the table's health config to them, and drops
+  // the states and trackers the table no longer has (requests still holding an older
+  // table keep theirs alive until they finish). Call before sharing the table with other
+  // threads.
   void Retain(const RoutingTable& table);
 
   // Every known backend, sorted by name.
   std::vector<BackendStateSnapshot> Snapshot(SteadyTime now) const;
 
+  // The tracker bound to `key` (backend_health.h's *HealthKey), or nullptr.
+  std::shared_ptr<HealthTracker> Tracker(std::string_view key) const;
+
  private:
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<BackendState>, std::less<>> states_;
+  std::map<std::string, std::shared_ptr<HealthTracker>, std::less<>> trackers_;
 };
 
 }  // namespace llmproxy

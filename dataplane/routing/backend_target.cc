@@ -21,7 +21,8 @@ BackendTarget MakeBackendTarget(const BackendConfig& backend) {
   }
   t.bearer = "Bearer " + backend.api_key;
   // An unparsable url is its own account: nothing is shared with it.
-  t.account = (t.url ? t.url->Origin() : backend.url) + '\n' + backend.api_key;
+  t.origin = t.url ? t.url->Origin() : backend.url;
+  t.account = t.origin + '\n' + backend.api_key;
   for (const auto& [name, value] : backend.headers) {
     t.headers_set_host |= EqualsNoCase(name, "host");
     t.headers_set_request_id |= EqualsNoCase(name, "x-request-id");

@@ -23,8 +23,11 @@ struct BackendTarget {
   std::string probe_target;  // url base path + "/models": the health probe (prober.h)
   std::string host_header;
   std::string bearer;  // "Bearer <api_key>"
-  // The provider account the entry spends from: origin and key (never logged). Two
-  // entries with the same account share its rate limits (docs/routing.md, retries).
+  // The provider origin (scheme, host, port): transport failures belong to it, so every
+  // entry on it shares them (docs/routing.md "Health").
+  std::string origin;
+  // The provider account the entry spends from: origin + '\n' + key (never logged). Two
+  // entries with the same account share its rate limits and its auth failures.
   std::string account;
   // What the backend's configured headers already set, so the proxy does not add its own.
   bool headers_set_host = false;

@@ -7,46 +7,96 @@
 namespace llmproxy {
 namespace {
 
-bool Tried(const std::vector<bool>& tried, size_t i) { return i < tried.size() && tried[i]; }
+bool Skipped(const std::vector<bool>& skip, size_t offset, size_t i) {
+  return offset + i < skip.size() && skip[offset + i];
+}
+
+constexpr HealthScope kScopes[] = {HealthScope::kOrigin, HealthScope::kAccount,
+                                   HealthScope::kModel};
+
+uint8_t Bit(HealthScope scope) { return static_cast<uint8_t>(1u << static_cast<unsigned>(scope)); }
+
+size_t MemberOf(const CandidateGroup& group, size_t backend) {
+  return static_cast<size_t>(std::find(group.backends.begin(), group.backends.end(), backend) -
+                             group.backends.begin());
+}
 
 }  // namespace
 
 bool IsRoutable(const BackendConfig& backend) { return backend.weight > 0 && !backend.drained; }
 
+bool AdmitCandidate(const CandidateHealth& health, SteadyTime now, uint8_t& trials) {
+  trials = 0;
+  for (HealthScope scope : kScopes) {
+    const HealthTracker::Admission a = health.at(scope).Admit(now);
+    if (a == HealthTracker::Admission::kRefused) {
+      for (HealthScope taken : kScopes) {
+        if (trials & Bit(taken)) health.at(taken).OnNeutral();
+      }
+      trials = 0;
+      return false;
+    }
+    if (a == HealthTracker::Admission::kTrial) trials |= Bit(scope);
+  }
+  return true;
+}
+
+uint8_t ForceAdmitCandidate(const CandidateHealth& health, SteadyTime now) {
+  uint8_t trials = 0;
+  for (HealthScope scope : kScopes) {
+    if (health.at(scope).ForceAcquire(now)) trials |= Bit(scope);
+  }
+  return trials;
+}
+
 std::optional<size_t> Balancer::PickHealthy(const RoutingTable& table, const CandidateGroup& group,
-                                            const std::vector<bool>& tried, SteadyTime now) {
+                                            const std::vector<bool>& skip, SteadyTime now,
+                                            size_t skip_offset, PickInfo* info) {
   std::vector<size_t> eligible;
   eligible.reserve(group.backends.size());
-  for (size_t i : group.backends) {
-    if (IsRoutable(table.backend(i)) && !Tried(tried, i) &&
-        table.state(i).health().IsAvailable(now)) {
+  for (size_t k = 0; k < group.backends.size(); ++k) {
+    const size_t i = group.backends[k];
+    if (IsRoutable(table.backend(i)) && !Skipped(skip, skip_offset, i) &&
+        table.candidate(group, k).IsAvailable(now)) {
       eligible.push_back(i);
     }
   }
-  // TryAcquire fails only when another request took the trial slot in between; drop
-  // that candidate and choose again.
+  // Admission fails only when another request took a trial slot in between; drop that
+  // candidate and choose again.
   while (!eligible.empty()) {
     std::optional<size_t> chosen = Choose(table, group, eligible);
     if (!chosen) return std::nullopt;
-    if (table.state(*chosen).health().TryAcquire(now)) return chosen;
+    const size_t member = MemberOf(group, *chosen);
+    uint8_t trials = 0;
+    if (AdmitCandidate(table.candidate(group, member), now, trials)) {
+      if (info) *info = {member, trials};
+      return chosen;
+    }
     eligible.erase(std::find(eligible.begin(), eligible.end(), *chosen));
   }
   return std::nullopt;
 }
 
 std::optional<size_t> Balancer::PickFailOpen(const RoutingTable& table, const CandidateGroup& group,
-                                             const std::vector<bool>& tried, SteadyTime now) {
+                                             const std::vector<bool>& skip, SteadyTime now,
+                                             size_t skip_offset, PickInfo* info) {
   std::optional<size_t> best;
+  size_t best_member = 0;
   SteadyTime best_until{};
-  for (size_t i : group.backends) {
-    if (!IsRoutable(table.backend(i)) || Tried(tried, i)) continue;
-    SteadyTime until = table.state(i).health().Snapshot(now).ejected_until.value_or(now);
+  for (size_t k = 0; k < group.backends.size(); ++k) {
+    const size_t i = group.backends[k];
+    if (!IsRoutable(table.backend(i)) || Skipped(skip, skip_offset, i)) continue;
+    const SteadyTime until = table.candidate(group, k).AvailableAt(now);
     if (!best || until < best_until) {
       best = i;
+      best_member = k;
       best_until = until;
     }
   }
-  if (best) table.state(*best).health().ForceAcquire(now);
+  if (best) {
+    const uint8_t trials = ForceAdmitCandidate(table.candidate(group, best_member), now);
+    if (info) *info = {best_member, trials};
+  }
   return best;
 }
 

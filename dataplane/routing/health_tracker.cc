@@ -17,8 +17,7 @@ bool HealthTracker::IsUp(SteadyTime now) const {
   return state_ != State::kEjected || now >= ejected_until_;
 }
 
-bool HealthTracker::IsAvailable(SteadyTime now) const {
-  if (healthy_.load(std::memory_order_relaxed)) return true;
+bool HealthTracker::IsAvailableSlow(SteadyTime now) const {
   std::lock_guard lock(mu_);
   switch (state_) {
     case State::kHealthy:
@@ -33,29 +32,27 @@ bool HealthTracker::IsAvailable(SteadyTime now) const {
   return false;
 }
 
-bool HealthTracker::TryAcquire(SteadyTime now) {
-  if (healthy_.load(std::memory_order_relaxed)) return true;
+HealthTracker::Admission HealthTracker::AdmitSlow(SteadyTime now) {
   std::lock_guard lock(mu_);
   switch (state_) {
     case State::kHealthy:
-      return true;
+      return Admission::kAdmitted;
     case State::kEjected:
-      if (now < ejected_until_) return false;
+      if (now < ejected_until_) return Admission::kRefused;
       break;
     case State::kTrial:
-      if (now - trial_started_ < config_.max_cooldown) return false;
+      if (now - trial_started_ < config_.max_cooldown) return Admission::kRefused;
       break;
   }
   state_ = State::kTrial;
   trial_started_ = now;
   PublishLocked();
-  return true;
+  return Admission::kTrial;
 }
 
-void HealthTracker::ForceAcquire(SteadyTime now) { TryAcquire(now); }
+bool HealthTracker::ForceAcquire(SteadyTime now) { return Admit(now) == Admission::kTrial; }
 
-void HealthTracker::OnSuccess() {
-  if (clean_.load(std::memory_order_relaxed)) return;
+void HealthTracker::OnSuccessSlow() {
   std::lock_guard lock(mu_);
   state_ = State::kHealthy;
   consecutive_failures_ = 0;

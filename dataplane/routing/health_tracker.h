@@ -1,5 +1,7 @@
-// Health of one backend: passive, driven by the outcomes of real requests, and, when
-// health.probe_interval > 0, active probes of an ejected backend (half-open circuit).
+// Health of one key (a provider origin, an account, or an account's model: see
+// backend_health.h for who shares a tracker): passive, driven by the outcomes of real
+// requests, and, when health.probe_interval > 0, active probes while ejected (half-open
+// circuit). "Backend" below is whatever the key names.
 //
 // healthy --(failure_threshold consecutive failures | auth failure | Retry-After)-->
 // ejected until T --(T passed; the first TryAcquire)--> trial (one request in flight,
@@ -16,7 +18,7 @@
 // outage. A Retry-After ejection is not probed: the upstream said when to come back. The
 // trial path stays as it is (with probing off it is the only way back).
 //
-// Thread-safe: a small per-backend mutex; nothing is shared between backends.
+// Thread-safe: a small per-key mutex; nothing is shared between keys.
 #pragma once
 
 #include <atomic>
@@ -49,16 +51,28 @@ class HealthTracker {
   bool IsUp(SteadyTime now) const;
   // Whether a balancer may consider this backend now: healthy, or cooldown over and no
   // trial in flight. Does not change state (filtering must not grant trials).
-  bool IsAvailable(SteadyTime now) const;
+  bool IsAvailable(SteadyTime now) const {
+    return healthy_.load(std::memory_order_relaxed) || IsAvailableSlow(now);
+  }
   // Called once for the backend actually picked. True: send the request. Grants the
   // single trial when the cooldown is over; false when someone else got it first.
-  bool TryAcquire(SteadyTime now);
-  // Like TryAcquire but always true: the all-ejected fail-open path (balancer.h).
-  // Takes the trial slot when one is due, so its outcome counts as the trial's.
-  void ForceAcquire(SteadyTime now);
+  bool TryAcquire(SteadyTime now) { return Admit(now) != Admission::kRefused; }
+  // TryAcquire's verdict, telling a free pass from the trial slot this call took (a
+  // candidate judged by several trackers gives back only the trials it took).
+  enum class Admission { kRefused, kAdmitted, kTrial };
+  Admission Admit(SteadyTime now) {
+    return healthy_.load(std::memory_order_relaxed) ? Admission::kAdmitted : AdmitSlow(now);
+  }
+  // Like TryAcquire but always admits: the all-ejected fail-open path (balancer.h).
+  // Takes the trial slot when one is due, so its outcome counts as the trial's; true when
+  // it took it.
+  bool ForceAcquire(SteadyTime now);
 
   // Outcomes. Every TryAcquire/ForceAcquire should be followed by exactly one of them.
-  void OnSuccess();                    // also for answers that are not health failures (4xx)
+  // Also for answers that are not health failures (4xx).
+  void OnSuccess() {
+    if (!clean_.load(std::memory_order_relaxed)) OnSuccessSlow();
+  }
   void OnFailure(SteadyTime now);      // connect error, timeout, 5xx, 429 without Retry-After
   void OnAuthFailure(SteadyTime now);  // 401/403: eject now (doubling cooldown)
   // 429 with Retry-After: eject for exactly `delay` (capped at max_cooldown).
@@ -86,6 +100,11 @@ class HealthTracker {
 
  private:
   enum class State { kHealthy, kEjected, kTrial };
+
+  // The locked paths of the inline checks above (called when not healthy / not clean).
+  bool IsAvailableSlow(SteadyTime now) const;
+  Admission AdmitSlow(SteadyTime now);
+  void OnSuccessSlow();
 
   void EjectLocked(SteadyTime now, Millis duration);
   void PublishLocked();  // refresh the lock-free mirrors below

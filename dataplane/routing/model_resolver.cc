@@ -49,10 +49,9 @@ ModelPlan ResolveModel(const RoutingTable& table, std::string_view requested) {
 
 const std::string& ModelForStep(const PlanStep& step, const BackendConfig& backend) {
   if (!step.model.empty()) return step.model;
-  // The loader fills default_model from models[0]; a table pushed without either sends
-  // an empty model, which the upstream will reject with its own 4xx.
-  return backend.default_model.empty() && !backend.models.empty() ? backend.models.front()
-                                                                  : backend.default_model;
+  // A table pushed with neither default_model nor models sends an empty model, which the
+  // upstream will reject with its own 4xx.
+  return DefaultModelOf(backend);
 }
 
 }  // namespace llmproxy

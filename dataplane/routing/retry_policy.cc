@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstdint>
 
+#include "dataplane/routing/context_length_error.h"
+
 namespace llmproxy {
 namespace {
 
@@ -132,8 +134,14 @@ std::optional<WallTime> ParseHttpDate(std::string_view s) {
                                              seconds(d.second));
 }
 
-RetryDecision Decide(RetryAction action, HealthEffect health, AttemptOutcome outcome) {
-  return {action, health, std::nullopt, outcome};
+RetryDecision Decide(RetryAction action, HealthEffect health, AttemptOutcome outcome,
+                     HealthScope scope = HealthScope::kModel) {
+  return {action, health, std::nullopt, outcome, scope, std::nullopt};
+}
+
+// Transport failures: the provider origin's.
+RetryDecision Transport(AttemptOutcome outcome) {
+  return Decide(RetryAction::kRetry, HealthEffect::kFailure, outcome, HealthScope::kOrigin);
 }
 
 }  // namespace
@@ -160,13 +168,13 @@ RetryDecision ClassifyAttempt(const AttemptResult& result, WallTime now) {
   using K = AttemptResult::Kind;
   switch (result.kind) {
     case K::kConnectError:
-      return Decide(RetryAction::kRetry, HealthEffect::kFailure, AttemptOutcome::kConnectError);
+      return Transport(AttemptOutcome::kConnectError);
     case K::kTlsError:
-      return Decide(RetryAction::kRetry, HealthEffect::kFailure, AttemptOutcome::kTlsError);
+      return Transport(AttemptOutcome::kTlsError);
     case K::kTimeout:
-      return Decide(RetryAction::kRetry, HealthEffect::kFailure, AttemptOutcome::kTimeout);
+      return Transport(AttemptOutcome::kTimeout);
     case K::kProtocolError:
-      return Decide(RetryAction::kRetry, HealthEffect::kFailure, AttemptOutcome::kProtocolError);
+      return Transport(AttemptOutcome::kProtocolError);
     case K::kBodyTooLarge:
       return Decide(RetryAction::kGiveUp, HealthEffect::kNeutral, AttemptOutcome::kBodyTooLarge);
     case K::kBrokenStream:
@@ -190,7 +198,16 @@ RetryDecision ClassifyAttempt(const AttemptResult& result, WallTime now) {
     return d;
   }
   if (status == 401 || status == 403) {
-    return Decide(RetryAction::kRetryAndEject, HealthEffect::kEject, AttemptOutcome::kAuthError);
+    return Decide(RetryAction::kRetryAndEject, HealthEffect::kEject, AttemptOutcome::kAuthError,
+                  HealthScope::kAccount);
+  }
+  if (status == 400) {
+    if (std::optional<ContextLengthError> e = ReadContextLengthError(result.body)) {
+      RetryDecision d = Decide(RetryAction::kRetry, HealthEffect::kSuccess,
+                               AttemptOutcome::kContextLengthExceeded);
+      d.context_window = e->stated_window;
+      return d;
+    }
   }
   if (status >= 500 && status < 600) {
     return Decide(RetryAction::kRetry, HealthEffect::kFailure, AttemptOutcome::kServerError);

@@ -1,24 +1,30 @@
 // What one upstream attempt's result means for the request (retry or not) and for the
 // backend's health (docs/routing.md):
 //
-//   result                         action             health           outcome label
-//   2xx                            kSuccess           success          success
-//   connect error (DNS/TCP/send)   kRetry             failure          connect_error
-//   TLS handshake/verification     kRetry             failure          tls_error
-//   timeout before the first byte  kRetry             failure          timeout
-//   malformed or cut-short answer  kRetry             failure          protocol_error
-//   answer over the size limit     kGiveUp            neutral(**)      body_too_large
-//   429 with a valid Retry-After   kRetry             cooldown = it    rate_limited
-//   429 without one                kRetry             failure          rate_limited
-//   5xx                            kRetry             failure          server_error
-//   401, 403                       kRetryAndEject     eject now        auth_error
-//   other 4xx (and 1xx/3xx)        kPassThrough       success(*)       client_error
-//   status outside 100..599        kRetry             failure          server_error
-//   stream broken after bytes sent kGiveUp            failure          broken_stream
-//   client went away               kGiveUp            neutral          cancelled
+//   result                         action           health         scope    outcome label
+//   2xx                            kSuccess         success        -        success
+//   connect error (DNS/TCP/send)   kRetry           failure        origin   connect_error
+//   TLS handshake/verification     kRetry           failure        origin   tls_error
+//   timeout before the first byte  kRetry           failure        origin   timeout
+//   malformed or cut-short answer  kRetry           failure        origin   protocol_error
+//   answer over the size limit     kGiveUp          neutral(**)    -        body_too_large
+//   429 with a valid Retry-After   kRetry           cooldown = it  model    rate_limited
+//   429 without one                kRetry           failure        model    rate_limited
+//   5xx                            kRetry           failure        model    server_error
+//   401, 403                       kRetryAndEject   eject now      account  auth_error
+//   400 context length exceeded    kRetry(***)      success(*)     -        context_length_exceeded
+//   other 4xx (and 1xx/3xx)        kPassThrough     success(*)     -        client_error
+//   status outside 100..599        kRetry           failure        model    server_error
+//   stream broken after bytes sent kGiveUp          failure        model    broken_stream
+//   client went away               kGiveUp          neutral        -        cancelled
 // (*) the backend answered sensibly, so it counts as alive.
 // (**) the size follows from the request, so another backend would answer as much, and
 //      the backend itself is fine; the client gets a 502.
+// (***) only to a larger model of the alias (AttemptPlanner); with none, the 400 goes back
+//      as it came (context_length_error.h says what counts as one).
+// Scope: which health key the failure is about (backend_health.h): origin = (scheme, host,
+// port), account = origin + key, model = (account, model). The broader keys of an
+// answered failure count a success (the origin answered; the key was accepted).
 // A stream's attempt is classified when the stream ends (relayed to its end: its status
 // row; broken: broken_stream), so a backend whose streams break keeps counting failures.
 //
@@ -31,6 +37,7 @@
 
 #include "common/config/config.h"
 #include "dataplane/routing/attempt_outcome.h"
+#include "dataplane/routing/backend_health.h"
 #include "dataplane/routing/clock.h"
 
 namespace llmproxy {
@@ -49,11 +56,15 @@ struct AttemptResult {
   Kind kind = Kind::kResponse;
   int status = 0;                // kResponse only
   std::string_view retry_after;  // the response's Retry-After header; empty if absent
+  // The answer's body when it was read whole (a 400 is looked at for a context-length
+  // error, its first kMaxContextErrorBytes only); empty if not.
+  std::string_view body;
 
-  static AttemptResult Response(int status, std::string_view retry_after = {}) {
-    return {Kind::kResponse, status, retry_after};
+  static AttemptResult Response(int status, std::string_view retry_after = {},
+                                std::string_view body = {}) {
+    return {Kind::kResponse, status, retry_after, body};
   }
-  static AttemptResult Of(Kind kind) { return {kind, 0, {}}; }
+  static AttemptResult Of(Kind kind) { return {kind, 0, {}, {}}; }
 };
 
 enum class RetryAction {
@@ -77,6 +88,11 @@ struct RetryDecision {
   HealthEffect health = HealthEffect::kSuccess;
   std::optional<Millis> cooldown;  // kCooldown: the parsed Retry-After
   AttemptOutcome outcome = AttemptOutcome::kSuccess;
+  // The key a kFailure / kEject / kCooldown is about (the table above).
+  HealthScope scope = HealthScope::kModel;
+  // kContextLengthExceeded: the window the error states ("maximum context length is
+  // 8192 tokens"), when it states one.
+  std::optional<uint64_t> context_window;
 
   bool retryable() const {
     return action == RetryAction::kRetry || action == RetryAction::kRetryAndEject;

@@ -5,11 +5,12 @@
 // It also carries what the proxy sends to each backend (BackendTarget: parsed url,
 // targets, credentials), computed here once per version.
 //
-// The only runtime part is each backend's BackendState (health, outstanding, EWMA),
-// reached through state(i). Build() gives every backend a fresh, private state;
-// BackendStateRegistry::Retain(table) rebinds them to the registry's shared,
-// name-keyed states so they survive reloads. Call Retain before the table is shared
-// with other threads.
+// The runtime parts are each backend's BackendState (outstanding, EWMA), reached through
+// state(i), and its health trackers (origin, account, account-model: backend_health.h),
+// reached through health(i) or, for one candidate of a group, candidate(group, k). Build()
+// gives every backend fresh, private ones; BackendStateRegistry::Retain(table) rebinds
+// them to the registry's shared ones (states by name, trackers by key) so they survive
+// reloads. Call Retain before the table is shared with other threads.
 #pragma once
 
 #include <atomic>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "common/config/config.h"
+#include "dataplane/routing/backend_health.h"
 #include "dataplane/routing/backend_target.h"
 
 namespace llmproxy {
@@ -35,6 +37,13 @@ class BackendStateRegistry;
 // lives.
 struct CandidateGroup {
   std::vector<size_t> backends;  // indices into config.backends, in config order
+  // Parallel to backends: that candidate's trackers (origin, account, and the (account,
+  // model) of the model this group sends it: the group's model; the all-backends group:
+  // each one's default model), flat so a pick reads them without chasing pointers. Set
+  // by Build, rebound by BackendStateRegistry::Retain before the table is shared.
+  mutable std::vector<CandidateHealth> health;
+  // The model this group sends ("" for the all-backends group: each default model).
+  std::string model;
   // Round-robin cursor. One per group per table version: rotation over a model's
   // backends is independent of other models and restarts at a reload.
   mutable std::atomic<uint64_t> rr_cursor{0};
@@ -65,6 +74,16 @@ struct RoutingTable {
   // Runtime state of backend i (see the file comment). Never null.
   BackendState& state(size_t i) const { return *states_[i]; }
   const std::shared_ptr<BackendState>& state_ptr(size_t i) const { return states_[i]; }
+  // Health trackers of backend i (backend_health.h). Never null.
+  const BackendHealth& health(size_t i) const { return *health_[i]; }
+  const std::shared_ptr<BackendHealth>& health_ptr(size_t i) const { return health_[i]; }
+  // The trackers of the k-th member of `group` (one of this table's groups).
+  const CandidateHealth& candidate(const CandidateGroup& group, size_t k) const {
+    return group.health[k];
+  }
+  // llmproxy_backend_up{backend}: routable-or-not aside, its origin and account are not in
+  // a cooldown and at least one of its models is not either.
+  bool BackendUp(size_t i, SteadyTime now) const { return health_[i]->IsUp(now); }
 
   RoutingTable() = default;
   RoutingTable(const RoutingTable&) = delete;
@@ -88,6 +107,13 @@ struct RoutingTable {
   std::vector<BackendTarget> targets_;  // parallel to config.backends
   // Written only by Build and BackendStateRegistry::Retain, before the table is shared.
   mutable std::vector<std::shared_ptr<BackendState>> states_;
+  mutable std::vector<std::shared_ptr<BackendHealth>> health_;
+  // Points every group's health at the trackers in health_ (after a rebind).
+  void BindGroupHealth() const;
 };
+
+// The model sent to `backend` when a step names none: its default_model (the loader fills
+// it from models[0]; a pushed table may leave it empty, then models[0]).
+const std::string& DefaultModelOf(const BackendConfig& backend);
 
 }  // namespace llmproxy

@@ -285,7 +285,12 @@ Config OneAttempt(Config c) {
 }
 
 TEST_F(MetricsTraffic, FailuresPassedThroughAndEjectionDriveBackendUp) {
-  Start(OneAttempt(MakeConfig()));
+  // alpha serves model-a only here: a 5xx ejects (alpha's account, model-a), which leaves
+  // alpha no model to serve, so it reads as down (docs/observability.md, backend_up).
+  Config c = OneAttempt(MakeConfig());
+  c.backends[0].models = {"model-a"};
+  c.backends[0].default_model = "model-a";
+  Start(std::move(c));
   std::string text = Scrape();
   EXPECT_EQ(Value(text, "llmproxy_backend_up", {{"backend", "alpha"}}), 1);
   EXPECT_EQ(Value(text, "llmproxy_backend_up", {{"backend", "beta"}}), 1);

@@ -66,7 +66,7 @@ size_t Posts(const MockLlm& mock) {
 
 bool Ejected(TestWorker& worker) {
   auto table = worker.store().Current();
-  return table->state(0).health().Snapshot(SteadyClockT::now()).ejected;
+  return table->health(0).Snapshot(SteadyClockT::now()).ejected;
 }
 
 TEST(Prober, RecoveredBackendTakesTrafficWithinOneProbeInterval) {
@@ -182,8 +182,8 @@ TEST(Prober, StoppingTheWorkerCutsTheProbeInFlight) {
   // slot free for whoever probes next.
   EXPECT_TRUE(mock.WaitForCancellations(1, 2s));
   auto table = worker.store().Current();
-  EXPECT_TRUE(table->state(0).health().Snapshot(SteadyClockT::now()).ejected);
-  EXPECT_TRUE(table->state(0).health().NextProbeAt().has_value());
+  EXPECT_TRUE(table->health(0).Snapshot(SteadyClockT::now()).ejected);
+  EXPECT_TRUE(table->health(0).NextProbeAt().has_value());
   EXPECT_EQ(Probes(mock).size(), 1u);
 }
 

@@ -125,7 +125,7 @@ TEST(ProxyAttempts, ABackendWhoseStreamsAlwaysBreakIsEjected) {
                                                {"a", AttemptOutcome::kBrokenStream},
                                                {"a", AttemptOutcome::kBrokenStream}}));
   auto table = worker.store().Current();
-  const HealthSnapshot h = table->state(0).health().Snapshot(std::chrono::steady_clock::now());
+  const HealthSnapshot h = table->health(0).Snapshot(std::chrono::steady_clock::now());
   EXPECT_EQ(h.consecutive_failures, 3u);
   EXPECT_TRUE(h.ejected);
   EXPECT_FALSE(h.up);
@@ -150,7 +150,7 @@ TEST(ProxyAttempts, AStreamThatEndsWellResetsTheFailureCount) {
                                                {"a", AttemptOutcome::kBrokenStream},
                                                {"a", AttemptOutcome::kSuccess}}));
   auto table = worker.store().Current();
-  const HealthSnapshot h = table->state(0).health().Snapshot(std::chrono::steady_clock::now());
+  const HealthSnapshot h = table->health(0).Snapshot(std::chrono::steady_clock::now());
   EXPECT_EQ(h.consecutive_failures, 0u);
   EXPECT_FALSE(h.ejected);
 }
@@ -166,8 +166,7 @@ TEST(ProxyAttempts, AClientThatLeavesMidStreamIsCancelledAndNeutralForHealth) {
   s.Close();
   EXPECT_EQ(AttemptsOf(observer, 1), (Attempts{{"a", AttemptOutcome::kCancelled}}));
   auto table = worker.store().Current();
-  EXPECT_EQ(
-      table->state(0).health().Snapshot(std::chrono::steady_clock::now()).consecutive_failures, 0u);
+  EXPECT_EQ(table->health(0).Snapshot(std::chrono::steady_clock::now()).consecutive_failures, 0u);
 }
 
 // Issue 10 item 14: the free resend after a stale pooled connection is an attempt of its

@@ -253,8 +253,7 @@ TEST(ProxyStream, AnUpstreamThatClosesAfterDoneIsNotABrokenStream) {
             (std::vector<std::pair<std::string, AttemptOutcome>>{{"a", AttemptOutcome::kSuccess},
                                                                  {"a", AttemptOutcome::kSuccess}}));
   auto table = worker.store().Current();
-  EXPECT_EQ(
-      table->state(0).health().Snapshot(std::chrono::steady_clock::now()).consecutive_failures, 0u);
+  EXPECT_EQ(table->health(0).Snapshot(std::chrono::steady_clock::now()).consecutive_failures, 0u);
 }
 
 // Issue 10 item 10: an event over the framing limit is relayed as it comes; when the

@@ -24,7 +24,7 @@ std::shared_ptr<const RoutingTable> Table(std::vector<uint32_t> weights, Balance
 
 void Eject(const RoutingTable& table, size_t i, SteadyTime now) {
   for (uint32_t k = 0; k < table.config.health.failure_threshold; ++k) {
-    table.state(i).health().OnFailure(now);
+    OriginOf(table, i).OnFailure(now);
   }
 }
 
@@ -236,7 +236,7 @@ TEST(Balancer, FailOpenSuccessRestoresTheBackend) {
   SeededRandom random(1);
   Balancer balancer(BalanceMode::kRandom, random);
   ASSERT_EQ(balancer.PickFailOpen(*table, table->AllBackends(), {}, clock.now()), 0u);
-  table->state(0).health().OnSuccess();
+  OriginOf(*table, 0).OnSuccess();
   EXPECT_EQ(balancer.PickHealthy(*table, table->AllBackends(), {}, clock.now()), 0u);
 }
 

@@ -191,7 +191,7 @@ TEST(AttemptPlanner, AliasTriesItsModelsInOrder) {
 TEST(AttemptPlanner, AliasSkipsToTheNextModelWhenAllBackendsOfTheFirstAreEjected) {
   auto table = RoutingTable::Build(Sample(), 1);
   FakeClock clock;
-  table->state(2).health().OnAuthFailure(clock.now());  // volc (glm-4.7) ejected
+  AccountOf(*table, 2).OnAuthFailure(clock.now());  // volc (glm-4.7) ejected
   ScriptedRandom random;
   AttemptPlanner planner(table, ResolveModel(*table, "smart"), random, clock.AsClock());
   auto attempt = planner.Next();
@@ -271,7 +271,7 @@ TEST(AttemptPlanner, ReportsDriveHealthOutstandingAndLatency) {
   auto attempt = planner.Next();
   ASSERT_TRUE(attempt);
   planner.Report(*attempt, Decision(503));
-  EXPECT_FALSE(table->state(2).health().IsUp(clock.now()));
+  EXPECT_FALSE(table->BackendUp(2, clock.now()));
   auto rows = registry.Snapshot(clock.now());
   EXPECT_FALSE(rows[2].up);
   EXPECT_EQ(rows[2].name, "volc");
@@ -285,18 +285,18 @@ TEST(AttemptPlanner, RetryAfterBecomesTheBackendsCooldown) {
   auto attempt = planner.Next();
   ASSERT_TRUE(attempt);
   planner.Report(*attempt, ClassifyAttempt(AttemptResult::Response(429, "7"), kWallNow));
-  EXPECT_FALSE(table->state(2).health().IsUp(clock.now()));
+  EXPECT_FALSE(table->BackendUp(2, clock.now()));
   clock.Advance(seconds(7));
-  EXPECT_TRUE(table->state(2).health().IsUp(clock.now()));
+  EXPECT_TRUE(table->BackendUp(2, clock.now()));
 }
 
 TEST(AttemptPlanner, AllEjectedStillTriesFailOpen) {
   Config c = Sample();
   auto table = RoutingTable::Build(c, 1);
   FakeClock clock;
-  table->state(0).health().OnAuthFailure(clock.now());
+  AccountOf(*table, 0).OnAuthFailure(clock.now());
   clock.Advance(seconds(1));
-  table->state(1).health().OnAuthFailure(clock.now());
+  AccountOf(*table, 1).OnAuthFailure(clock.now());
   ScriptedRandom random;
   AttemptPlanner planner(table, ResolveModel(*table, "deepseek-chat"), random, clock.AsClock());
   auto attempt = planner.Next();
@@ -304,7 +304,7 @@ TEST(AttemptPlanner, AllEjectedStillTriesFailOpen) {
   EXPECT_TRUE(attempt->fail_open);
   EXPECT_EQ(attempt->backend, 0u);  // its cooldown ends first
   planner.Report(*attempt, Decision(200));
-  EXPECT_TRUE(table->state(0).health().IsAvailable(clock.now()));
+  EXPECT_TRUE(AccountOf(*table, 0).IsAvailable(clock.now()));
 }
 
 TEST(AttemptPlanner, NoRoutableBackendGivesNoAttemptAtAll) {
@@ -322,7 +322,7 @@ TEST(AttemptPlanner, UnreportedTrialAttemptFreesTheTrialSlot) {
   Config c = Sample();
   auto table = RoutingTable::Build(c, 1);
   FakeClock clock;
-  table->state(2).health().OnAuthFailure(clock.now());
+  AccountOf(*table, 2).OnAuthFailure(clock.now());
   clock.Advance(c.health.cooldown);
   ScriptedRandom random;
   {
@@ -330,9 +330,9 @@ TEST(AttemptPlanner, UnreportedTrialAttemptFreesTheTrialSlot) {
     auto attempt = planner.Next();
     ASSERT_TRUE(attempt);
     EXPECT_FALSE(attempt->fail_open);  // the trial
-    EXPECT_FALSE(table->state(2).health().IsAvailable(clock.now()));
+    EXPECT_FALSE(AccountOf(*table, 2).IsAvailable(clock.now()));
   }  // client went away before any outcome
-  EXPECT_TRUE(table->state(2).health().IsAvailable(clock.now()));
+  EXPECT_TRUE(AccountOf(*table, 2).IsAvailable(clock.now()));
 }
 
 TEST(AttemptPlanner, ManyThreadsShareOneTableSafely) {

@@ -87,6 +87,7 @@ TEST(RetryPolicy, OutcomeLabelsAreDistinctAndStable) {
   const std::pair<AttemptOutcome, std::string_view> labels[] = {
       {AttemptOutcome::kSuccess, "success"},
       {AttemptOutcome::kClientError, "client_error"},
+      {AttemptOutcome::kContextLengthExceeded, "context_length_exceeded"},
       {AttemptOutcome::kRateLimited, "rate_limited"},
       {AttemptOutcome::kServerError, "server_error"},
       {AttemptOutcome::kAuthError, "auth_error"},

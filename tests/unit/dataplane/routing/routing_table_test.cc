@@ -105,10 +105,10 @@ TEST(BackendStateRegistry, StateSurvivesASwapForUnchangedNamesAndIsDroppedForRem
   auto v1 = RoutingTable::Build(ThreeBackends(), 1);
   registry.Retain(*v1);
   // deepseek gets ejected and busy; volc records latency.
-  for (int i = 0; i < 3; ++i) v1->state(0).health().OnFailure(clock.now());
+  for (int i = 0; i < 3; ++i) OriginOf(*v1, 0).OnFailure(clock.now());
   OutstandingGuard busy(v1->state_ptr(0));
   v1->state(2).RecordLatency(1.5);
-  ASSERT_FALSE(v1->state(0).health().IsUp(clock.now()));
+  ASSERT_FALSE(v1->BackendUp(0, clock.now()));
 
   // v2 reorders, drops volc, adds a new backend.
   Config c2 = MakeConfig({MakeBackend("poe", {"gpt-4o"}),
@@ -117,10 +117,10 @@ TEST(BackendStateRegistry, StateSurvivesASwapForUnchangedNamesAndIsDroppedForRem
   registry.Retain(*v2);
 
   EXPECT_EQ(v2->state_ptr(1), v1->state_ptr(0));  // same object: deepseek kept
-  EXPECT_FALSE(v2->state(1).health().IsUp(clock.now()));
+  EXPECT_FALSE(v2->BackendUp(1, clock.now()));
   EXPECT_EQ(v2->state(1).outstanding(), 1);
   EXPECT_EQ(v2->state_ptr(0), v1->state_ptr(1));  // poe kept
-  EXPECT_TRUE(v2->state(2).health().IsUp(clock.now()));
+  EXPECT_TRUE(v2->BackendUp(2, clock.now()));
 
   auto rows = registry.Snapshot(clock.now());
   ASSERT_EQ(rows.size(), 3u);  // volc dropped
@@ -148,8 +148,8 @@ TEST(BackendStateRegistry, RetainAppliesTheNewHealthConfig) {
   c2.health.failure_threshold = 1;
   auto v2 = RoutingTable::Build(c2, 2);
   registry.Retain(*v2);
-  v2->state(0).health().OnFailure(clock.now());
-  EXPECT_FALSE(v2->state(0).health().IsUp(clock.now()));
+  OriginOf(*v2, 0).OnFailure(clock.now());
+  EXPECT_FALSE(v2->BackendUp(0, clock.now()));
 }
 
 TEST(BackendStateRegistry, GetCreatesOnDemandAndReturnsTheBoundState) {

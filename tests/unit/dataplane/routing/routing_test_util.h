@@ -6,6 +6,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -49,6 +50,18 @@ class ScriptedRandom : public Random {
   std::deque<uint64_t> values_;
   uint64_t last_ = 0;
 };
+
+// Backend i's origin and account trackers (MakeBackend gives each backend its own origin).
+inline HealthTracker& OriginOf(const RoutingTable& table, size_t i) {
+  return *table.health(i).origin.tracker;
+}
+inline HealthTracker& AccountOf(const RoutingTable& table, size_t i) {
+  return *table.health(i).account.tracker;
+}
+// Backend i's (account, model) tracker.
+inline HealthTracker& ModelOf(const RoutingTable& table, size_t i, std::string_view model) {
+  return *table.health(i).model(model);
+}
 
 inline BackendConfig MakeBackend(std::string name, std::vector<std::string> models,
                                  uint32_t weight = 1) {
