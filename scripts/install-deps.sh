@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential g++ cmake ninja-build pkg-config make git ca-certificates
+  build-essential g++ cmake ninja-build pkg-config make git ca-certificates lld
   libboost1.81-dev libssl-dev openssl
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libyaml-cpp-dev nlohmann-json3-dev prometheus-cpp-dev libsimdjson-dev
