@@ -39,7 +39,8 @@ x-mock-delay-ms, x-mock-first-chunk-delay-ms, x-mock-first-token-delay-ms,
 x-mock-chunks, x-mock-chunk-gap-ms, x-mock-die-after-chunks, x-mock-partial-event-bytes,
 x-mock-stall-after-chunks, x-mock-after-done: close|stall, x-mock-hang: 1,
 x-mock-close: 1, x-mock-garbage: 1, x-mock-body, x-mock-unavailable-for-ms,
-x-mock-context-length-exceeded: 1, x-mock-reject-prefill: 1 (see docs/mockllm.md).
+x-mock-context-length-exceeded: 1, x-mock-reject-prefill: 1, x-mock-tool-call: 1
+(see docs/mockllm.md).
 A chat request ending with an assistant message is continued: the reply holds only the
 part of "tok0 tok1 ..." after that prefill.
 )";
