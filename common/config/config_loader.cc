@@ -390,6 +390,15 @@ class YamlLoader {
       if (auto text = Text(node, path + "[0]", "a string")) out.push_back(std::move(*text));
       return;
     }
+    ForEachItem(node, path, [&](const YAML::Node& item, const std::string& item_path) {
+      if (auto text = Text(item, item_path, "a string")) out.push_back(std::move(*text));
+    });
+  }
+
+  // Calls `read(item, item_path)` for each entry of a list, reporting a node that is not a
+  // list and empty entries.
+  template <typename Read>
+  void ForEachItem(const YAML::Node& node, const std::string& path, Read read) {
     if (!node.IsSequence()) {
       FieldError(node, path, "must be a list (e.g. [a, b] or '- a' lines)");
       return;
@@ -402,7 +411,7 @@ class YamlLoader {
         FieldError(item, item_path, "empty list entry");
         continue;
       }
-      if (auto text = Text(item, item_path, "a string")) out.push_back(std::move(*text));
+      read(item, item_path);
     }
   }
 
@@ -617,21 +626,10 @@ class YamlLoader {
   void ReadModels(const YAML::Node& node, const std::string& path, BackendConfig& b) {
     if (Unset(node)) return;
     Remember(path, node);
-    if (!node.IsSequence()) {
-      FieldError(node, path, "must be a list (e.g. [a, b] or '- a' lines)");
-      return;
-    }
-    for (std::size_t i = 0; i < node.size(); ++i) {
-      const std::string item_path = path + "[" + std::to_string(i) + "]";
-      const YAML::Node item = node[i];
-      if (Unset(item)) {
-        Remember(item_path, item);
-        FieldError(item, item_path, "empty list entry");
-        continue;
-      }
+    ForEachItem(node, path, [&](const YAML::Node& item, const std::string& item_path) {
       if (!item.IsMap()) {
         if (auto text = Text(item, item_path, "a string")) b.models.push_back(std::move(*text));
-        continue;
+        return;
       }
       Remember(item_path, item);
       CheckMap(item, item_path, kModelKeys);
@@ -639,7 +637,7 @@ class YamlLoader {
       ReadString(Child(item, "name"), item_path + ".name", name);
       if (name.empty()) {
         FieldError(item, item_path, "a model entry needs a name");
-        continue;
+        return;
       }
       uint64_t window = 0;
       if (const YAML::Node w = Child(item, "context_window"); !Unset(w)) {
@@ -647,7 +645,7 @@ class YamlLoader {
       }
       if (window > 0) b.context_windows[name] = window;
       b.models.push_back(std::move(name));
-    }
+    });
   }
 
   void ReadHeaders(const YAML::Node& node, const std::string& path,
