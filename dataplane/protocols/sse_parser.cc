@@ -332,4 +332,50 @@ std::string_view SseParser::Finish() {
   return out_;
 }
 
+void ReadSseFields(std::string_view raw, SseFields& out) {
+  out.event = {};
+  out.data = {};
+  out.has_data = false;
+  out.storage.clear();
+  bool single = true;
+  size_t pos = 0;
+  while (pos < raw.size()) {
+    const size_t eol = NextLineEndByte(raw, pos);
+    std::string_view line = raw.substr(pos, eol - pos);
+    pos = eol + (raw.substr(eol, 2) == "\r\n" ? 2 : 1);
+    const size_t colon = line.find(':');
+    if (colon == 0) continue;  // a comment
+    std::string_view name = line.substr(0, colon);
+    std::string_view value = colon == std::string_view::npos ? std::string_view() : line.substr(colon + 1);
+    if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+    if (name == "event") {
+      out.event = value;
+    } else if (name == "data") {
+      if (!out.has_data) {
+        out.data = value;
+        out.has_data = true;
+      } else {
+        if (single) {
+          out.storage.assign(out.data);
+          single = false;
+        }
+        out.storage += '\n';
+        out.storage.append(value);
+        out.data = out.storage;
+      }
+    }
+  }
+}
+
+void AppendSseEvent(std::string& out, std::string_view event, std::string_view data) {
+  if (!event.empty()) {
+    out += "event: ";
+    out += event;
+    out += '\n';
+  }
+  out += "data: ";
+  out += data;
+  out += "\n\n";
+}
+
 }  // namespace llmproxy

@@ -121,6 +121,23 @@ class SseParser {
   std::optional<TokenUsage> usage_;
 };
 
+// The fields of one complete SSE event (its raw bytes, as SseParser forwards them): the
+// `event:` name ("" when absent) and the `data:` lines joined with '\n' (one optional space
+// after the colon is not part of the value; lines end in LF, CRLF or a lone CR). Comments
+// and other fields are skipped. `data` views the event when it has one data line, else
+// `storage`; `has_data` is false when there is no data line at all (a comment, a ping).
+struct SseFields {
+  std::string_view event;
+  std::string_view data;
+  bool has_data = false;
+  std::string storage;
+};
+void ReadSseFields(std::string_view raw, SseFields& out);
+
+// Appends one SSE event: "event: <event>\n" (skipped when `event` is empty), "data: <data>\n"
+// and the blank line. `data` must hold no line break (one JSON text does not).
+void AppendSseEvent(std::string& out, std::string_view event, std::string_view data);
+
 // Classifies one complete SSE event (its raw bytes). Exposed for tests.
 struct SseEventInfo {
   bool is_done = false;     // data: [DONE]
