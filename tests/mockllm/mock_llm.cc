@@ -1,5 +1,7 @@
 #include "tests/mockllm/mock_llm.h"
 
+#include "tests/mockllm/mock_answers.h"
+
 #include <openssl/evp.h>
 
 #include <unistd.h>
@@ -71,6 +73,11 @@ std::optional<int> ParseInt(std::string_view s) {
   return v;
 }
 
+// A JSON string literal of `s` (tool results echo client text, which may need escapes).
+std::string JsonString(std::string_view s) {
+  return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 bool ParseFlag(std::string_view s) { return s == "1" || IEquals(s, "true") || IEquals(s, "yes"); }
 
 std::string ErrorJson(std::string_view message, std::string_view type, std::string_view code) {
@@ -87,10 +94,25 @@ std::string StatusErrorJson(int status) {
                    "mock_status_" + std::to_string(status));
 }
 
-enum class Route { kChat, kCompletions, kEmbeddings, kModels, kStats, kUnknown };
+enum class Route {
+  kChat,
+  kCompletions,
+  kEmbeddings,
+  kModels,
+  kMessages,     // Anthropic Messages
+  kCountTokens,  // Anthropic .../messages/count_tokens
+  kResponses,    // OpenAI Responses
+  kStats,
+  kUnknown
+};
+
+bool IsAnthropic(Route r) { return r == Route::kMessages || r == Route::kCountTokens; }
 
 Route RouteOf(std::string_view path) {
   if (path == "/mock/stats") return Route::kStats;
+  if (EndsWith(path, "/messages/count_tokens")) return Route::kCountTokens;
+  if (EndsWith(path, "/messages")) return Route::kMessages;
+  if (EndsWith(path, "/responses")) return Route::kResponses;
   if (EndsWith(path, "/chat/completions")) return Route::kChat;
   if (EndsWith(path, "/completions")) return Route::kCompletions;
   if (EndsWith(path, "/embeddings")) return Route::kEmbeddings;
@@ -106,6 +128,7 @@ struct ApiCall {
   int prompt_tokens = 1;
   bool last_is_assistant = false;        // the last `messages` entry has role "assistant"
   std::optional<std::string> prefill{};  // ... and this string content
+  MockTurn turn{};                       // a tool to call, or a tool result to answer
 };
 
 // The answer's content pieces: "tok0 " ... "tok{n-1} ", or, continuing a prefill that is a
@@ -155,13 +178,14 @@ void MockFault::MergeFrom(const MockFault& over) {
   context_length_exceeded = context_length_exceeded || over.context_length_exceeded;
   reject_prefill = reject_prefill || over.reject_prefill;
   tool_call = tool_call || over.tool_call;
+  no_tools = no_tools || over.no_tools;
 }
 
 bool MockFault::empty() const {
   return !status && !retry_after_s && !delay_ms && !first_chunk_delay_ms && !first_token_delay_ms &&
          !chunks && !chunk_gap_ms && !die_after_chunks && !partial_event_bytes && !after_done &&
          !stall_after_chunks && !hang && !close && !garbage && !body && !unavailable_for_ms &&
-         !context_length_exceeded && !reject_prefill && !tool_call;
+         !context_length_exceeded && !reject_prefill && !tool_call && !no_tools;
 }
 
 std::string ReceivedRequest::Header(std::string_view name) const {
@@ -265,6 +289,8 @@ struct MockLlm::Impl {
         f.reject_prefill = ParseFlag(v);
       else if (IEquals(key, "tool-call"))
         f.tool_call = ParseFlag(v);
+      else if (IEquals(key, "no-tools"))
+        f.no_tools = ParseFlag(v);
       else if (IEquals(key, "chunks"))
         f.chunks = ParseInt(v);
       else if (IEquals(key, "chunk-gap-ms"))
@@ -355,6 +381,9 @@ class Responder {
     std::string body;
     ApiCall call;
     if (!Plan(route, &status, &body, &call)) {
+      if (route == Route::kMessages || route == Route::kResponses) {
+        co_return co_await WriteEvents(stream);
+      }
       co_return co_await WriteStream(stream, route, call);
     }
     co_return co_await WritePlain(stream, status, body);
@@ -370,7 +399,9 @@ class Responder {
     }
     if (fault_.status && *fault_.status != 200) {
       *status = static_cast<http::status>(*fault_.status);
-      *body = fault_.body ? *fault_.body : StatusErrorJson(*fault_.status);
+      *body = fault_.body          ? *fault_.body
+              : IsAnthropic(route) ? AnthropicStatusErrorJson(*fault_.status)
+                                   : StatusErrorJson(*fault_.status);
       return true;
     }
     if (fault_.body) {
@@ -393,11 +424,17 @@ class Responder {
       *body = Models();
       return true;
     }
+    if (IsAnthropic(route) && AnthropicHeaderError(status, body)) return true;
     std::string error;
-    *call = ParseCall(&error);
+    *call = ParseCall(route, &error);
     if (!error.empty()) {
       *status = http::status::bad_request;
-      *body = ErrorJson(error, "invalid_request_error", "invalid_request");
+      *body = IsAnthropic(route) ? AnthropicErrorJson("invalid_request_error", error)
+                                 : ErrorJson(error, "invalid_request_error", "invalid_request");
+      return true;
+    }
+    if (route == Route::kCountTokens) {
+      *body = nlohmann::json{{"input_tokens", call->prompt_tokens}}.dump();
       return true;
     }
     if (route == Route::kEmbeddings) {
@@ -406,7 +443,7 @@ class Responder {
     }
     if (fault_.context_length_exceeded) {
       *status = http::status::bad_request;
-      *body = kContextLengthExceededBody;
+      *body = route == Route::kMessages ? kAnthropicPromptTooLongBody : kContextLengthExceededBody;
       return true;
     }
     if (route == Route::kChat && fault_.reject_prefill && call->last_is_assistant) {
@@ -415,9 +452,49 @@ class Responder {
       return true;
     }
     const int chunks = std::max(0, fault_.chunks.value_or(impl_.opts.chunks));
-    pieces_ = AnswerPieces(chunks, route == Route::kChat ? call->prefill : std::nullopt);
+    if (fault_.no_tools) call->turn.tool_name.reset();
+    if (call->turn.tool_result) {
+      pieces_ = ToolResultPieces(*call->turn.tool_result);
+    } else if (call->turn.tool_name) {
+      pieces_ = ToolArgumentPieces(chunks);
+    } else {
+      pieces_ = AnswerPieces(chunks, route == Route::kChat ? call->prefill : std::nullopt);
+    }
+    if (route == Route::kMessages || route == Route::kResponses) {
+      MockAnswer a;
+      a.model = call->model;
+      a.id = impl_.opts.name + "_" + std::to_string(seq_);
+      a.input_tokens = call->prompt_tokens;
+      a.pieces = pieces_;
+      a.tool_name = call->turn.tool_name;
+      a.thinking = call->turn.thinking;
+      a.created = impl_.created;
+      if (!call->stream) {
+        *body = route == Route::kMessages ? AnthropicMessageJson(a) : ResponsesJson(a);
+        return true;
+      }
+      events_ = route == Route::kMessages ? AnthropicEvents(a) : ResponsesEvents(a);
+      return false;
+    }
     if (!call->stream) {
       *body = Completion(route, *call);
+      return true;
+    }
+    return false;
+  }
+
+  // What the Anthropic API answers a request without its version header or key (checked
+  // before the body, as there). Both x-api-key and Authorization count as a key.
+  bool AnthropicHeaderError(http::status* status, std::string* body) const {
+    if (req_.find("anthropic-version") == req_.end()) {
+      *status = http::status::bad_request;
+      *body = AnthropicErrorJson("invalid_request_error", "anthropic-version: header is required");
+      return true;
+    }
+    if (req_.find("x-api-key") == req_.end() &&
+        req_.find(http::field::authorization) == req_.end()) {
+      *status = http::status::unauthorized;
+      *body = AnthropicErrorJson("authentication_error", "x-api-key header is required");
       return true;
     }
     return false;
@@ -522,24 +599,33 @@ class Responder {
       const bool last = i + 1 == chunks;
       const std::string& token = pieces_[static_cast<size_t>(i)];
       event = "data: " + head;
-      if (route == Route::kChat && fault_.tool_call) {
+      if (route == Route::kChat && (fault_.tool_call || call.turn.tool_name)) {
         // The answer as the arguments of one function call, streamed as OpenAI does.
         event += R"(,"choices":[{"index":0,"delta":{)";
         if (i == 0 && !role_sent) event += R"("role":"assistant","content":null,)";
         event += R"("tool_calls":[{"index":0,)";
-        if (i == 0)
+        if (i == 0 && call.turn.tool_name) {
+          event += R"("id":")" + ToolCallId() + R"(","type":"function","function":{"name":)" +
+                   JsonString(*call.turn.tool_name) + ",";
+        } else if (i == 0) {
           event += R"("id":"call_0","type":"function","function":{"name":"f",)";
-        else
+        } else {
           event += R"("function":{)";
-        event += R"("arguments":")" + token + R"("}}]},"finish_reason":)";
+        }
+        event += R"("arguments":)" + JsonString(token) + R"(}}]},"finish_reason":)";
       } else if (route == Route::kChat) {
         event += R"(,"choices":[{"index":0,"delta":{)";
         if (i == 0 && !role_sent) event += R"("role":"assistant",)";
-        event += R"("content":")" + token + R"("},"finish_reason":)";
+        event += R"("content":)" + JsonString(token) + R"(},"finish_reason":)";
       } else {
-        event += R"(,"choices":[{"index":0,"text":")" + token + R"(","finish_reason":)";
+        event += R"(,"choices":[{"index":0,"text":)" + JsonString(token) + R"(,"finish_reason":)";
       }
-      event += last ? R"("stop"}]})" : R"(null}]})";
+      if (!last)
+        event += R"(null}]})";
+      else if (call.turn.tool_name)
+        event += R"("tool_calls"}]})";
+      else
+        event += R"("stop"}]})";
       event += "\n\n";
       std::tie(ec, n) = co_await WriteChunk(stream, event);
       if (ec) co_return Broken();
@@ -571,6 +657,72 @@ class Responder {
     co_return res.keep_alive();
   }
 
+  // A Messages or Responses stream: events_ in order, with the chat stream's faults. The
+  // content events (token deltas) are the chunks the faults count: first-token-delay waits
+  // before the first of them (what comes before it goes out at once), chunk-gap before
+  // each later one, and die/stall-after-chunks N break the stream right before content
+  // event N+1, or right after the last one when there are no more than N.
+  template <class Stream>
+  awaitable<bool> WriteEvents(Stream& stream) {
+    http::response<http::empty_body> res{http::status::ok, 11};
+    Decorate(res);
+    res.set(http::field::content_type, "text/event-stream");
+    res.set(http::field::cache_control, "no-cache");
+    res.chunked(true);
+    http::response_serializer<http::empty_body> sr{res};
+    auto [ec, n] = co_await http::async_write_header(stream, sr, kAsTuple);
+    if (ec) co_return Broken();
+    st_.stream = true;
+
+    const int gap = fault_.chunk_gap_ms.value_or(impl_.opts.chunk_gap_ms);
+    std::vector<size_t> content_at;  // indexes of the content events
+    for (size_t k = 0; k < events_.size(); ++k) {
+      if (events_[k].content) content_at.push_back(k);
+    }
+    auto break_at = [&](const std::optional<int>& after) -> size_t {
+      if (!after) return events_.size();
+      const size_t c = static_cast<size_t>(std::max(0, *after));
+      if (c < content_at.size()) return content_at[c];
+      return content_at.empty() ? events_.size() - 1 : content_at.back() + 1;
+    };
+    const size_t die_at = break_at(fault_.die_after_chunks);
+    const size_t stall_at = break_at(fault_.stall_after_chunks);
+    if (!co_await Sleep(fault_.first_chunk_delay_ms.value_or(0))) co_return false;
+    int sent = 0;
+    for (size_t k = 0; k < events_.size(); ++k) {
+      if (k == die_at) {
+        if (fault_.partial_event_bytes) {
+          const std::string partial =
+              "event: " + std::string(static_cast<size_t>(*fault_.partial_event_bytes), 'x');
+          for (size_t at = 0; at < partial.size(); at += 16384) {
+            std::tie(ec, n) = co_await WriteChunk(stream, partial.substr(at, 16384));
+            if (ec) co_return Broken();
+          }
+        }
+        co_return Die(stream);
+      }
+      if (k == stall_at) co_return co_await Stall();
+      const MockEvent& e = events_[k];
+      if (e.content) {
+        const int wait = sent == 0 ? fault_.first_token_delay_ms.value_or(0) : gap;
+        if (!co_await Sleep(wait)) co_return false;
+      }
+      const bool last = k + 1 == events_.size();
+      std::tie(ec, n) = co_await WriteChunk(stream, e.bytes, last && !fault_.after_done);
+      if (ec) co_return Broken();
+      if (e.content) st_.chunks_sent = ++sent;
+    }
+    if (fault_.after_done) {
+      // The final event went out as a chunk of its own; no terminating chunk.
+      if (*fault_.after_done == "close") co_return Die(stream);
+      st_.done = true;
+      co_await Sleep(24 * 3600 * 1000);
+      co_return false;
+    }
+    st_.done = true;
+    co_return res.keep_alive();
+  }
+
   // One HTTP chunk (optionally followed by the terminating chunk) as a single write. Not a
   // coroutine itself: it hands back async_write's awaitable, so no frame per chunk.
   template <class Stream>
@@ -592,6 +744,9 @@ class Responder {
     co_await Sleep(24 * 3600 * 1000);
     co_return false;
   }
+
+  // The tool call of a chat answer to a request with tools.
+  std::string ToolCallId() const { return "call_" + impl_.opts.name + "_" + std::to_string(seq_); }
 
   // One id per response, unique across mocks (names differ) and requests.
   std::string ResponseId(Route route) const {
@@ -616,7 +771,7 @@ class Responder {
     return false;
   }
 
-  ApiCall ParseCall(std::string* error) const {
+  ApiCall ParseCall(Route route, std::string* error) const {
     ApiCall call;
     call.prompt_tokens = std::max<int>(1, static_cast<int>(req_.body().size() / 4));
     auto j = nlohmann::json::parse(req_.body(), nullptr, /*allow_exceptions=*/false);
@@ -654,6 +809,22 @@ class Responder {
       auto iu = so->find("include_usage");
       call.include_usage = iu != so->end() && iu->is_boolean() && iu->get<bool>();
     }
+    if (route == Route::kMessages) {
+      auto mt = j.find("max_tokens");
+      if (mt == j.end()) {
+        *error = "max_tokens: Field required";
+        return call;
+      }
+      if (!mt->is_number_integer()) {
+        *error = "max_tokens: Input should be a valid integer";
+        return call;
+      }
+      call.turn = ReadMessagesTurn(j);
+    } else if (route == Route::kResponses) {
+      call.turn = ReadResponsesTurn(j);
+    } else if (route == Route::kChat) {
+      call.turn = ReadChatTurn(j);
+    }
     return call;
   }
 
@@ -668,7 +839,21 @@ class Responder {
     for (const auto& p : pieces_) text += p;
     const int chunks = static_cast<int>(pieces_.size());
     nlohmann::json j;
-    if (route == Route::kChat) {
+    if (route == Route::kChat && call.turn.tool_name) {
+      nlohmann::json tool_call = {
+          {"id", ToolCallId()},
+          {"type", "function"},
+          {"function", {{"name", *call.turn.tool_name}, {"arguments", text}}}};
+      j = {{"id", ResponseId(route)},
+           {"object", "chat.completion"},
+           {"created", impl_.created},
+           {"model", call.model},
+           {"choices",
+            {{{"index", 0},
+              {"message",
+               {{"role", "assistant"}, {"content", nullptr}, {"tool_calls", {tool_call}}}},
+              {"finish_reason", "tool_calls"}}}}};
+    } else if (route == Route::kChat) {
       j = {{"id", ResponseId(route)},
            {"object", "chat.completion"},
            {"created", impl_.created},
@@ -716,6 +901,7 @@ class Responder {
   ReplyState& st_;
   std::string frame_;
   std::vector<std::string> pieces_;  // the answer's content, one per stream chunk
+  std::vector<MockEvent> events_;    // Messages and Responses streams, in order
 };
 
 // Reads from the client while its reply is being written. HTTP clients send nothing

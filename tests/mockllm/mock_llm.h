@@ -101,6 +101,7 @@ struct MockFault {
   bool context_length_exceeded = false;       // 400 kContextLengthExceededBody
   bool reject_prefill = false;                // 400 kPrefillRejectedBody on a prefill
   bool tool_call = false;                     // chat streams: tokens as tool-call arguments
+  bool no_tools = false;                      // answer text even when tools are defined
 
   // Field-wise overlay: every field set in `over` replaces ours.
   void MergeFrom(const MockFault& over);
