@@ -5,6 +5,8 @@
 namespace llmproxy {
 
 using nlohmann::json;
+// Replies keep their keys in the order written, as the providers send them.
+using ojson = nlohmann::ordered_json;
 
 namespace {
 
@@ -44,7 +46,7 @@ std::optional<std::string> FirstToolName(const json& body, bool chat) {
   return StringField(first, "name");
 }
 
-std::string Sse(std::string_view type, const json& data) {
+std::string Sse(std::string_view type, const ojson& data) {
   std::string e = "event: ";
   e += type;
   e += "\ndata: ";
@@ -59,6 +61,19 @@ std::string Joined(const std::vector<std::string>& pieces) {
   return s;
 }
 
+// The last entry of a conversation that is not a system (or developer) message: Claude
+// Code ends its Messages requests with a role "system" message, which is no turn.
+const json* LastTurn(const json& body, const char* key) {
+  auto list = body.find(key);
+  if (list == body.end() || !list->is_array()) return nullptr;
+  for (auto it = list->rbegin(); it != list->rend(); ++it) {
+    if (!it->is_object()) return nullptr;
+    auto role = StringField(*it, "role");
+    if (role != "system" && role != "developer") return &*it;
+  }
+  return nullptr;
+}
+
 int OutputTokens(const MockAnswer& a) { return static_cast<int>(a.pieces.size()); }
 
 constexpr std::string_view kThinking = "mock thinks ";
@@ -69,11 +84,9 @@ constexpr std::string_view kSignature = "mock-signature";
 MockTurn ReadChatTurn(const json& body) {
   MockTurn t;
   if (!body.is_object()) return t;
-  auto msgs = body.find("messages");
-  if (msgs == body.end() || !msgs->is_array() || msgs->empty() || !msgs->back().is_object()) {
-    return t;
-  }
-  const json& last = msgs->back();
+  const json* turn = LastTurn(body, "messages");
+  if (!turn) return t;
+  const json& last = *turn;
   auto role = StringField(last, "role");
   if (role == "tool") {
     auto c = last.find("content");
@@ -92,11 +105,9 @@ MockTurn ReadMessagesTurn(const json& body) {
     auto type = StringField(*th, "type");
     t.thinking = type == "enabled" || type == "adaptive";
   }
-  auto msgs = body.find("messages");
-  if (msgs == body.end() || !msgs->is_array() || msgs->empty() || !msgs->back().is_object()) {
-    return t;
-  }
-  const json& last = msgs->back();
+  const json* turn = LastTurn(body, "messages");
+  if (!turn) return t;
+  const json& last = *turn;
   if (StringField(last, "role") != "user") return t;
   auto content = last.find("content");
   if (content != last.end() && content->is_array()) {
@@ -116,8 +127,8 @@ MockTurn ReadResponsesTurn(const json& body) {
   auto input = body.find("input");
   if (input == body.end()) return t;
   bool user = input->is_string();
-  if (input->is_array() && !input->empty() && input->back().is_object()) {
-    const json& last = input->back();
+  if (const json* turn = input->is_array() ? LastTurn(body, "input") : nullptr) {
+    const json& last = *turn;
     if (StringField(last, "type") == "function_call_output") {
       auto out = last.find("output");
       t.tool_result = out == last.end() ? "" : TextOf(*out);
@@ -161,8 +172,8 @@ std::vector<std::string> ToolResultPieces(std::string_view result) {
 }
 
 std::string AnthropicErrorJson(std::string_view type, std::string_view message) {
-  return json{{"type", "error"}, {"error", {{"type", type}, {"message", message}}}}.dump(
-      -1, ' ', false, json::error_handler_t::replace);
+  return ojson{{"type", "error"}, {"error", {{"type", type}, {"message", message}}}}.dump(
+      -1, ' ', false, ojson::error_handler_t::replace);
 }
 
 std::string AnthropicStatusErrorJson(int status) {
@@ -181,7 +192,7 @@ std::string AnthropicStatusErrorJson(int status) {
 
 namespace {
 
-json AnthropicUsage(const MockAnswer& a, int output) {
+ojson AnthropicUsage(const MockAnswer& a, int output) {
   return {{"input_tokens", a.input_tokens},
           {"cache_creation_input_tokens", 0},
           {"cache_read_input_tokens", 0},
@@ -193,7 +204,7 @@ std::string ToolUseId(const MockAnswer& a) { return "toolu_" + a.id; }
 }  // namespace
 
 std::string AnthropicMessageJson(const MockAnswer& a) {
-  json content = json::array();
+  ojson content = ojson::array();
   if (a.thinking) {
     content.push_back({{"type", "thinking"}, {"thinking", kThinking}, {"signature", kSignature}});
   }
@@ -201,23 +212,23 @@ std::string AnthropicMessageJson(const MockAnswer& a) {
     content.push_back({{"type", "tool_use"},
                        {"id", ToolUseId(a)},
                        {"name", *a.tool_name},
-                       {"input", json::parse(Joined(a.pieces))}});
+                       {"input", ojson::parse(Joined(a.pieces))}});
   } else {
     content.push_back({{"type", "text"}, {"text", Joined(a.pieces)}});
   }
-  json j = {{"id", "msg_" + a.id},      {"type", "message"},
-            {"role", "assistant"},      {"model", a.model},
-            {"content", content},       {"stop_reason", a.tool_name ? "tool_use" : "end_turn"},
-            {"stop_sequence", nullptr}, {"usage", AnthropicUsage(a, OutputTokens(a))}};
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+  ojson j = {{"id", "msg_" + a.id},      {"type", "message"},
+             {"role", "assistant"},      {"model", a.model},
+             {"content", content},       {"stop_reason", a.tool_name ? "tool_use" : "end_turn"},
+             {"stop_sequence", nullptr}, {"usage", AnthropicUsage(a, OutputTokens(a))}};
+  return j.dump(-1, ' ', false, ojson::error_handler_t::replace);
 }
 
 std::vector<MockEvent> AnthropicEvents(const MockAnswer& a) {
   std::vector<MockEvent> ev;
-  json message = {{"id", "msg_" + a.id},      {"type", "message"},
-                  {"role", "assistant"},      {"model", a.model},
-                  {"content", json::array()}, {"stop_reason", nullptr},
-                  {"stop_sequence", nullptr}, {"usage", AnthropicUsage(a, 1)}};
+  ojson message = {{"id", "msg_" + a.id},       {"type", "message"},
+                   {"role", "assistant"},       {"model", a.model},
+                   {"content", ojson::array()}, {"stop_reason", nullptr},
+                   {"stop_sequence", nullptr},  {"usage", AnthropicUsage(a, 1)}};
   ev.push_back({Sse("message_start", {{"type", "message_start"}, {"message", message}})});
   int index = 0;
   if (a.thinking) {
@@ -237,18 +248,18 @@ std::vector<MockEvent> AnthropicEvents(const MockAnswer& a) {
     ev.push_back({Sse("content_block_stop", {{"type", "content_block_stop"}, {"index", index}})});
     ++index;
   }
-  json block = a.tool_name ? json{{"type", "tool_use"},
-                                  {"id", ToolUseId(a)},
-                                  {"name", *a.tool_name},
-                                  {"input", json::object()}}
-                           : json{{"type", "text"}, {"text", ""}};
+  ojson block = a.tool_name ? ojson{{"type", "tool_use"},
+                                    {"id", ToolUseId(a)},
+                                    {"name", *a.tool_name},
+                                    {"input", ojson::object()}}
+                            : ojson{{"type", "text"}, {"text", ""}};
   ev.push_back(
       {Sse("content_block_start",
            {{"type", "content_block_start"}, {"index", index}, {"content_block", block}})});
   ev.push_back({Sse("ping", {{"type", "ping"}})});
   for (const auto& p : a.pieces) {
-    json delta = a.tool_name ? json{{"type", "input_json_delta"}, {"partial_json", p}}
-                             : json{{"type", "text_delta"}, {"text", p}};
+    ojson delta = a.tool_name ? ojson{{"type", "input_json_delta"}, {"partial_json", p}}
+                              : ojson{{"type", "text_delta"}, {"text", p}};
     ev.push_back({Sse("content_block_delta",
                       {{"type", "content_block_delta"}, {"index", index}, {"delta", delta}}),
                   true});
@@ -265,7 +276,7 @@ std::vector<MockEvent> AnthropicEvents(const MockAnswer& a) {
 
 namespace {
 
-json ResponsesUsage(const MockAnswer& a) {
+ojson ResponsesUsage(const MockAnswer& a) {
   const int out = OutputTokens(a);
   return {{"input_tokens", a.input_tokens},
           {"input_tokens_details", {{"cached_tokens", 0}}},
@@ -274,15 +285,15 @@ json ResponsesUsage(const MockAnswer& a) {
           {"total_tokens", a.input_tokens + out}};
 }
 
-json OutputText(const std::string& text) {
+ojson OutputText(const std::string& text) {
   return {{"type", "output_text"},
           {"text", text},
-          {"annotations", json::array()},
-          {"logprobs", json::array()}};
+          {"annotations", ojson::array()},
+          {"logprobs", ojson::array()}};
 }
 
 // The output item, finished (status completed) or just opened (in_progress, empty).
-json OutputItem(const MockAnswer& a, bool done) {
+ojson OutputItem(const MockAnswer& a, bool done) {
   if (a.tool_name) {
     return {{"id", "fc_" + a.id},
             {"type", "function_call"},
@@ -295,10 +306,10 @@ json OutputItem(const MockAnswer& a, bool done) {
           {"type", "message"},
           {"status", done ? "completed" : "in_progress"},
           {"role", "assistant"},
-          {"content", done ? json::array({OutputText(Joined(a.pieces))}) : json::array()}};
+          {"content", done ? ojson::array({OutputText(Joined(a.pieces))}) : ojson::array()}};
 }
 
-json ResponseObject(const MockAnswer& a, bool done) {
+ojson ResponseObject(const MockAnswer& a, bool done) {
   return {{"id", "resp_" + a.id},
           {"object", "response"},
           {"created_at", a.created},
@@ -309,7 +320,7 @@ json ResponseObject(const MockAnswer& a, bool done) {
           {"instructions", nullptr},
           {"max_output_tokens", nullptr},
           {"model", a.model},
-          {"output", done ? json::array({OutputItem(a, true)}) : json::array()},
+          {"output", done ? ojson::array({OutputItem(a, true)}) : ojson::array()},
           {"parallel_tool_calls", true},
           {"previous_response_id", nullptr},
           {"reasoning", {{"effort", nullptr}, {"summary", nullptr}}},
@@ -317,30 +328,30 @@ json ResponseObject(const MockAnswer& a, bool done) {
           {"temperature", 1.0},
           {"text", {{"format", {{"type", "text"}}}}},
           {"tool_choice", "auto"},
-          {"tools", json::array()},
+          {"tools", ojson::array()},
           {"top_p", 1.0},
           {"truncation", "disabled"},
-          {"usage", done ? ResponsesUsage(a) : json(nullptr)},
+          {"usage", done ? ResponsesUsage(a) : ojson(nullptr)},
           {"user", nullptr},
-          {"metadata", json::object()}};
+          {"metadata", ojson::object()}};
 }
 
 }  // namespace
 
 std::string ResponsesJson(const MockAnswer& a) {
-  return ResponseObject(a, true).dump(-1, ' ', false, json::error_handler_t::replace);
+  return ResponseObject(a, true).dump(-1, ' ', false, ojson::error_handler_t::replace);
 }
 
 std::vector<MockEvent> ResponsesEvents(const MockAnswer& a) {
   std::vector<MockEvent> ev;
   int seq = 0;
-  auto add = [&](std::string_view type, json data, bool content = false) {
-    data["type"] = type;
-    data["sequence_number"] = seq++;
+  auto add = [&](std::string_view type, const ojson& fields, bool content = false) {
+    ojson data = {{"type", type}, {"sequence_number", seq++}};
+    for (const auto& [k, v] : fields.items()) data[k] = v;
     std::string e = "event: ";
     e += type;
     e += "\ndata: ";
-    e += data.dump(-1, ' ', false, json::error_handler_t::replace);
+    e += data.dump(-1, ' ', false, ojson::error_handler_t::replace);
     e += "\n\n";
     ev.push_back({std::move(e), content});
   };
@@ -358,22 +369,22 @@ std::vector<MockEvent> ResponsesEvents(const MockAnswer& a) {
         {{"item_id", item}, {"output_index", 0}, {"name", *a.tool_name}, {"arguments", full}});
   } else {
     const std::string item = "msg_" + a.id;
-    json where = {{"item_id", item}, {"output_index", 0}, {"content_index", 0}};
-    json part_added = where;
-    part_added["part"] = {{"type", "output_text"}, {"text", ""}, {"annotations", json::array()}};
+    ojson where = {{"item_id", item}, {"output_index", 0}, {"content_index", 0}};
+    ojson part_added = where;
+    part_added["part"] = {{"type", "output_text"}, {"text", ""}, {"annotations", ojson::array()}};
     add("response.content_part.added", part_added);
     for (const auto& p : a.pieces) {
-      json d = where;
+      ojson d = where;
       d["delta"] = p;
-      d["logprobs"] = json::array();
+      d["logprobs"] = ojson::array();
       add("response.output_text.delta", d, true);
     }
-    json text_done = where;
+    ojson text_done = where;
     text_done["text"] = full;
-    text_done["logprobs"] = json::array();
+    text_done["logprobs"] = ojson::array();
     add("response.output_text.done", text_done);
-    json part_done = where;
-    part_done["part"] = {{"type", "output_text"}, {"text", full}, {"annotations", json::array()}};
+    ojson part_done = where;
+    part_done["part"] = {{"type", "output_text"}, {"text", full}, {"annotations", ojson::array()}};
     add("response.content_part.done", part_done);
   }
   add("response.output_item.done", {{"output_index", 0}, {"item", OutputItem(a, true)}});

@@ -4,6 +4,7 @@
 // applies the faults (an event's `content` flag says which events the chunk-counting
 // faults such as die-after-chunks count).
 //
+// The last input is the conversation's last entry that is not a system/developer message.
 // A turn whose request defines tools and whose last input is a user message calls the
 // first tool with arguments {"q":"tok0 tok1 ... "}, streamed as N argument fragments
 // (ToolArgumentPieces); a turn whose last input is a tool's result answers
