@@ -29,8 +29,28 @@ for p in "${want[@]}"; do
   fi
 done
 
+# The npm packages of the protocol end-to-end tests (tests/e2e/npm: the Anthropic and
+# OpenAI SDKs, Claude Code, Codex), installed from the committed lock when node_modules is
+# missing or older than the lock. Without npm the e2e tests that need them skip.
+npm_deps() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/e2e/npm"
+  [ -f "$dir/package-lock.json" ] || return 0
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "install-deps: npm not found; skipping $dir (its e2e tests will skip)"
+    return 0
+  fi
+  if [ -d "$dir/node_modules" ] && [ "$dir/node_modules" -nt "$dir/package-lock.json" ]; then
+    return 0
+  fi
+  echo "install-deps: npm ci in $dir"
+  npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+  touch "$dir/node_modules"
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#want[@]} packages present"
+  npm_deps
   exit 0
 fi
 
@@ -50,4 +70,5 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 if [[ " ${missing[*]} " == *" nginx-light "* ]] && command -v systemctl >/dev/null 2>&1; then
   $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
 fi
+npm_deps
 echo "install-deps: done"
