@@ -23,6 +23,7 @@
 
 #include "dataplane/protocols/chat_stream.h"
 #include "dataplane/protocols/sse_parser.h"
+#include "tests/mockllm/mock_answers.h"
 #include "tests/mockllm/mock_llm.h"
 
 namespace llmproxy {
@@ -742,6 +743,489 @@ TEST(MockLlm, ServesTlsWithACertificateMadeAtTestTime) {
   EXPECT_THROW(MockLlm({.tls_cert_file = cert, .tls_key_file = (dir / "missing.pem").string()}),
                std::runtime_error);
   fs::remove_all(dir);
+}
+
+// ---- Anthropic Messages, OpenAI Responses and tool calls (tests/mockllm/mock_answers.h) ----
+
+const Headers kAnthropicHeaders = {{"anthropic-version", "2023-06-01"}, {"x-api-key", "sk-ant"}};
+
+std::string MessagesBody(bool stream, const std::string& extra = "") {
+  return R"({"model":"claude-test","max_tokens":64,)" +
+         std::string(stream ? R"("stream":true,)" : "") + extra +
+         R"("messages":[{"role":"user","content":"hi"}]})";
+}
+
+Headers With(Headers h, const Headers& more) {
+  h.insert(h.end(), more.begin(), more.end());
+  return h;
+}
+
+struct SseEvent {
+  std::string name;
+  nlohmann::json data;
+};
+
+// "event: X\ndata: {...}\n\n" events; fails the test on any other framing.
+std::vector<SseEvent> NamedEvents(const std::string& body) {
+  std::vector<SseEvent> out;
+  size_t pos = 0;
+  while (pos < body.size()) {
+    size_t nl = body.find('\n', pos);
+    size_t end = body.find("\n\n", pos);
+    if (body.compare(pos, 7, "event: ") != 0 || nl == std::string::npos ||
+        end == std::string::npos || body.compare(nl + 1, 6, "data: ") != 0) {
+      ADD_FAILURE() << "bad SSE framing at byte " << pos << ": " << body.substr(pos, 80);
+      break;
+    }
+    out.push_back({body.substr(pos + 7, nl - pos - 7),
+                   nlohmann::json::parse(body.substr(nl + 7, end - nl - 7))});
+    pos = end + 2;
+  }
+  return out;
+}
+
+std::vector<std::string> Names(const std::vector<SseEvent>& events) {
+  std::vector<std::string> n;
+  for (const auto& e : events) n.push_back(e.name);
+  return n;
+}
+
+TEST(MockLlmMessages, PlainAnswerIsAnAnthropicMessageAndTheKeyIsRecorded) {
+  MockLlm mock({.name = "an"});
+  const std::string body = MessagesBody(false);
+  Reply r = Call(mock.port(), "POST", "/v1/messages", body, kAnthropicHeaders);
+  ASSERT_TRUE(r.complete);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.headers["content-type"], "application/json");
+  const std::string in = std::to_string(body.size() / 4);
+  EXPECT_EQ(r.body, R"({"id":"msg_an_1","type":"message","role":"assistant","model":"claude-test",)"
+                    R"("content":[{"type":"text","text":"tok0 tok1 tok2 tok3 tok4 "}],)"
+                    R"("stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":)" +
+                        in +
+                        R"(,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,)"
+                        R"("output_tokens":5}})");
+  auto reqs = mock.Requests();
+  ASSERT_EQ(reqs.size(), 1u);
+  EXPECT_EQ(reqs[0].Header("x-api-key"), "sk-ant");
+  EXPECT_FALSE(reqs[0].HasHeader("authorization"));
+  EXPECT_EQ(reqs[0].Header("anthropic-version"), "2023-06-01");
+  // Without /v1, with a query string (Claude Code asks for /v1/messages?beta=true), and
+  // with a bearer token instead of x-api-key.
+  Reply q = Call(mock.port(), "POST", "/messages?beta=true", body,
+                 {{"anthropic-version", "2023-06-01"}, {"Authorization", "Bearer t"}});
+  EXPECT_EQ(q.status, 200);
+  EXPECT_EQ(nlohmann::json::parse(q.body)["id"], "msg_an_2");
+}
+
+TEST(MockLlmMessages, RequestErrorsAreTheApisExactAnswers) {
+  MockLlm mock;
+  Reply nover =
+      Call(mock.port(), "POST", "/v1/messages", MessagesBody(false), {{"x-api-key", "k"}});
+  EXPECT_EQ(nover.status, 400);
+  EXPECT_EQ(nover.body, R"({"type":"error","error":{"type":"invalid_request_error",)"
+                        R"("message":"anthropic-version: header is required"}})");
+  Reply nokey = Call(mock.port(), "POST", "/v1/messages", MessagesBody(false),
+                     {{"anthropic-version", "2023-06-01"}});
+  EXPECT_EQ(nokey.status, 401);
+  EXPECT_EQ(nokey.body, R"({"type":"error","error":{"type":"authentication_error",)"
+                        R"("message":"x-api-key header is required"}})");
+  Reply nomax =
+      Call(mock.port(), "POST", "/v1/messages",
+           R"({"model":"c","messages":[{"role":"user","content":"hi"}]})", kAnthropicHeaders);
+  EXPECT_EQ(nomax.status, 400);
+  EXPECT_EQ(nomax.body, R"({"type":"error","error":{"type":"invalid_request_error",)"
+                        R"("message":"max_tokens: Field required"}})");
+  Reply badmax = Call(mock.port(), "POST", "/v1/messages", R"({"model":"c","max_tokens":"9"})",
+                      kAnthropicHeaders);
+  EXPECT_EQ(badmax.status, 400);
+  EXPECT_EQ(nlohmann::json::parse(badmax.body)["error"]["message"],
+            "max_tokens: Input should be a valid integer");
+  Reply garbage = Call(mock.port(), "POST", "/v1/messages", "{not json", kAnthropicHeaders);
+  EXPECT_EQ(garbage.status, 400);
+  EXPECT_EQ(nlohmann::json::parse(garbage.body)["type"], "error");
+  EXPECT_EQ(nlohmann::json::parse(garbage.body)["error"]["type"], "invalid_request_error");
+  Reply get = Call(mock.port(), "GET", "/v1/messages", "", kAnthropicHeaders);
+  EXPECT_EQ(get.status, 405);
+}
+
+TEST(MockLlmMessages, ScriptedFailuresUseAnthropicsErrorShape) {
+  MockLlm mock;
+  const std::vector<std::pair<int, std::string>> cases = {
+      {429, "rate_limit_error"},     {529, "overloaded_error"}, {500, "api_error"},
+      {401, "authentication_error"}, {404, "not_found_error"},  {400, "invalid_request_error"}};
+  for (const auto& [status, type] : cases) {
+    Reply r = Call(mock.port(), "POST", "/v1/messages", MessagesBody(true),
+                   With(kAnthropicHeaders,
+                        {{"x-mock-status", std::to_string(status)}, {"x-mock-retry-after", "3"}}));
+    EXPECT_EQ(r.status, status);
+    EXPECT_EQ(r.headers["retry-after"], "3");
+    EXPECT_EQ(r.body, R"({"type":"error","error":{"type":")" + type +
+                          R"(","message":"mock scripted failure (status )" +
+                          std::to_string(status) + ")\"}}");
+  }
+  // A scripted status wins over the header checks, as x-mock-status does everywhere.
+  EXPECT_EQ(Call(mock.port(), "POST", "/v1/messages", "", {{"x-mock-status", "503"}}).status, 503);
+  Reply ctx = Call(mock.port(), "POST", "/v1/messages", MessagesBody(false),
+                   With(kAnthropicHeaders, {{"x-mock-context-length-exceeded", "1"}}));
+  EXPECT_EQ(ctx.status, 400);
+  EXPECT_EQ(ctx.body, kAnthropicPromptTooLongBody);
+}
+
+TEST(MockLlmMessages, StreamIsTheEventSequenceOfTheApiByteForByte) {
+  MockLlm mock({.name = "s", .chunks = 2});
+  const std::string body = MessagesBody(true);
+  Reply r = Call(mock.port(), "POST", "/v1/messages", body, kAnthropicHeaders);
+  ASSERT_TRUE(r.complete);
+  EXPECT_EQ(r.headers["content-type"], "text/event-stream");
+  const std::string in = std::to_string(body.size() / 4);
+  EXPECT_EQ(
+      r.body,
+      "event: message_start\n"
+      R"(data: {"type":"message_start","message":{"id":"msg_s_1","type":"message",)"
+      R"("role":"assistant","model":"claude-test","content":[],"stop_reason":null,)"
+      R"("stop_sequence":null,"usage":{"input_tokens":)" +
+          in +
+          R"(,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}})"
+          "\n\n"
+          "event: content_block_start\n"
+          R"(data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})"
+          "\n\n"
+          "event: ping\n"
+          R"(data: {"type":"ping"})"
+          "\n\n"
+          "event: content_block_delta\n"
+          R"(data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"tok0 "}})"
+          "\n\n"
+          "event: content_block_delta\n"
+          R"(data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"tok1 "}})"
+          "\n\n"
+          "event: content_block_stop\n"
+          R"(data: {"type":"content_block_stop","index":0})"
+          "\n\n"
+          "event: message_delta\n"
+          R"(data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":2}})"
+          "\n\n"
+          "event: message_stop\n"
+          R"(data: {"type":"message_stop"})"
+          "\n\n");
+}
+
+TEST(MockLlmMessages, ThinkingComesFirstAndAToolIsCalledWithStreamedJsonInput) {
+  MockLlm mock({.name = "t"});
+  const std::string extra =
+      R"("thinking":{"type":"enabled","budget_tokens":1024},)"
+      R"("tools":[{"name":"lookup","input_schema":{"type":"object"}},{"name":"other","input_schema":{}}],)";
+  Reply r = Call(mock.port(), "POST", "/v1/messages", MessagesBody(true, extra), kAnthropicHeaders);
+  ASSERT_TRUE(r.complete);
+  auto ev = NamedEvents(r.body);
+  EXPECT_EQ(Names(ev), (std::vector<std::string>{
+                           "message_start", "content_block_start", "content_block_delta",
+                           "content_block_delta", "content_block_stop", "content_block_start",
+                           "ping", "content_block_delta", "content_block_delta",
+                           "content_block_delta", "content_block_delta", "content_block_delta",
+                           "content_block_stop", "message_delta", "message_stop"}));
+  for (const auto& e : ev) EXPECT_EQ(e.data["type"], e.name);
+  ASSERT_EQ(ev.size(), 15u);
+  EXPECT_EQ(ev[1].data["content_block"]["type"], "thinking");
+  EXPECT_EQ(ev[2].data["delta"]["type"], "thinking_delta");
+  EXPECT_EQ(ev[3].data["delta"]["type"], "signature_delta");
+  EXPECT_EQ(ev[5].data["index"], 1);
+  EXPECT_EQ(
+      ev[5].data["content_block"],
+      nlohmann::json::parse(R"({"type":"tool_use","id":"toolu_t_1","name":"lookup","input":{}})"));
+  std::string partial;
+  for (size_t i = 7; i < 12; ++i) {
+    EXPECT_EQ(ev[i].data["index"], 1);
+    EXPECT_EQ(ev[i].data["delta"]["type"], "input_json_delta");
+    partial += ev[i].data["delta"]["partial_json"].get<std::string>();
+  }
+  EXPECT_EQ(partial, R"({"q":"tok0 tok1 tok2 tok3 tok4 "})");
+  EXPECT_EQ(ev[13].data["delta"]["stop_reason"], "tool_use");
+  EXPECT_EQ(ev[13].data["usage"]["output_tokens"], 5);
+
+  // The same, not streamed; and "adaptive" thinking counts too.
+  Reply p =
+      Call(mock.port(), "POST", "/v1/messages",
+           MessagesBody(false, R"("thinking":{"type":"adaptive"},"tools":[{"name":"lookup"}],)"),
+           kAnthropicHeaders);
+  auto j = nlohmann::json::parse(p.body);
+  EXPECT_EQ(j["stop_reason"], "tool_use");
+  EXPECT_EQ(j["content"],
+            nlohmann::json::parse(
+                R"([{"type":"thinking","thinking":"mock thinks ","signature":"mock-signature"},)"
+                R"({"type":"tool_use","id":"toolu_t_2","name":"lookup",)"
+                R"("input":{"q":"tok0 tok1 tok2 tok3 tok4 "}}])"));
+}
+
+TEST(MockLlmMessages, AToolResultIsEchoedAndTrailingSystemMessagesAreNoTurn) {
+  MockLlm mock({.name = "r"});
+  // 38 ASCII bytes then a 3-byte character: 40 bytes would cut it, so the echo stops at 38.
+  const std::string result = std::string(38, 'a') + "\xe2\x82\xac" + "tail";
+  nlohmann::json req = nlohmann::json::parse(
+      R"({"model":"c","max_tokens":10,"tools":[{"name":"lookup"}],"messages":[)"
+      R"({"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"tool_use",)"
+      R"("id":"toolu_1","name":"lookup","input":{}}]},{"role":"user","content":[)"
+      R"({"type":"tool_result","tool_use_id":"toolu_1","content":[{"type":"text","text":""}]}]}]})");
+  req["messages"][2]["content"][0]["content"][0]["text"] = result;
+  Reply r = Call(mock.port(), "POST", "/v1/messages", req.dump(), kAnthropicHeaders);
+  auto j = nlohmann::json::parse(r.body);
+  EXPECT_EQ(j["stop_reason"], "end_turn");
+  EXPECT_EQ(j["content"][0]["text"], "tool said: " + std::string(38, 'a'));
+  // A string result of up to 40 bytes comes back whole, quotes and all.
+  req["messages"][2]["content"][0]["content"] = "say \"hi\"\n";
+  req["stream"] = true;
+  Reply s = Call(mock.port(), "POST", "/v1/messages", req.dump(), kAnthropicHeaders);
+  std::string text;
+  for (const auto& e : NamedEvents(s.body)) {
+    if (e.name == "content_block_delta") text += e.data["delta"]["text"].get<std::string>();
+  }
+  EXPECT_EQ(text, "tool said: say \"hi\"\n");
+  // Claude Code ends with a role "system" message: the user turn before it still calls.
+  const std::string cc = R"({"model":"c","max_tokens":10,"tools":[{"name":"Agent"}],"messages":[)"
+                         R"({"role":"user","content":"hi"},{"role":"system","content":"env"}]})";
+  Reply t = Call(mock.port(), "POST", "/v1/messages", cc, kAnthropicHeaders);
+  EXPECT_EQ(nlohmann::json::parse(t.body)["content"][0]["name"], "Agent");
+  // x-mock-no-tools answers text although tools are defined.
+  Reply n = Call(mock.port(), "POST", "/v1/messages", cc,
+                 With(kAnthropicHeaders, {{"x-mock-no-tools", "1"}}));
+  EXPECT_EQ(nlohmann::json::parse(n.body)["content"][0]["text"], "tok0 tok1 tok2 tok3 tok4 ");
+}
+
+TEST(MockLlmMessages, CountTokensIsABytesOverFourEstimate) {
+  MockLlm mock;
+  const std::string body = R"({"model":"c","messages":[{"role":"user","content":"count these"}]})";
+  Reply r = Call(mock.port(), "POST", "/v1/messages/count_tokens", body, kAnthropicHeaders);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, R"({"input_tokens":)" + std::to_string(body.size() / 4) + "}");
+  EXPECT_EQ(
+      Call(mock.port(), "POST", "/v1/messages/count_tokens", body, {{"x-api-key", "k"}}).status,
+      400);
+}
+
+TEST(MockLlmMessages, StreamFaultsCountTextDeltas) {
+  MockLlm mock({.name = "f"});
+  // die-after-chunks 2: two deltas, then the connection closes before content_block_stop.
+  Reply d = Call(mock.port(), "POST", "/v1/messages", MessagesBody(true),
+                 With(kAnthropicHeaders, {{"x-mock-die-after-chunks", "2"}}));
+  EXPECT_FALSE(d.complete);
+  EXPECT_EQ(d.status, 200);
+  auto ev = NamedEvents(d.body);
+  EXPECT_EQ(Names(ev), (std::vector<std::string>{"message_start", "content_block_start", "ping",
+                                                 "content_block_delta", "content_block_delta"}));
+  EXPECT_EQ(mock.CancelledCount(), 0u);
+
+  // first-token-delay: message_start, the block and ping at once; the first delta after it.
+  constexpr milliseconds kDelay(300);
+  Conn c(mock.port());
+  const auto sent = Clock::now();
+  c.Send(Request("POST", "/v1/messages", MessagesBody(true),
+                 With(kAnthropicHeaders, {{"x-mock-first-token-delay-ms", "300"}})));
+  std::string got;
+  ASSERT_TRUE(RecvUntil(c, got, "event: ping\n", kDelay));
+  EXPECT_LT(Clock::now() - sent, kDelay);
+  EXPECT_EQ(got.find("text_delta"), std::string::npos);
+  Reply slow = ReadReply(c, milliseconds(10000), got);
+  ASSERT_TRUE(slow.complete);
+  EXPECT_GE(Clock::now() - sent, kDelay);
+  EXPECT_EQ(NamedEvents(slow.body).back().name, "message_stop");
+
+  // stall-after-chunks 1: silent after one delta until the client leaves (a cancellation).
+  Conn st(mock.port());
+  st.Send(Request("POST", "/v1/messages", MessagesBody(true),
+                  With(kAnthropicHeaders, {{"x-mock-stall-after-chunks", "1"}})));
+  Reply part = ReadReply(st, milliseconds(500));
+  EXPECT_FALSE(part.complete);
+  EXPECT_EQ(Names(NamedEvents(part.body)).back(), "content_block_delta");
+  st.Close();
+  ASSERT_TRUE(mock.WaitForCancellations(1, milliseconds(5000)));
+  EXPECT_EQ(mock.Cancellations()[0].chunks_sent, 1);
+  EXPECT_TRUE(mock.Cancellations()[0].stream);
+
+  // after-done close: message_stop arrives, the terminating chunk never does.
+  Reply ad = Call(mock.port(), "POST", "/v1/messages", MessagesBody(true),
+                  With(kAnthropicHeaders, {{"x-mock-after-done", "close"}}));
+  EXPECT_FALSE(ad.complete);
+  EXPECT_NE(ad.body.find("event: message_stop\n"), std::string::npos);
+}
+
+const std::string kResponsesBody = R"({"model":"gpt-r","input":"hi"})";
+
+TEST(MockLlmResponses, PlainAnswerIsACompletedResponseObject) {
+  MockLlm mock({.name = "re"});
+  Reply r =
+      Call(mock.port(), "POST", "/v1/responses", kResponsesBody, {{"Authorization", "Bearer sk"}});
+  ASSERT_TRUE(r.complete);
+  EXPECT_EQ(r.status, 200);
+  auto j = nlohmann::json::parse(r.body);
+  EXPECT_EQ(j["id"], "resp_re_1");
+  EXPECT_EQ(j["object"], "response");
+  EXPECT_EQ(j["status"], "completed");
+  EXPECT_EQ(j["model"], "gpt-r");
+  EXPECT_EQ(j["error"], nullptr);
+  EXPECT_EQ(j["output"],
+            nlohmann::json::parse(
+                R"([{"id":"msg_re_1","type":"message","status":"completed","role":"assistant",)"
+                R"("content":[{"type":"output_text","text":"tok0 tok1 tok2 tok3 tok4 ",)"
+                R"("annotations":[],"logprobs":[]}]}])"));
+  const int in = static_cast<int>(kResponsesBody.size() / 4);
+  EXPECT_EQ(j["usage"], nlohmann::json({{"input_tokens", in},
+                                        {"input_tokens_details", {{"cached_tokens", 0}}},
+                                        {"output_tokens", 5},
+                                        {"output_tokens_details", {{"reasoning_tokens", 0}}},
+                                        {"total_tokens", in + 5}}));
+  EXPECT_EQ(mock.Requests()[0].Header("authorization"), "Bearer sk");
+  // Errors are OpenAI's shape on this route.
+  Reply e = Call(mock.port(), "POST", "/responses", kResponsesBody, {{"x-mock-status", "429"}});
+  EXPECT_EQ(e.status, 429);
+  EXPECT_EQ(nlohmann::json::parse(e.body)["error"]["type"], "rate_limit_error");
+  EXPECT_EQ(Call(mock.port(), "POST", "/v1/responses", "[1]").status, 400);
+}
+
+TEST(MockLlmResponses, StreamIsTheSemanticEventSequenceWithSequenceNumbers) {
+  MockLlm mock({.name = "rs", .chunks = 3});
+  Reply r =
+      Call(mock.port(), "POST", "/v1/responses", R"({"model":"gpt-r","stream":true,"input":"hi"})");
+  ASSERT_TRUE(r.complete);
+  EXPECT_EQ(r.headers["content-type"], "text/event-stream");
+  auto ev = NamedEvents(r.body);
+  EXPECT_EQ(Names(ev), (std::vector<std::string>{
+                           "response.created", "response.in_progress", "response.output_item.added",
+                           "response.content_part.added", "response.output_text.delta",
+                           "response.output_text.delta", "response.output_text.delta",
+                           "response.output_text.done", "response.content_part.done",
+                           "response.output_item.done", "response.completed"}));
+  for (size_t i = 0; i < ev.size(); ++i) {
+    EXPECT_EQ(ev[i].data["type"], ev[i].name);
+    EXPECT_EQ(ev[i].data["sequence_number"], static_cast<int>(i));
+  }
+  ASSERT_EQ(ev.size(), 11u);
+  EXPECT_EQ(ev[0].data["response"]["status"], "in_progress");
+  EXPECT_EQ(ev[0].data["response"]["output"], nlohmann::json::array());
+  EXPECT_EQ(ev[2].data["item"]["content"], nlohmann::json::array());
+  std::string text;
+  for (size_t i = 4; i < 7; ++i) {
+    EXPECT_EQ(ev[i].data["item_id"], "msg_rs_1");
+    EXPECT_EQ(ev[i].data["output_index"], 0);
+    EXPECT_EQ(ev[i].data["content_index"], 0);
+    text += ev[i].data["delta"].get<std::string>();
+  }
+  EXPECT_EQ(text, "tok0 tok1 tok2 ");
+  EXPECT_EQ(ev[7].data["text"], text);
+  EXPECT_EQ(ev[8].data["part"]["text"], text);
+  const auto& done = ev[10].data["response"];
+  EXPECT_EQ(done["status"], "completed");
+  EXPECT_EQ(done["output"][0]["content"][0]["text"], text);
+  EXPECT_EQ(done["usage"]["output_tokens"], 3);
+}
+
+TEST(MockLlmResponses, AFunctionToolIsCalledAndItsOutputAnswered) {
+  MockLlm mock({.name = "fc", .chunks = 2});
+  const std::string body =
+      R"({"model":"gpt-r","stream":true,"tools":[{"type":"web_search"},)"
+      R"({"type":"function","name":"lookup","parameters":{}}],)"
+      R"("input":[{"role":"developer","content":"be brief"},{"role":"user","content":"hi"},)"
+      R"({"role":"developer","content":"env"}]})";
+  Reply r = Call(mock.port(), "POST", "/v1/responses", body);
+  auto ev = NamedEvents(r.body);
+  EXPECT_EQ(Names(ev),
+            (std::vector<std::string>{
+                "response.created", "response.in_progress", "response.output_item.added",
+                "response.function_call_arguments.delta", "response.function_call_arguments.delta",
+                "response.function_call_arguments.done", "response.output_item.done",
+                "response.completed"}));
+  ASSERT_EQ(ev.size(), 8u);
+  EXPECT_EQ(
+      ev[2].data["item"],
+      nlohmann::json::parse(R"({"id":"fc_fc_1","type":"function_call","status":"in_progress",)"
+                            R"("arguments":"","call_id":"call_fc_1","name":"lookup"})"));
+  EXPECT_EQ(ev[3].data["delta"].get<std::string>() + ev[4].data["delta"].get<std::string>(),
+            R"({"q":"tok0 tok1 "})");
+  EXPECT_EQ(ev[5].data["arguments"], R"({"q":"tok0 tok1 "})");
+  EXPECT_EQ(ev[5].data["name"], "lookup");
+  EXPECT_EQ(ev[7].data["response"]["output"][0]["arguments"], R"({"q":"tok0 tok1 "})");
+  EXPECT_EQ(ev[7].data["response"]["output"][0]["status"], "completed");
+
+  const std::string answer =
+      R"({"model":"gpt-r","tools":[{"type":"function","name":"lookup"}],"input":[)"
+      R"({"role":"user","content":"hi"},{"type":"function_call","call_id":"call_fc_1",)"
+      R"("name":"lookup","arguments":"{}"},{"type":"function_call_output","call_id":"call_fc_1",)"
+      R"("output":"sunny"}]})";
+  auto j = nlohmann::json::parse(Call(mock.port(), "POST", "/v1/responses", answer).body);
+  EXPECT_EQ(j["output"][0]["type"], "message");
+  EXPECT_EQ(j["output"][0]["content"][0]["text"], "tool said: sunny");
+}
+
+TEST(MockLlmResponses, DieAfterChunksBreaksTheStreamBeforeTheNextDelta) {
+  MockLlm mock;
+  Reply r =
+      Call(mock.port(), "POST", "/v1/responses", R"({"model":"m","stream":true,"input":"hi"})",
+           {{"x-mock-die-after-chunks", "1"}, {"x-mock-partial-event-bytes", "10"}});
+  EXPECT_FALSE(r.complete);
+  const std::string tail = "event: xxxxxxxxxx";
+  ASSERT_GE(r.body.size(), tail.size());
+  EXPECT_EQ(r.body.substr(r.body.size() - tail.size()), tail);
+  auto ev = NamedEvents(r.body.substr(0, r.body.size() - tail.size()));
+  EXPECT_EQ(Names(ev).back(), "response.output_text.delta");
+  EXPECT_EQ(ev.size(), 5u);
+}
+
+TEST(MockLlmChatTools, TheFirstToolIsCalledAndAToolMessageIsAnswered) {
+  MockLlm mock({.name = "ct", .chunks = 3});
+  const std::string tools =
+      R"("tools":[{"type":"function","function":{"name":"lookup","parameters":{}}}],)";
+  const std::string ask =
+      R"({"model":"gpt-test",)" + tools + R"("messages":[{"role":"user","content":"hi"}]})";
+  auto j = nlohmann::json::parse(Call(mock.port(), "POST", "/v1/chat/completions", ask).body);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "tool_calls");
+  EXPECT_EQ(
+      j["choices"][0]["message"],
+      nlohmann::json::parse(R"({"role":"assistant","content":null,"tool_calls":[)"
+                            R"({"id":"call_ct_1","type":"function","function":)"
+                            R"({"name":"lookup","arguments":"{\"q\":\"tok0 tok1 tok2 \"}"}}]})"));
+
+  const std::string ask_stream = R"({"model":"gpt-test","stream":true,)" + tools +
+                                 R"("messages":[{"role":"user","content":"hi"}]})";
+  Reply s = Call(mock.port(), "POST", "/v1/chat/completions", ask_stream);
+  ASSERT_TRUE(s.complete);
+  const int64_t created = CreatedOf(s.body);
+  const std::string head =
+      R"(data: {"id":"chatcmpl-ct-2","object":"chat.completion.chunk","created":)" +
+      std::to_string(created) + R"(,"model":"gpt-test","choices":[{"index":0,"delta":)";
+  EXPECT_EQ(
+      s.body,
+      head +
+          R"({"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_ct_2",)"
+          R"("type":"function","function":{"name":"lookup","arguments":"{\"q\":\"tok0 "}}]})"
+          R"(,"finish_reason":null}]})"
+          "\n\n" +
+          head +
+          R"({"tool_calls":[{"index":0,"function":{"arguments":"tok1 "}}]},"finish_reason":null}]})"
+          "\n\n" +
+          head +
+          R"({"tool_calls":[{"index":0,"function":{"arguments":"tok2 \"}"}}]},"finish_reason":"tool_calls"}]})"
+          "\n\n"
+          "data: [DONE]\n\n");
+
+  // A tool message (text parts too) is echoed, escaped as JSON in the stream.
+  const std::string answer =
+      R"({"model":"gpt-test","stream":true,)" + tools +
+      R"("messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,)"
+      R"("tool_calls":[{"id":"c","type":"function","function":{"name":"lookup","arguments":"{}"}}]},)"
+      R"({"role":"tool","tool_call_id":"c","content":[{"type":"text","text":"a \"b\"\n"}]}]})";
+  Reply t = Call(mock.port(), "POST", "/v1/chat/completions", answer);
+  std::string text;
+  for (const auto& d : SseData(t.body)) {
+    if (d == "[DONE]") continue;
+    auto c = nlohmann::json::parse(d);
+    text += c["choices"][0]["delta"]["content"].get<std::string>();
+    EXPECT_FALSE(c["choices"][0]["delta"].contains("tool_calls"));
+  }
+  EXPECT_EQ(text, "tool said: a \"b\"\n");
+  // x-mock-no-tools: plain text although tools are defined.
+  auto n = nlohmann::json::parse(
+      Call(mock.port(), "POST", "/v1/chat/completions", ask, {{"x-mock-no-tools", "1"}}).body);
+  EXPECT_EQ(n["choices"][0]["message"]["content"], "tok0 tok1 tok2 ");
+  EXPECT_EQ(n["choices"][0]["finish_reason"], "stop");
 }
 
 }  // namespace
