@@ -15,9 +15,13 @@ namespace {
 
 constexpr std::string_view kUsage = R"(usage: llmproxy-mockllm [--port P] [--name N] [options]
 
-A fake OpenAI-compatible upstream: POST /v1/chat/completions, /v1/completions,
-/v1/embeddings (also without /v1), GET /v1/models, GET /mock/stats. Replies echo the
-model they were asked for; "stream": true gives SSE chunks and [DONE].
+A fake LLM upstream: POST /v1/chat/completions, /v1/completions, /v1/embeddings,
+/v1/responses (OpenAI Responses), /v1/messages and /v1/messages/count_tokens (Anthropic
+Messages; needs anthropic-version and x-api-key or Authorization), all also without /v1;
+GET /v1/models, GET /mock/stats. Replies echo the model they were asked for;
+"stream": true gives SSE chunks and [DONE] (Responses and Messages: their event streams).
+A request with tools whose last turn is a user message calls the first tool with
+{"q":"tok0 ..."}; one ending with a tool result answers "tool said: <result>".
 
 options:
   --port P            port to listen on (default 0: any free port, printed on stderr)
@@ -39,7 +43,8 @@ x-mock-delay-ms, x-mock-first-chunk-delay-ms, x-mock-first-token-delay-ms,
 x-mock-chunks, x-mock-chunk-gap-ms, x-mock-die-after-chunks, x-mock-partial-event-bytes,
 x-mock-stall-after-chunks, x-mock-after-done: close|stall, x-mock-hang: 1,
 x-mock-close: 1, x-mock-garbage: 1, x-mock-body, x-mock-unavailable-for-ms,
-x-mock-context-length-exceeded: 1, x-mock-reject-prefill: 1, x-mock-tool-call: 1
+x-mock-context-length-exceeded: 1, x-mock-reject-prefill: 1, x-mock-tool-call: 1,
+x-mock-no-tools: 1
 (see docs/mockllm.md).
 A chat request ending with an assistant message is continued: the reply holds only the
 part of "tok0 tok1 ..." after that prefill.

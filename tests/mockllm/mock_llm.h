@@ -1,6 +1,7 @@
-// MockLlm: an in-process fake OpenAI-compatible upstream for tests, the demo and the
-// benchmark (the llmproxy-mockllm binary wraps it). It listens on 127.0.0.1 (port 0 by
-// default), serves chat/completions/embeddings/models with plain or SSE replies, records
+// MockLlm: an in-process fake LLM upstream for tests, the demo and the benchmark (the
+// llmproxy-mockllm binary wraps it). It listens on 127.0.0.1 (port 0 by default), serves
+// OpenAI chat/completions/embeddings/models, OpenAI Responses and Anthropic Messages
+// (mock_answers.h) with plain or SSE replies, calls tools when asked to, records
 // every request it received, notices clients that hang up before a reply is complete,
 // and fails on command, either per request (x-mock-* request headers, handy with curl)
 // or per mock (SetDefaultFault / PushFault, for "two backends, one broken" tests where
@@ -8,6 +9,10 @@
 //
 // Routes (matched by path suffix, so backends configured with or without /v1 work):
 //   POST .../chat/completions, .../completions, .../embeddings  (else 404; wrong method 405)
+//   POST .../responses              OpenAI Responses (response object, or its event stream)
+//   POST .../messages               Anthropic Messages; needs anthropic-version and x-api-key
+//                                   or Authorization (else Anthropic's 400/401), max_tokens
+//   POST .../messages/count_tokens  {"input_tokens": body bytes / 4}
 //   GET  .../models                 {"object":"list","data":[{"id":m,...}]}
 //   GET  /mock/stats                {"name","requests","cancelled","in_flight","connections"}
 // Every response carries `x-mock-name: <name>`, `x-request-id: mock-<name>-<n>` and
@@ -50,6 +55,11 @@
 //                                 gets 400 (kPrefillRejectedBody); others behave
 //   x-mock-tool-call: 1           chat streams: the tokens are the `arguments` deltas of one
 //                                 tool call (`"tool_calls":[{"index":0,...}]`), no content
+//   x-mock-no-tools: 1            answer text even when the request defines tools
+//
+// Tools (all three protocols): a request that defines tools and whose last turn is a user
+// message gets a call of the first tool with arguments {"q":"tok0 tok1 ... "} in N
+// fragments; one whose last turn is a tool result gets "tool said: <result, 40 bytes>".
 //   x-mock-hang: 1                read the request, never answer (until the client leaves)
 //   x-mock-close: 1               read the request, close the connection without a reply
 //   x-mock-garbage: 1             answer with bytes that are not HTTP, then close
