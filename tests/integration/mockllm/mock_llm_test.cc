@@ -1228,5 +1228,32 @@ TEST(MockLlmChatTools, TheFirstToolIsCalledAndAToolMessageIsAnswered) {
   EXPECT_EQ(n["choices"][0]["finish_reason"], "stop");
 }
 
+TEST(MockLlmChatTools, WrongTypesInTurnsAndToolsAreIgnoredNotFatal) {
+  MockLlm mock;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"/v1/messages", R"({"model":"m","max_tokens":1,"tools":"x","messages":[1,"a",{"role":5}]})"},
+      {"/v1/messages",
+       R"({"model":"m","max_tokens":1,"tools":[1],"thinking":3,)"
+       R"("messages":[{"role":"user","content":[7,{"type":"tool_result","content":{"a":1}}]}]})"},
+      {"/v1/messages", R"({"model":"m","max_tokens":1,"stream":true,"messages":{"role":"user"}})"},
+      {"/v1/responses",
+       R"({"model":"m","input":[{"type":"function_call_output","output":{"x":1}}]})"},
+      {"/v1/responses", R"({"model":"m","input":5,"tools":[{"type":"function","name":7}]})"},
+      {"/v1/responses", R"({"model":"m","stream":true,"input":[null],"tools":{"a":1}})"},
+      {"/v1/chat/completions", R"({"model":"m","tools":[{"function":"x"}],)"
+                               R"("messages":[{"role":"tool","content":7}]})"},
+      {"/v1/chat/completions", R"({"model":"m","tools":[[]],"messages":[{"role":"user"}]})"},
+  };
+  for (const auto& [path, body] : cases) {
+    Reply r = Call(mock.port(), "POST", path, body, kAnthropicHeaders);
+    EXPECT_TRUE(r.complete) << path << " " << body;
+    EXPECT_EQ(r.status, 200) << path << " " << body << " -> " << r.body;
+  }
+  // A tool result of a non-text type is an empty result, still answered.
+  auto j = nlohmann::json::parse(Call(mock.port(), "POST", "/v1/responses", cases[3].second).body);
+  EXPECT_EQ(j["output"][0]["content"][0]["text"], "tool said: ");
+  EXPECT_EQ(Call(mock.port(), "GET", "/v1/models", "").status, 200);
+}
+
 }  // namespace
 }  // namespace llmproxy
