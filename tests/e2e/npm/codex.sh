@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Codex (`codex exec`) against an OpenAI Responses endpoint: prints the final answer and
 # exits 0 when the CLI completed the prompt with one. Isolated: a fresh CODEX_HOME whose
-# config.toml defines one model provider (wire_api "responses") at BASE_URL, and a fresh
-# working directory.
+# config.toml defines one model provider (wire_api "responses") at BASE_URL and turns
+# analytics off, and a fresh working directory.
 #   codex.sh BASE_URL KEY [PROMPT]     (BASE_URL with /v1; env MODEL, default gpt-e2e)
 # Against llmproxy-mockllm the first answer calls the first function tool (exec_command)
 # with {"q":...}; Codex reports the bad arguments as a function_call_output and the mock's
@@ -26,6 +26,9 @@ name = "llmproxy"
 base_url = "$base"
 env_key = "LLMPROXY_KEY"
 wire_api = "responses"
+
+[analytics]
+enabled = false
 TOML
 out="$(cd "$tmp/work" && env -i PATH="$PATH" HOME="$tmp/work" CODEX_HOME="$tmp/codex" \
   LLMPROXY_KEY="$key" timeout "${CLI_TIMEOUT:-120}" "$bin" exec --skip-git-repo-check \
