@@ -255,8 +255,12 @@ TEST_F(ProtocolsSdk, ClaudeCodeThroughTheGatewayToAnAnthropicBackend) {
   EXPECT_NE(out.find("tool said: "), std::string::npos) << out;
   OnlyServedBy(anthropic_, "/v1/messages");
   AnthropicAuth();
+  // Native: the body's fields (context_management, output_config, adaptive thinking, role
+  // "system" messages) need the client's betas, so they reach the provider.
   for (const auto& r : anthropic_->Requests()) {
     EXPECT_NE(r.body.find(std::string(R"("model":")") + kAnthropicModel + "\""), std::string::npos);
+    EXPECT_NE(r.Header("anthropic-beta").find("claude-code-20250219"), std::string::npos)
+        << r.Header("anthropic-beta");
   }
 }
 
