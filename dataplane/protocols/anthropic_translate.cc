@@ -83,12 +83,16 @@ Json ToJson(dom::element e) {
   switch (e.type()) {
     case dom::element_type::ARRAY: {
       Json a = Json::array();
-      for (dom::element x : e.get_array().value_unsafe()) a.push_back(ToJson(x));
+      dom::array list;
+      if (e.get_array().get(list) != SUCCESS) break;
+      for (dom::element x : list) a.push_back(ToJson(x));
       return a;
     }
     case dom::element_type::OBJECT: {
       Json o = Json::object();
-      for (dom::key_value_pair kv : e.get_object().value_unsafe()) {
+      dom::object fields;
+      if (e.get_object().get(fields) != SUCCESS) break;
+      for (dom::key_value_pair kv : fields) {
         o[std::string(kv.key)] = ToJson(kv.value);
       }
       return o;
@@ -1030,7 +1034,7 @@ RequestTranslation ChatRequestToMessages(std::string_view body, const ChatToMess
       bool b = true;
       no_parallel = v.get_bool().get(b) == SUCCESS && !b;
     } else if (k == "reasoning_effort") {
-      v.get_string().get(effort);
+      if (v.get_string().get(effort) != SUCCESS) d.Add("reasoning_effort");
     } else if (k == "n") {
       if (Count(v).value_or(1) != 1) d.Add("n");
     } else {

@@ -44,14 +44,14 @@ inline constexpr size_t kMaxDropped = 16;
 enum class ReasoningStyle { kNone, kReasoningEffort, kThinkingObject };
 
 struct MessagesToChatOptions {
-  std::string_view model;     // model name to send upstream (replaces the body's; "" keeps it)
-  bool include_usage = true;  // when streaming: "stream_options":{"include_usage":true}
+  std::string_view model = {};  // model name to send upstream (replaces the body's; "" keeps it)
+  bool include_usage = true;    // when streaming: "stream_options":{"include_usage":true}
   ReasoningStyle reasoning = ReasoningStyle::kNone;
 };
 RequestTranslation MessagesRequestToChat(std::string_view body, const MessagesToChatOptions& o);
 
 struct ChatToMessagesOptions {
-  std::string_view model;  // "" keeps the body's
+  std::string_view model = {};  // "" keeps the body's
   // Messages requires max_tokens; chat's max_completion_tokens / max_tokens win.
   uint32_t default_max_tokens = 4096;
 };
