@@ -27,6 +27,7 @@ constexpr size_t kKeepParserBytes = 512 * 1024;
 class Parsed {
  public:
   bool Parse(std::string_view text, int slot = 0) {
+    if (text.empty()) return false;  // no JSON text (and data() may be null: no memcpy)
     dom::parser* parser = nullptr;
     if (text.size() <= kKeepParserBytes) {
       thread_local dom::parser shared[2];
