@@ -164,8 +164,10 @@ std::string ImageToChat(dom::object block, Json& part, const std::string& where)
 }
 
 // Text of a string or an array of text blocks (other blocks are named in `d`), joined
-// with "\n\n". false when it is neither.
-bool TextOf(dom::element e, std::string& out, Dropped& d, std::string_view image_name) {
+// with "\n\n". false when it is neither. With `images`, image blocks are added to it as
+// chat image_url parts (an unusable one is dropped) instead of being dropped.
+bool TextOf(dom::element e, std::string& out, Dropped& d, std::string_view image_name,
+            Json* images = nullptr) {
   std::string_view s;
   if (e.get_string().get(s) == SUCCESS) {
     out.assign(s);
@@ -185,6 +187,8 @@ bool TextOf(dom::element e, std::string& out, Dropped& d, std::string_view image
       first = false;
     } else if (type == "text") {
       return false;
+    } else if (Json part; type == "image" && images && ImageToChat(bo, part, {}).empty()) {
+      images->push_back(std::move(part));
     } else {
       d.Add(type == "image" ? image_name : type);
     }
@@ -228,9 +232,16 @@ std::string UserToChat(dom::array blocks, size_t i, Json& msgs, Dropped& d) {
         return where + ".tool_use_id: must be a non-empty string";
       }
       std::string content;
+      Json images = Json::array();
       auto c = Field(bo, "content");
-      if (!IsNull(c) && !TextOf(*c, content, d, "tool_result.image")) {
+      if (!IsNull(c) && !TextOf(*c, content, d, "tool_result.image", &images)) {
         return where + ".content: must be a string or an array of blocks";
+      }
+      // A tool message carries text only: its images go into the user message that
+      // follows the tool messages.
+      for (Json& image : images) {
+        parts.push_back(std::move(image));
+        only_text = false;
       }
       bool is_error = false;
       if (auto e = Field(bo, "is_error"); e && e->get_bool().get(is_error) == SUCCESS && is_error) {
@@ -902,7 +913,7 @@ RequestTranslation MessagesRequestToChat(std::string_view body, const MessagesTo
       thinking = v;
     } else if (k == "max_tokens") {
       if (!Count(v)) r.error = "max_tokens: must be an integer";
-      out["max_tokens"] = Count(v).value_or(0);
+      out[o.max_completion_tokens ? "max_completion_tokens" : "max_tokens"] = Count(v).value_or(0);
     } else if (k == "temperature" || k == "top_p") {
       if (!v.is_null() && !IsNumber(v)) r.error = std::string(k) + ": must be a number";
       if (IsNumber(v)) out[std::string(k)] = ToJson(v);
@@ -1131,7 +1142,8 @@ std::optional<std::string> ChatResponseToMessages(std::string_view chat_body,
   }
   std::string_view finish = StrOr(Field(choice, "finish_reason"));
   std::string_view stop = StopReasonFromFinish(finish);
-  if (finish.empty() && has_tools) stop = "tool_use";
+  // Some backends say "stop" after tool calls; a Messages client runs tools on tool_use.
+  if (has_tools && (finish.empty() || finish == "stop")) stop = "tool_use";
   Json usage = {{"input_tokens", 0}, {"output_tokens", 0}};
   dom::object uo, details;
   if (auto u = Field(top, "usage"); u && u->get_object().get(uo) == SUCCESS) {
@@ -1467,6 +1479,7 @@ void ChatStreamToMessages::OnChunk(std::string_view data, std::string& out) {
       if (GetStr(choice, "finish_reason", finish) && !finish.empty()) {
         finish_seen_ = true;
         stop_reason_ = StopReasonFromFinish(finish);
+        if (tools_started_ > 0 && finish == "stop") stop_reason_ = "tool_use";
         Close(out);
       }
       break;

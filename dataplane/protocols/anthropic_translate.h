@@ -47,6 +47,9 @@ struct MessagesToChatOptions {
   std::string_view model = {};  // model name to send upstream (replaces the body's; "" keeps it)
   bool include_usage = true;    // when streaming: "stream_options":{"include_usage":true}
   ReasoningStyle reasoning = ReasoningStyle::kNone;
+  // Send max_tokens as "max_completion_tokens" (OpenAI's reasoning models refuse
+  // "max_tokens").
+  bool max_completion_tokens = false;
 };
 RequestTranslation MessagesRequestToChat(std::string_view body, const MessagesToChatOptions& o);
 

@@ -117,6 +117,27 @@ TEST(MessagesRequestToChat, ImagesBase64AndUrlBecomeContentParts) {
   EXPECT_TRUE(r.dropped.empty());
 }
 
+TEST(MessagesRequestToChat, ToolResultImagesFollowTheToolMessages) {
+  const std::string body = R"({"model":"m","max_tokens":10,"messages":[{"role":"user","content":[
+    {"type":"tool_result","tool_use_id":"t1","content":[
+      {"type":"text","text":"screenshot taken"},
+      {"type":"image","source":{"type":"base64","media_type":"image/png","data":"AAAA"}},
+      {"type":"image","source":{"type":"file","file_id":"f"}}]}]}]})";
+  const RequestTranslation r =
+      MessagesRequestToChat(body, {.model = "m", .max_completion_tokens = true});
+  ASSERT_EQ(r.error, "");
+  const json expected = {
+      {"model", "m"},
+      {"max_completion_tokens", 10},
+      {"messages",
+       {{{"role", "tool"}, {"tool_call_id", "t1"}, {"content", "screenshot taken"}},
+        {{"role", "user"},
+         {"content",
+          {{{"type", "image_url"}, {"image_url", {{"url", "data:image/png;base64,AAAA"}}}}}}}}}};
+  EXPECT_EQ(Parse(r.body), expected);
+  EXPECT_EQ(r.dropped, std::vector<std::string>{"tool_result.image"});  // the file source
+}
+
 TEST(MessagesRequestToChat, SystemStringAndSystemRoleInMessages) {
   const std::string body = R"({"model":"m","max_tokens":5,"system":"Be nice.","messages":[
     {"role":"system","content":"Extra rule."},
@@ -483,6 +504,76 @@ TEST(ChatRequestToMessages, EmptyMessagesAreDroppedNotSent) {
              {"content",
               {{{"type", "text"}, {"text", "hi"}}, {{"type", "text"}, {"text", "again"}}}}}}));
   EXPECT_EQ(r.dropped, std::vector<std::string>{"messages.empty"});
+}
+
+// A Messages request sent to a chat backend and back (as a chat client's request to an
+// api: anthropic backend) keeps the conversation's structure and tool pairing.
+TEST(RequestRoundTrip, MessagesToChatToMessages) {
+  const std::string body = R"({"model":"claude","max_tokens":300,"system":"Be brief.",
+    "tools":[{"name":"get_weather","description":"w","input_schema":{"type":"object"}}],
+    "messages":[
+      {"role":"user","content":"Weather?"},
+      {"role":"assistant","content":[{"type":"text","text":"Checking."},
+        {"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris"}}]},
+      {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"18C"},
+        {"type":"text","text":"thanks"}]}]})";
+  const RequestTranslation chat = MessagesRequestToChat(body, {.model = "gpt"});
+  ASSERT_EQ(chat.error, "");
+  const RequestTranslation back = ChatRequestToMessages(chat.body, {.model = "claude"});
+  ASSERT_EQ(back.error, "");
+  const json expected = {
+      {"model", "claude"},
+      {"max_tokens", 300},
+      {"system", "Be brief."},
+      {"tools",
+       {{{"name", "get_weather"}, {"description", "w"}, {"input_schema", {{"type", "object"}}}}}},
+      {"messages",
+       {{{"role", "user"}, {"content", {{{"type", "text"}, {"text", "Weather?"}}}}},
+        {{"role", "assistant"},
+         {"content",
+          {{{"type", "text"}, {"text", "Checking."}},
+           {{"type", "tool_use"},
+            {"id", "toolu_1"},
+            {"name", "get_weather"},
+            {"input", {{"city", "Paris"}}}}}}},
+        {{"role", "user"},
+         {"content",
+          {{{"type", "tool_result"}, {"tool_use_id", "toolu_1"}, {"content", "18C"}},
+           {{"type", "text"}, {"text", "thanks"}}}}}}}};
+  EXPECT_EQ(Parse(back.body), expected);
+}
+
+TEST(ToolArguments, DeepOrHugeArgumentsAreRefusedNotCrashedOn) {
+  const std::string deep = std::string(5000, '[') + std::string(5000, ']');
+  const json request = {
+      {"messages",
+       {{{"role", "assistant"},
+         {"tool_calls",
+          {{{"id", "c"},
+            {"type", "function"},
+            {"function", {{"name", "f"}, {"arguments", "{\"a\":" + deep + "}"}}}}}}}}}};
+  EXPECT_EQ(ChatRequestToMessages(request.dump(), {}).error,
+            "messages[0].tool_calls[0].function.arguments: must be a JSON object");
+  const json answer = {
+      {"choices",
+       {{{"message",
+          {{"role", "assistant"},
+           {"tool_calls",
+            {{{"id", "c"},
+              {"type", "function"},
+              {"function", {{"name", "f"}, {"arguments", "{\"a\":" + deep + "}"}}}}}}}}}}}};
+  const auto m = ChatResponseToMessages(answer.dump(), "m");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(Parse(*m)["content"][0]["input"],
+            (json{{"_unparsed_arguments", "{\"a\":" + deep + "}"}}));
+  // Big but shallow arguments (over the shared parser's size) translate.
+  json big = json::object();
+  for (int i = 0; i < 30000; ++i) big["k" + std::to_string(i)] = std::string(20, 'v');
+  json answer2 = answer;
+  answer2["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] = big.dump();
+  const auto m2 = ChatResponseToMessages(answer2.dump(), "m");
+  ASSERT_TRUE(m2);
+  EXPECT_EQ(Parse(*m2)["content"][0]["input"], big);
 }
 
 // --- whole answers ----------------------------------------------------------------------
@@ -864,6 +955,26 @@ std::string RunChatStream(std::string_view stream, const std::vector<size_t>& cu
   feed(rest);
   t.Finish(out);
   return out;
+}
+
+TEST(ChatResponseToMessages, StopAfterToolCallsIsToolUse) {
+  const auto m = ChatResponseToMessages(
+      R"({"choices":[{"finish_reason":"stop","message":{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}}]})",
+      "m");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(Parse(*m)["stop_reason"], "tool_use");
+  EXPECT_EQ(Parse(*m)["content"],
+            (json{{{"type", "tool_use"}, {"id", "c"}, {"name", "f"}, {"input", json::object()}}}));
+  ChatStreamToMessages t("m");
+  std::string out;
+  t.OnChunk(
+      R"({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f","arguments":"{}"}}]}}]})",
+      out);
+  t.OnChunk(R"({"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})", out);
+  t.Finish(out);
+  const std::vector<Event> e = MessagesEvents(out);
+  ASSERT_GE(e.size(), 2u);
+  EXPECT_EQ(e[e.size() - 2].data["delta"]["stop_reason"], "tool_use");
 }
 
 TEST(ChatStreamToMessages, ThinkingTextAndToolCallsEventByEvent) {
