@@ -140,7 +140,7 @@ class ChatStreamToMessages {
 // ("chatcmpl-" + the message id), created and model.
 class MessagesStreamToChat {
  public:
-  MessagesStreamToChat(std::string_view model, bool include_usage, int64_t created = 0);
+  explicit MessagesStreamToChat(std::string_view model, bool include_usage, int64_t created = 0);
 
   // One Messages SSE event (its event name and data). The data's "type" decides (the
   // event name when the data has none). ping and unknown types are ignored; data that is
