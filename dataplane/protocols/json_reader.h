@@ -3,8 +3,9 @@
 // On-Demand API: fields are read in place, no DOM is built, and the model value's raw byte
 // range is reported so the rewrite can replace exactly those bytes. Pure: no I/O. The only
 // translation units that include simdjson are json_reader.cc and chat_stream.cc (stream
-// chunks, same padding rules). nlohmann stays for config, the control plane and building
-// JSON.
+// chunks, same padding rules), and anthropic_translate.cc, which reads whole bodies and
+// events with simdjson's DOM (it needs every field, not a few). nlohmann stays for config,
+// the control plane and building JSON.
 //
 // simdjson reads up to kJsonPadding bytes past the end of the text. Callers that own a
 // buffer with that much slack after the text say so (`readable_after`); otherwise the text
