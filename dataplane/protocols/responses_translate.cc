@@ -471,8 +471,9 @@ bool RequestTranslator::Content(const Json& content, std::string_view role,
     } else if (type == "input_image") {
       if (role != "user") return Fail(at + ": input_image is only supported in user messages");
       if (Get(part, "file_id") != nullptr) {
-        return Fail(at + ": input_image with file_id is not supported" + kStateless +
-                    " (use image_url: a URL or a data: URL)");
+        return Fail(at +
+                    ": input_image with file_id is not supported: this gateway is stateless for "
+                    "this backend; send image_url (a URL or a data: URL)");
       }
       const Json* url = Get(part, "image_url");
       if (url == nullptr || !url->is_string()) return Fail(at + ".image_url must be a string");
