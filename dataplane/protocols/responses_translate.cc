@@ -234,10 +234,7 @@ class RequestTranslator {
     std::optional<Json> parsed = ParseJson(body);
     if (!parsed) return Error("request body is not valid JSON");
     if (!parsed->is_object()) return Error("request body must be a JSON object");
-    if (!Translate(*parsed)) {
-      r_.body.clear();
-      return std::move(r_);
-    }
+    if (!Translate(*parsed)) r_.body.clear();
     return std::move(r_);
   }
 
@@ -283,8 +280,7 @@ bool RequestTranslator::Stateful(const Json& req) {
   if (Get(req, "conversation") != nullptr) {
     return Fail(std::string("conversation is not supported") + kStateless);
   }
-  if (const Json* p = Get(req, "prompt")) {
-    (void)p;
+  if (Get(req, "prompt") != nullptr) {
     return Fail(std::string("prompt templates are not supported") + kStateless);
   }
   if (const Json* b = Get(req, "background");

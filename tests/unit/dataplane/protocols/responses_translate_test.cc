@@ -226,6 +226,9 @@ TEST(ResponsesRequest, StatefulFeaturesAreClear400s) {
   EXPECT_EQ(ErrorOf(R"({"input":[{"type":"item_reference","id":"msg_1"}]})"),
             "item_reference is not supported: this gateway is stateless for this backend; send "
             "the full conversation in input");
+  EXPECT_EQ(ErrorOf(R"({"input":"x","prompt":{"id":"pmpt_1"}})"),
+            "prompt templates are not supported: this gateway is stateless for this backend; "
+            "send the full conversation in input");
   EXPECT_EQ(ErrorOf(R"({"input":"x","background":true})"),
             "background is not supported by this backend");
   // null means absent.
