@@ -11,8 +11,8 @@ namespace llmproxy {
 struct RequestTranslation {
   std::string body;   // the upstream body (one JSON object)
   std::string error;  // non-empty: the client gets 400 invalid_request_error with this message
-  std::vector<std::string>
-      dropped;  // fields not translated (distinct names, at most ~16) for one debug log line
+  // fields not translated (distinct names, at most ~16) for one debug log line
+  std::vector<std::string> dropped;
   bool stream = false;  // the client asked for a stream
 };
 

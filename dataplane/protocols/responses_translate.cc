@@ -1229,6 +1229,32 @@ void ChatStreamToResponses::OnChunk(std::string_view data, std::string& out) {
   if (padded.capacity() > kKeepParserBytes) std::string().swap(padded);
 }
 
+void ChatStreamToResponses::OnEvents(std::string_view sse, std::string& out) {
+  if (!fields_) fields_ = std::make_unique<SseFields>();
+  auto dispatch = [&](std::string_view raw) {
+    ReadSseFields(raw, *fields_);
+    if (fields_->has_data) OnChunk(fields_->data, out);
+  };
+  size_t start = 0;
+  size_t pos = 0;
+  bool line_start = true;
+  while (pos < sse.size()) {
+    const char c = sse[pos];
+    if (c != '\n' && c != '\r') {
+      line_start = false;
+      ++pos;
+      continue;
+    }
+    pos += c == '\r' && pos + 1 < sse.size() && sse[pos + 1] == '\n' ? 2 : 1;
+    if (line_start) {  // a blank line ends the event
+      dispatch(sse.substr(start, pos - start));
+      start = pos;
+    }
+    line_start = true;
+  }
+  if (start < sse.size()) dispatch(sse.substr(start));
+}
+
 void ChatStreamToResponses::Finish(std::string& out) {
   if (done_) return;
   Start(out);

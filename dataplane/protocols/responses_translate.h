@@ -28,6 +28,8 @@
 
 namespace llmproxy {
 
+struct SseFields;  // sse_parser.h
+
 struct ResponsesToChatOptions {
   std::string_view model;     // model name to send upstream ("" keeps the client's)
   bool include_usage = true;  // when streaming: "stream_options":{"include_usage":true}
@@ -87,6 +89,10 @@ class ChatStreamToResponses {
   // Appends zero or more whole Responses SSE events to out. A chunk that is not a JSON
   // object is skipped and counted; a chunk with an "error" object fails the stream.
   void OnChunk(std::string_view data, std::string& out);
+  // What SseParser::Feed or Finish returned (whole events, any line ends, several at once):
+  // OnChunk with the data of each event that has a data line. Trailing bytes without their
+  // blank line (Finish's partial event) count as one event.
+  void OnEvents(std::string_view sse, std::string& out);
   // The upstream ended (after [DONE] or without it): closes open items (their ...done
   // events) and ends with response.completed, or response.incomplete for finish_reason
   // length / content_filter. Once; later calls append nothing.
@@ -137,6 +143,7 @@ class ChatStreamToResponses {
   bool done_ = false;
   std::unique_ptr<Parser> parser_;
   std::string scratch_;  // event fields under construction
+  std::unique_ptr<SseFields> fields_;
 };
 
 }  // namespace llmproxy

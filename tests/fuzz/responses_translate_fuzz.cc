@@ -6,7 +6,8 @@
 //    "messages" array; `dropped` holds at most 16 distinct names; the echo is JSON members;
 //  - a whole answer, when accepted, is a response object with a known status and an output
 //    array; an error body always comes back as {"error":{"message": string, ...}};
-//  - the stream translation is the same whether the stream is cut or not, every event is
+//  - the stream translation is the same whether the stream is cut or not, and whether
+//    OnEvents or a second SseParser splits the parser's output into events; every event is
 //    "event: T\ndata: {...}\n\n" with data.type T and sequence numbers 0, 1, 2..., and it
 //    ends with exactly one terminal event (completed, incomplete or failed).
 // Every output is parsed by nlohmann with UTF-8 checks on (the bytes must be valid JSON
@@ -85,8 +86,10 @@ void Error(int status, std::string_view body) {
         "an error body has error.message", body);
 }
 
+// `on_events`: the parser's output goes to ChatStreamToResponses::OnEvents, which splits
+// it itself; otherwise a second parser splits it (below).
 std::string Stream(std::string_view stream, const std::vector<size_t>& cuts,
-                   const llmproxy::ResponsesEcho& echo) {
+                   const llmproxy::ResponsesEcho& echo, bool on_events) {
   llmproxy::SseParser parser;
   ChatStreamToResponses t(echo, "m");
   std::string out;
@@ -94,6 +97,10 @@ std::string Stream(std::string_view stream, const std::vector<size_t>& cuts,
   // SseParser returns whole events, several at once; a second parser fed its output one
   // byte at a time returns each event alone (the relay's integrator has the same task).
   auto forward = [&](std::string_view events) {
+    if (on_events) {
+      t.OnEvents(events, out);
+      return;
+    }
     llmproxy::SseParser again;
     size_t i = 0;
     while (i < events.size()) {
@@ -169,8 +176,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Whole(input, echo);
   Error(status, input);
 
-  const std::string whole = Stream(input, {}, echo);
+  const std::string whole = Stream(input, {}, echo, false);
   CheckEvents(whole, input);
-  Check(Stream(input, cuts, echo) == whole, "same events, whole or cut", input);
+  Check(Stream(input, cuts, echo, false) == whole, "same events, whole or cut", input);
+  Check(Stream(input, cuts, echo, true) == whole, "OnEvents splits events as SseParser does",
+        input);
   return 0;
 }

@@ -932,12 +932,18 @@ std::string SseStream(const std::vector<std::string>& chunks) {
 
 // Feeds the stream through SseParser in the given pieces and each whole event's data to a
 // translator; returns what the translator wrote.
-std::string ThroughParser(std::string_view stream, const std::vector<size_t>& cuts) {
+// With `on_events` the parser's output goes to OnEvents as it is, which splits it itself.
+std::string ThroughParser(std::string_view stream, const std::vector<size_t>& cuts,
+                          bool on_events = false) {
   SseParser parser;
   ChatStreamToResponses t(Echo(), "gpt-x");
   std::string out;
   SseFields fields;
   auto forward = [&](std::string_view events) {
+    if (on_events) {
+      t.OnEvents(events, out);
+      return;
+    }
     while (!events.empty()) {
       const size_t end = events.find("\n\n");
       const std::string_view raw =
@@ -978,12 +984,47 @@ TEST(ResponsesStream, EveryCutOfTheUpstreamStreamGivesTheSameEvents) {
   EXPECT_EQ(events.back()["response"]["usage"], Usage(3, 0, 4, 0, 7));
   for (size_t cut = 0; cut <= stream.size(); ++cut) {
     ASSERT_EQ(ThroughParser(stream, {cut}), whole) << "cut at " << cut;
+    ASSERT_EQ(ThroughParser(stream, {cut}, true), whole) << "OnEvents, cut at " << cut;
+  }
+  // CRLF and lone-CR line ends, split by OnEvents: the same events.
+  for (const std::string_view eol : {std::string_view("\r\n"), std::string_view("\r")}) {
+    std::string other;
+    for (const char c : stream) {
+      if (c == '\n') {
+        other += eol;
+      } else {
+        other += c;
+      }
+    }
+    for (size_t cut = 0; cut <= other.size(); ++cut) {
+      ASSERT_EQ(ThroughParser(other, {cut}, true), whole) << eol.size() << " cut at " << cut;
+    }
   }
   for (size_t a = 0; a < stream.size(); a += 7) {
     for (size_t b = a; b <= stream.size(); b += 13) {
       ASSERT_EQ(ThroughParser(stream, {a, b}), whole) << "cuts at " << a << ", " << b;
     }
   }
+}
+
+TEST(ResponsesStream, OnEventsSplitsWhatTheParserReturns) {
+  ChatStreamToResponses a(Echo(), "gpt-x"), b(Echo(), "gpt-x");
+  std::string out_a, out_b;
+  // Comments, an event without data, an event of two data lines (joined with a newline),
+  // mixed line ends, a final event without its blank line.
+  a.OnEvents(": hi\n\nevent: x\n\n" + ("data: " + Chunk("o", R"({"content":"A"})")) +
+                 "\n\ndata: {\"choices\":\ndata: []}\r\n\r\n" +
+                 ("data: " + Chunk("o", R"({"content":"B"})")) + "\r\rdata: [DONE]",
+             out_a);
+  b.OnChunk(Chunk("o", R"({"content":"A"})"), out_b);
+  b.OnChunk("{\"choices\":\n[]}", out_b);
+  b.OnChunk(Chunk("o", R"({"content":"B"})"), out_b);
+  b.OnChunk("[DONE]", out_b);
+  EXPECT_EQ(out_a, out_b);
+  EXPECT_TRUE(a.done());
+  EXPECT_EQ(a.skipped(), 0u);  // a JSON text may span lines
+  EXPECT_EQ(Payloads(out_a).back()["response"]["output"],
+            json::array({MessageItem("msg_o_0", "AB")}));
 }
 
 TEST(ResponsesStream, HostileChunksNeverBreakTheOutput) {
