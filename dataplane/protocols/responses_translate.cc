@@ -995,9 +995,10 @@ std::string PartFields(std::string_view id, size_t output_index) {
 
 }  // namespace
 
-ChatStreamToResponses::Item& ChatStreamToResponses::OpenText(bool reasoning, std::string& out) {
+ChatStreamToResponses::Item* ChatStreamToResponses::OpenText(bool reasoning, std::string& out) {
   const ItemKind kind = reasoning ? ItemKind::kReasoning : ItemKind::kMessage;
-  if (text_item_ && items_[*text_item_].kind == kind) return items_[*text_item_];
+  if (text_item_ && items_[*text_item_].kind == kind) return &items_[*text_item_];
+  if (!Keep(kItemBytes, out)) return nullptr;
   CloseText(out);
   const size_t k = items_.size();
   items_.push_back(Item{.kind = kind,
@@ -1020,7 +1021,7 @@ ChatStreamToResponses::Item& ChatStreamToResponses::OpenText(bool reasoning, std
       PartFields(item.id, k) + (reasoning ? ",\"part\":{\"type\":\"reasoning_text\",\"text\":\"\"}"
                                           : ",\"part\":{\"type\":\"output_text\",\"annotations\":"
                                             "[],\"text\":\"\"}"));
-  return item;
+  return &item;
 }
 
 void ChatStreamToResponses::CloseText(std::string& out) {
@@ -1076,18 +1077,18 @@ void ChatStreamToResponses::CloseItem(Item& item, std::string& out) {
 
 void ChatStreamToResponses::OnDelta(const Chunk& chunk, std::string& out) {
   if (!chunk.reasoning.empty()) {
-    if (!Keep(chunk.reasoning.size(), out)) return;
-    Item& item = OpenText(true, out);
-    item.text += chunk.reasoning;
-    std::string f = PartFields(item.id, item.output_index) + ",\"delta\":";
+    Item* item = OpenText(true, out);
+    if (item == nullptr || !Keep(chunk.reasoning.size(), out)) return;
+    item->text += chunk.reasoning;
+    std::string f = PartFields(item->id, item->output_index) + ",\"delta\":";
     AppendJsonString(f, chunk.reasoning);
     Event(out, "response.reasoning_text.delta", f);
   }
   if (!chunk.content.empty()) {
-    if (!Keep(chunk.content.size(), out)) return;
-    Item& item = OpenText(false, out);
-    item.text += chunk.content;
-    std::string f = PartFields(item.id, item.output_index) + ",\"delta\":";
+    Item* item = OpenText(false, out);
+    if (item == nullptr || !Keep(chunk.content.size(), out)) return;
+    item->text += chunk.content;
+    std::string f = PartFields(item->id, item->output_index) + ",\"delta\":";
     AppendJsonString(f, chunk.content);
     f += ",\"logprobs\":[]";
     Event(out, "response.output_text.delta", f);
@@ -1099,7 +1100,7 @@ void ChatStreamToResponses::OnDelta(const Chunk& chunk, std::string& out) {
         ++skipped_;
         continue;
       }
-      if (!Keep(t.id.size() + t.name.size(), out)) return;
+      if (!Keep(kItemBytes + t.id.size() + t.name.size(), out)) return;
       CloseText(out);
       const size_t k = items_.size();
       Item item{.kind = ItemKind::kFunction,

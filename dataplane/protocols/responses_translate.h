@@ -106,9 +106,13 @@ class ChatStreamToResponses {
   const TokenUsage& usage() const { return usage_; }
   uint64_t skipped() const { return skipped_; }  // malformed chunks skipped
 
-  // The answer may not keep more than this many bytes of text and arguments (a hostile
-  // upstream cannot grow memory without bound): beyond it the stream fails.
+  // The answer may not keep more than this many bytes of text, arguments and items (a
+  // hostile upstream cannot grow memory without bound): beyond it the stream fails.
   static constexpr size_t kMaxKeptBytes = 32u << 20;
+  // What one output item counts besides its text (ids, status, its JSON in the final
+  // response), so an upstream alternating reasoning and text cannot grow the item list
+  // without bound either.
+  static constexpr size_t kItemBytes = 256;
   // Tool call indexes beyond this many distinct calls are ignored (and counted skipped).
   static constexpr size_t kMaxToolCalls = 128;
 
@@ -120,7 +124,7 @@ class ChatStreamToResponses {
   void Start(std::string& out);
   void Event(std::string& out, std::string_view type, std::string_view fields);
   void OnDelta(const Chunk& chunk, std::string& out);
-  Item& OpenText(bool reasoning, std::string& out);
+  Item* OpenText(bool reasoning, std::string& out);  // nullptr: the stream failed
   void CloseText(std::string& out);
   void CloseItem(Item& item, std::string& out);
   std::string ResponseJson(std::string_view status, std::string_view extra) const;

@@ -915,8 +915,30 @@ TEST(ResponsesStream, KeptBytesAreBounded) {
     ++n;
   }
   EXPECT_TRUE(t.done());
-  EXPECT_EQ(n, ChatStreamToResponses::kMaxKeptBytes / (1 << 20) + 1);
+  // 32 chunks of 1 MiB plus the message item's own cost exceed 32 MiB.
+  EXPECT_EQ(ChatStreamToResponses::kMaxKeptBytes, 32u << 20);
+  EXPECT_EQ(n, 32u);
   EXPECT_NE(out.find("\"code\":\"response_too_large\""), std::string::npos);
+}
+
+TEST(ResponsesStream, ItemCountIsBoundedToo) {
+  // Alternating reasoning and text opens a new item per chunk; each counts kItemBytes.
+  ChatStreamToResponses t(Echo(), "gpt-x");
+  std::string out;
+  const std::string r = Chunk("A", R"({"reasoning_content":"r"})");
+  const std::string c = Chunk("A", R"({"content":"c"})");
+  size_t chunks = 0;
+  while (!t.done() && chunks < 1000000) {
+    if (out.size() > (1u << 20)) out.clear();
+    t.OnChunk(chunks % 2 == 0 ? r : c, out);
+    ++chunks;
+  }
+  ASSERT_TRUE(t.done());
+  const size_t per_item = ChatStreamToResponses::kItemBytes + 1;
+  EXPECT_EQ(chunks, ChatStreamToResponses::kMaxKeptBytes / per_item + 1);
+  const std::vector<Ev> last = Events(out.substr(out.rfind("event: response.failed")));
+  ASSERT_EQ(last.size(), 1u);
+  EXPECT_EQ(last[0].data["response"]["error"]["code"], "response_too_large");
 }
 
 // An upstream SSE stream of the chunks (LF line ends, a comment and an id field mixed in).
