@@ -24,18 +24,11 @@
 #include <string_view>
 #include <vector>
 
-#include "dataplane/protocols/json_reader.h"  // TokenUsage
+#include "dataplane/protocols/json_reader.h"          // TokenUsage
+#include "dataplane/protocols/request_translation.h"  // RequestTranslation
 
 namespace llmproxy {
 
-// A request body translated for another protocol's upstream.
-struct RequestTranslation {
-  std::string body;   // the upstream body (one JSON object)
-  std::string error;  // non-empty: answer 400 invalid_request_error with this message
-  // Fields not translated (distinct names, at most kMaxDropped), for one debug log line.
-  std::vector<std::string> dropped;
-  bool stream = false;  // the client asked for a stream
-};
 inline constexpr size_t kMaxDropped = 16;
 
 // How a backend takes Anthropic's `thinking`: kNone drops it; kReasoningEffort sends

@@ -187,6 +187,73 @@ def chat():
         '"stream":true}'))
 
 
+def responses_input(data, cuts=(), status=0):
+    return struct.pack(">BB", status, len(cuts)) + bytes(cuts) + data.encode()
+
+
+def responses():
+    # Requests as Codex CLI and the SDKs send them, then chat answers, errors and streams.
+    codex = {"model": "gpt-5-codex", "instructions": "You are Codex.",
+             "input": [{"type": "message", "role": "developer",
+                        "content": [{"type": "input_text", "text": "<permissions/>"}]},
+                       {"type": "message", "role": "user",
+                        "content": [{"type": "input_text", "text": "list files"}]}],
+             "tools": [{"type": "function", "name": "shell", "strict": False,
+                        "parameters": {"type": "object", "properties": {
+                            "command": {"type": "array", "items": {"type": "string"}}}}},
+                       {"type": "web_search", "external_web_access": False}],
+             "tool_choice": "auto", "parallel_tool_calls": False,
+             "reasoning": {"effort": "medium", "summary": "auto"}, "store": False, "stream": True,
+             "include": ["reasoning.encrypted_content"], "prompt_cache_key": "k"}
+    write("responses_translate", "codex_request", responses_input(json.dumps(codex)))
+    history = {"input": [
+        {"role": "user", "content": "hi"},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gA"},
+        {"type": "function_call", "call_id": "call_1", "name": "ls", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1",
+         "output": [{"type": "input_text", "text": "a"}]},
+        {"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png;base64,AA"}]}],
+        "text": {"format": {"type": "json_schema", "name": "n", "schema": {}, "strict": True}},
+        "tool_choice": {"type": "function", "name": "ls"}, "max_output_tokens": 9}
+    write("responses_translate", "history_request", responses_input(json.dumps(history), (30, 30)))
+    write("responses_translate", "stateful_request",
+          responses_input('{"input":"x","previous_response_id":"resp_1","metadata":{}}'))
+    write("responses_translate", "chat_answer", responses_input(json.dumps(
+        {"id": "chatcmpl-1", "created": 1, "model": "m", "choices": [{"index": 0, "message": {
+            "role": "assistant", "content": "Hi", "reasoning_content": "hm", "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            "finish_reason": "length"}],
+         "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7,
+                   "prompt_tokens_details": {"cached_tokens": 1}}})))
+    write("responses_translate", "error_openai", responses_input(
+        '{"error":{"message":"slow down","type":"requests","param":null,"code":"rate_limit"}}',
+        status=6))
+    write("responses_translate", "error_text", responses_input("<html>502 Bad Gateway</html>", status=8))
+
+    def chunk(delta, finish="null"):
+        return ('data: {"id":"chatcmpl-s","object":"chat.completion.chunk","created":1,"model":"m",'
+                '"choices":[{"index":0,"delta":%s,"finish_reason":%s}]}' % (delta, finish))
+    usage = 'data: {"id":"chatcmpl-s","choices":[],"usage":{"prompt_tokens":2,"completion_tokens":3}}'
+    done = "data: [DONE]"
+    text = [chunk('{"role":"assistant","content":""}'), chunk('{"content":"Hel"}'),
+            chunk('{"content":"lo"}'), chunk('{}', '"stop"'), usage, done]
+    write("responses_translate", "stream_text", responses_input("\n\n".join(text) + "\n\n", (40, 90)))
+    write("responses_translate", "stream_text_crlf",
+          responses_input("\r\n\r\n".join(text) + "\r\n\r\n", (1, 200)))
+    tools = [chunk('{"role":"assistant","tool_calls":[{"index":0,"id":"call_1","type":"function",'
+                   '"function":{"name":"f","arguments":""}}]}'),
+             chunk('{"tool_calls":[{"index":0,"function":{"arguments":"{\\"a\\":"}}]}'),
+             chunk('{"tool_calls":[{"index":1,"id":"call_2","function":{"name":"g","arguments":"1}"}}]}'),
+             chunk('{}', '"tool_calls"'), done]
+    write("responses_translate", "stream_tools", responses_input("\n\n".join(tools) + "\n\n", (7, 7, 7)))
+    reasoning = [chunk('{"reasoning_content":"Think"}'), chunk('{"content":"Hi","reasoning_content":null}'),
+                 chunk('{}', '"length"'), ": bye", done]
+    write("responses_translate", "stream_reasoning", responses_input("\r\r".join(reasoning) + "\r\r", (120,)))
+    write("responses_translate", "stream_error", responses_input(
+        chunk('{"content":"a"}') + '\n\ndata: {"error":{"message":"overloaded","code":"server_error"}}\n\n'
+        'data: {"choices":[\n\ndata: 42\n\n'))
+
+
 def configs():
     for path in ["config.yaml", "tests/testdata/full.yaml", "tests/testdata/minimal.yaml",
                  "tests/testdata/many_errors.yaml", "tests/testdata/original_sample.yaml",
@@ -212,6 +279,7 @@ def main():
         write("request_body", name, body)
     sse()
     chat()
+    responses()
     configs()
 
 
