@@ -19,4 +19,20 @@ std::string_view ToString(StreamUsage usage) {
   return usage == StreamUsage::kRequest ? "request" : "passthrough";
 }
 
+std::string_view ToString(BackendApi api) {
+  return api == BackendApi::kAnthropic ? "anthropic" : "openai";
+}
+
+std::string_view ToString(ReasoningParam param) {
+  switch (param) {
+    case ReasoningParam::kReasoningEffort:
+      return "reasoning_effort";
+    case ReasoningParam::kThinking:
+      return "thinking";
+    case ReasoningParam::kNone:
+      break;
+  }
+  return "none";
+}
+
 }  // namespace llmproxy

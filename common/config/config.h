@@ -18,10 +18,18 @@ using Millis = std::chrono::milliseconds;
 enum class BalanceMode { kRandom, kRoundRobin, kLeastBusy };
 enum class UnknownModelPolicy { kFallback, kReject };
 enum class StreamUsage { kPassthrough, kRequest };
+// The protocol a backend speaks (docs/protocols.md): OpenAI's chat completions (and
+// /completions, /embeddings), or Anthropic Messages.
+enum class BackendApi { kOpenAI, kAnthropic };
+// How an Anthropic `thinking` request reaches an OpenAI-protocol backend: dropped,
+// as `reasoning_effort` (OpenAI), or as `"thinking":{"type":"enabled"}` (DeepSeek, VolcEngine).
+enum class ReasoningParam { kNone, kReasoningEffort, kThinking };
 
 std::string_view ToString(BalanceMode mode);  // "random" | "round-robin" | "least-busy"
 std::string_view ToString(UnknownModelPolicy policy);
 std::string_view ToString(StreamUsage usage);
+std::string_view ToString(BackendApi api);          // "openai" | "anthropic"
+std::string_view ToString(ReasoningParam param);    // "none" | "reasoning_effort" | "thinking"
 
 struct BackendConfig {
   std::string name;
@@ -43,6 +51,13 @@ struct BackendConfig {
   // Declared context windows, in tokens, of models listed in the object form
   // `{name: m, context_window: N}`; a model absent here has no declared window.
   std::map<std::string, uint64_t> context_windows;
+  // The protocol spoken (docs/protocols.md); `native_responses`: an OpenAI backend that
+  // serves /responses itself (OpenAI, Azure), so Responses requests go there untranslated.
+  BackendApi api = BackendApi::kOpenAI;
+  bool native_responses = false;
+  // Unset: known from the url's host (api.openai.com and Azure: reasoning_effort;
+  // DeepSeek and VolcEngine: thinking), else none.
+  std::optional<ReasoningParam> reasoning_param;
 
   bool operator==(const BackendConfig&) const = default;
 };

@@ -57,7 +57,10 @@ const Keys kBackendKeys = {"name",
                            "tls_insecure_skip_verify",
                            "first_token_timeout",
                            "stream_idle_timeout",
-                           "prefill"};
+                           "prefill",
+                           "api",
+                           "native_responses",
+                           "reasoning_param"};
 const Keys kAliasKeys = {"models", "hedge_after", "first_token_timeout", "stream_idle_timeout"};
 const Keys kModelKeys = {"name", "context_window"};
 
@@ -619,6 +622,19 @@ class YamlLoader {
     ReadOptionalDuration(Child(node, "stream_idle_timeout"), path + ".stream_idle_timeout",
                          b.stream_idle_timeout);
     ReadBool(Child(node, "prefill"), path + ".prefill", b.prefill);
+    ReadEnum<BackendApi>(Child(node, "api"), path + ".api",
+                         {{"openai", BackendApi::kOpenAI}, {"anthropic", BackendApi::kAnthropic}},
+                         "openai or anthropic", b.api);
+    ReadBool(Child(node, "native_responses"), path + ".native_responses", b.native_responses);
+    if (!Unset(Child(node, "reasoning_param"))) {
+      ReasoningParam param = ReasoningParam::kNone;
+      ReadEnum<ReasoningParam>(Child(node, "reasoning_param"), path + ".reasoning_param",
+                               {{"none", ReasoningParam::kNone},
+                                {"reasoning_effort", ReasoningParam::kReasoningEffort},
+                                {"thinking", ReasoningParam::kThinking}},
+                               "none, reasoning_effort or thinking", param);
+      b.reasoning_param = param;
+    }
     config_.backends.push_back(std::move(b));
   }
 

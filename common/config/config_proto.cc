@@ -97,6 +97,16 @@ v1::RoutingTable ToProto(const Config& config) {
       SetDuration(*b.stream_idle_timeout, out->mutable_stream_idle_timeout());
     }
     out->set_prefill(b.prefill);
+    out->set_api(b.api == BackendApi::kAnthropic ? v1::BACKEND_API_ANTHROPIC
+                                                 : v1::BACKEND_API_OPENAI);
+    out->set_native_responses(b.native_responses);
+    if (b.reasoning_param) {
+      out->set_reasoning_param(*b.reasoning_param == ReasoningParam::kThinking
+                                   ? v1::REASONING_PARAM_THINKING
+                               : *b.reasoning_param == ReasoningParam::kReasoningEffort
+                                   ? v1::REASONING_PARAM_REASONING_EFFORT
+                                   : v1::REASONING_PARAM_NONE);
+    }
     for (const auto& [model, window] : b.context_windows) {
       (*out->mutable_context_windows())[model] = window;
     }
@@ -244,6 +254,15 @@ FromProtoResult FromProto(const v1::RoutingTable& table) {
                         b.stream_idle_timeout);
     }
     b.prefill = in.prefill();
+    b.api = in.api() == v1::BACKEND_API_ANTHROPIC ? BackendApi::kAnthropic : BackendApi::kOpenAI;
+    b.native_responses = in.native_responses();
+    if (in.has_reasoning_param()) {
+      b.reasoning_param = in.reasoning_param() == v1::REASONING_PARAM_THINKING
+                              ? ReasoningParam::kThinking
+                          : in.reasoning_param() == v1::REASONING_PARAM_REASONING_EFFORT
+                              ? ReasoningParam::kReasoningEffort
+                              : ReasoningParam::kNone;
+    }
     for (const auto& [model, window] : in.context_windows()) {
       if (window > 0) b.context_windows.emplace(model, window);
     }

@@ -141,6 +141,9 @@ class Checker {
       }
       if (b.timeout.has_value()) Positive(*b.timeout, path + ".timeout");
       if (b.stream_idle_timeout) Positive(*b.stream_idle_timeout, path + ".stream_idle_timeout");
+      if (b.native_responses && b.api == BackendApi::kAnthropic) {
+        Error(path + ".native_responses", "only an api: openai backend can serve /responses itself");
+      }
     }
     if (!any_weight) {
       Warn("backends", "every backend has weight 0: no backend will receive traffic");

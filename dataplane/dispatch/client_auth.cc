@@ -33,4 +33,19 @@ bool IsClientAuthorized(const std::vector<std::string>& keys, std::string_view a
   return ok;
 }
 
+bool IsClientAuthorized(const std::vector<std::string>& keys, std::string_view authorization,
+                        std::string_view x_api_key) {
+  if (IsClientAuthorized(keys, authorization)) return true;
+  while (!x_api_key.empty() && (x_api_key.front() == ' ' || x_api_key.front() == '\t')) {
+    x_api_key.remove_prefix(1);
+  }
+  while (!x_api_key.empty() && (x_api_key.back() == ' ' || x_api_key.back() == '\t')) {
+    x_api_key.remove_suffix(1);
+  }
+  if (x_api_key.empty()) return false;
+  bool ok = false;
+  for (const std::string& key : keys) ok |= ConstantTimeEquals(key, x_api_key);
+  return ok;
+}
+
 }  // namespace llmproxy

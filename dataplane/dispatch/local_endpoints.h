@@ -17,5 +17,8 @@ std::string HealthJson(const RoutingTable* table);
 // listing it), then every alias not already listed (owned_by "llmproxy"), since a
 // client may request either. `data` is an array even when empty.
 std::string ModelsJson(const RoutingTable* table);
+// The same list in Anthropic's shape: {"data":[{"type":"model","id","display_name",
+// "created_at"}],"has_more":false,"first_id","last_id"}.
+std::string AnthropicModelsJson(const RoutingTable* table);
 
 }  // namespace llmproxy

@@ -121,7 +121,8 @@ asio::awaitable<bool> RequestRouter::Handle(ClientConnection& conn, RequestParse
       {
         std::shared_ptr<const RoutingTable> table = store_.Current();
         const bool authorized =
-            !table || IsClientAuthorized(table->config.auth_keys, req[http::field::authorization]);
+            !table || IsClientAuthorized(table->config.auth_keys, req[http::field::authorization],
+                                         req["x-api-key"]);
         RemoveConnectionListedFields(parser);
         co_return co_await pipeline_.Handle(conn, parser, route->proxy, authorized);
       }
@@ -135,10 +136,20 @@ asio::awaitable<bool> RequestRouter::Handle(ClientConnection& conn, RequestParse
     case RouteKind::kModels: {
       if (!IsGetOrHead(parser)) co_return co_await SendMethodNotAllowed(conn, parser, *route);
       std::shared_ptr<const RoutingTable> table = store_.Current();
-      if (table && !IsClientAuthorized(table->config.auth_keys, req[http::field::authorization])) {
+      if (table && !IsClientAuthorized(table->config.auth_keys, req[http::field::authorization],
+                                       req["x-api-key"])) {
         co_return co_await SendError(conn, parser, InvalidApiKeyError());
       }
-      co_return co_await SendLocal(conn, parser, http::status::ok, ModelsJson(table.get()));
+      // Anthropic's SDKs send anthropic-version: they get the list in Anthropic's shape.
+      // A named local, not a conditional temporary in the co_await: g++ 12 destroys such a
+      // temporary twice in a coroutine frame.
+      std::string models;
+      if (req["anthropic-version"].empty()) {
+        models = ModelsJson(table.get());
+      } else {
+        models = AnthropicModelsJson(table.get());
+      }
+      co_return co_await SendLocal(conn, parser, http::status::ok, std::move(models));
     }
   }
   co_return false;

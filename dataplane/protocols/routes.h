@@ -11,8 +11,21 @@
 namespace llmproxy {
 
 // The proxied endpoints, in the order of kRoutes' proxy rows (indexes per-backend targets).
-enum class ProxyRoute { kChatCompletions, kCompletions, kEmbeddings };
-inline constexpr size_t kProxyRouteCount = 3;
+enum class ProxyRoute {
+  kChatCompletions,
+  kCompletions,
+  kEmbeddings,
+  kMessages,     // Anthropic Messages
+  kCountTokens,  // Anthropic /v1/messages/count_tokens
+  kResponses,    // OpenAI Responses
+};
+inline constexpr size_t kProxyRouteCount = 6;
+
+// The protocol a request body or an upstream answer is written in (docs/protocols.md).
+// kPlain: a route that is never translated (completions, embeddings, count_tokens).
+enum class Wire { kChat, kMessages, kResponses, kPlain };
+// What the client speaks on `route`.
+Wire ClientWire(ProxyRoute route);
 
 enum class RouteKind { kProxy, kHealth, kModels };
 
@@ -20,7 +33,7 @@ struct Route {
   std::string_view path;  // exact match on the request path, query excluded
   RouteKind kind;
   ProxyRoute proxy = ProxyRoute::kChatCompletions;  // kind == kProxy only
-  std::string_view upstream_suffix;                 // kind == kProxy: "/chat/completions"
+  std::string_view upstream_suffix;  // kind == kProxy, an OpenAI backend: "/chat/completions"
   std::string_view allow;                           // methods served, as a 405's Allow header
 };
 

@@ -158,7 +158,8 @@ SseEventInfo InspectSseEvent(std::string_view event) { return Inspect(event, 0);
 
 SseParser::SseParser(SseParserOptions options)
     : options_(options),
-      chat_hooks_(options.tracker != nullptr || options.continuation != nullptr) {}
+      chat_hooks_(options.tracker != nullptr || options.continuation != nullptr ||
+                  options.hook != nullptr) {}
 
 SseParser::Verdict SseParser::OnEvent(std::string_view event, size_t readable_after) {
   ++events_;
@@ -177,7 +178,15 @@ bool SseParser::InspectEvent(std::string_view event, size_t readable_after) {
   return !(options_.drop_usage_only_events && info.usage_only);
 }
 
+SseParser::Verdict SseParser::OnHookEvent(std::string_view event, size_t readable_after) {
+  if (!InspectEvent(event, readable_after)) return Verdict::kDrop;
+  replacement_ = options_.hook->OnEvent(event, readable_after);
+  if (options_.hook->done()) done_ = true;
+  return replacement_.empty() ? Verdict::kDrop : Verdict::kReplace;
+}
+
 SseParser::Verdict SseParser::OnChatEvent(std::string_view event, size_t readable_after) {
+  if (options_.hook != nullptr) return OnHookEvent(event, readable_after);
   Verdict verdict = Verdict::kKeep;
   if (options_.continuation != nullptr) {
     const ContinuationFilter::Result r = options_.continuation->Filter(event, readable_after);
@@ -261,8 +270,12 @@ std::string_view SseParser::Feed(std::string_view chunk) {
     const size_t end = FindEventEnd(data, scan_, &open_cr);
     if (end == std::string_view::npos) {
       // Still inside the over-long event: forward everything (the scan state remembers
-      // how the last line ended).
-      keep(pos, data.size());
+      // how the last line ended); a hook's stream drops it.
+      if (options_.hook != nullptr) {
+        drop();
+      } else {
+        keep(pos, data.size());
+      }
       if (from_chunk) {
         pending_.clear();
       } else {
@@ -272,9 +285,13 @@ std::string_view SseParser::Feed(std::string_view chunk) {
       return result();
     }
     ++events_;
-    keep(pos, end);
+    if (options_.hook != nullptr) {
+      drop();
+    } else {
+      keep(pos, end);
+    }
     passthrough_event_ = false;
-    next_event(end, open_cr, true);
+    next_event(end, open_cr, options_.hook == nullptr);
   }
 
   while (true) {
@@ -287,14 +304,22 @@ std::string_view SseParser::Feed(std::string_view chunk) {
       drop();
       if (verdict == Verdict::kReplace) out_.append(replacement_);
     }
-    next_event(end, open_cr, verdict != Verdict::kDrop);
+    // A hook's replacement is whole events of its own: a lone CR's LF is not theirs.
+    next_event(end, open_cr,
+               verdict == Verdict::kKeep || (verdict == Verdict::kReplace && !options_.hook));
   }
 
   const size_t tail = data.size() - pos;
   scan_.pos -= pos;  // relative to the unterminated event's start
   if (tail > options_.max_event_bytes) {
-    // Give up framing this event rather than hold it in memory: forward what we have.
-    keep(pos, data.size());
+    // Give up framing this event rather than hold it in memory: forward what we have
+    // (a hook's stream: drop it, the hook is told).
+    if (options_.hook != nullptr) {
+      drop();
+      options_.hook->OnUnframed();
+    } else {
+      keep(pos, data.size());
+    }
     passthrough_event_ = true;
     if (options_.tracker != nullptr) options_.tracker->ObserveUnframed();
     if (from_chunk) {
@@ -327,6 +352,14 @@ std::string_view SseParser::Finish() {
     const SseEventInfo info = Inspect(out_, out_.capacity() - out_.size());
     if (info.is_done) done_ = true;
     if (info.has_usage) usage_ = info.usage;
+    if (options_.hook != nullptr) {
+      // A hook's stream forwards only what the hook makes of it.
+      hook_out_.assign(options_.hook->OnEvent(out_, out_.capacity() - out_.size()));
+      if (options_.hook->done()) done_ = true;
+      out_.swap(hook_out_);
+    }
+  } else if (options_.hook != nullptr) {
+    out_.clear();
   }
   passthrough_event_ = false;
   return out_;

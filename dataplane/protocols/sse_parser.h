@@ -22,6 +22,21 @@ namespace llmproxy {
 class ChatStreamTracker;   // chat_stream.h
 class ContinuationFilter;  // chat_stream.h
 
+// Sees every complete event and says what is forwarded in its place (a protocol
+// translation: dataplane/protocols/stream_bridge.h). Set instead of the chat hooks.
+class SseEventHook {
+ public:
+  virtual ~SseEventHook() = default;
+  // One complete event, raw. Returns the bytes to forward instead (empty: nothing), valid
+  // until the next call. `readable_after`: bytes after event.end() that may be read.
+  virtual std::string_view OnEvent(std::string_view event, size_t readable_after) = 0;
+  // An event longer than max_event_bytes: it is not forwarded (it cannot be translated
+  // unseen), only reported.
+  virtual void OnUnframed() = 0;
+  // The stream's end event went out (the relay stops reading, as at [DONE]).
+  virtual bool done() const = 0;
+};
+
 // Usage of a plain (non-streaming) JSON response body: top-level "usage" object with
 // integer "prompt_tokens" / "completion_tokens" (a missing one counts 0); see ReadUsageJson
 // in json_reader.h for the exact rules. nullopt when there is no usable usage object.
@@ -53,6 +68,9 @@ struct SseParserOptions {
   // that continues a broken stream must not forward it). Both null: one flag test per event.
   ChatStreamTracker* tracker = nullptr;
   ContinuationFilter* continuation = nullptr;
+  // Set: every complete event goes to it after the usage and [DONE] checks, and what it
+  // returns is forwarded instead (the chat hooks above are then the hook's business).
+  SseEventHook* hook = nullptr;
 };
 
 class SseParser {
@@ -69,6 +87,7 @@ class SseParser {
   std::string_view Feed(std::string_view chunk);
 
   // At upstream end of stream: the held-back partial event, if any (forward it as-is).
+  // With a hook: what the hook makes of that partial event (nothing for an over-long one).
   std::string_view Finish();
 
   // A `data: [DONE]` event was seen.
@@ -106,12 +125,15 @@ class SseParser {
   bool InspectEvent(std::string_view event, size_t readable_after);
   // OnEvent with a continuation filter and/or tracker.
   Verdict OnChatEvent(std::string_view event, size_t readable_after);
+  // OnEvent with a hook.
+  Verdict OnHookEvent(std::string_view event, size_t readable_after);
 
   SseParserOptions options_;
   bool chat_hooks_ = false;       // options_.tracker or options_.continuation set
   std::string_view replacement_;  // Verdict::kReplace: the bytes to forward instead
   std::string pending_;           // partial event carried over; capacity keeps kJsonPadding spare
   std::string out_;               // output when it cannot be a view of the chunk
+  std::string hook_out_;          // Finish(): the hook's output for a partial last event
   size_t consumed_ = 0;           // prefix of pending_ already returned (erased on the next call)
   LineScan scan_;
   PendingLf pending_lf_ = PendingLf::kNone;

@@ -53,7 +53,8 @@ std::string BuildProbeRequest(const BackendConfig& backend, const BackendTarget&
   // The same credentials and headers a request would carry, so a probe succeeds only when
   // a request could (a gateway in front of the provider may check a configured header).
   for (const auto& [name, value] : backend.headers) AppendField(head, name, value);
-  AppendField(head, "Authorization", target.bearer);
+  AppendField(head, target.auth_name, target.auth_value);
+  if (target.api == BackendApi::kAnthropic) AppendField(head, "anthropic-version", "2023-06-01");
   AppendField(head, "Accept", "application/json");
   head += "\r\n";
   return head;

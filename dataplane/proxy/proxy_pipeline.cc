@@ -62,6 +62,7 @@
 #include "dataplane/http/http_head.h"
 #include "dataplane/http/peer_error.h"
 #include "dataplane/http/socket_write.h"
+#include "dataplane/protocols/bridge.h"
 #include "dataplane/protocols/chat_stream.h"
 #include "dataplane/protocols/error_response.h"
 #include "dataplane/protocols/request_body.h"
@@ -121,6 +122,26 @@ bool StartsWithNoCase(std::string_view s, std::string_view prefix) {
   return s.size() >= prefix.size() && beast::iequals(s.substr(0, prefix.size()), prefix);
 }
 
+// Client credentials beside Authorization (Anthropic's and Azure's spellings): the
+// backend gets its own key, never the client's.
+bool IsClientCredential(std::string_view name) {
+  return beast::iequals(name, "x-api-key") || beast::iequals(name, "api-key");
+}
+
+ReasoningStyle StyleOf(ReasoningParam param) {
+  switch (param) {
+    case ReasoningParam::kReasoningEffort:
+      return ReasoningStyle::kReasoningEffort;
+    case ReasoningParam::kThinking:
+      return ReasoningStyle::kThinkingObject;
+    case ReasoningParam::kNone:
+      break;
+  }
+  return ReasoningStyle::kNone;
+}
+
+constexpr std::string_view kDefaultAnthropicVersion = "2023-06-01";
+
 // Upstream response headers worth giving the client: content type, request ids,
 // rate-limit state and OpenAI's processing metadata.
 template <class Field>
@@ -134,7 +155,8 @@ bool KeepResponseHeader(const Field& f) {
   }
   std::string_view name = f.name_string();
   return beast::iequals(name, "x-request-id") || beast::iequals(name, "request-id") ||
-         StartsWithNoCase(name, "openai-") || StartsWithNoCase(name, "x-ratelimit-");
+         StartsWithNoCase(name, "openai-") || StartsWithNoCase(name, "x-ratelimit-") ||
+         StartsWithNoCase(name, "anthropic-ratelimit-");
 }
 
 bool IsEventStream(std::string_view content_type) {
@@ -263,6 +285,7 @@ class ProxyRequest {
         conn_(conn),
         parser_(parser),
         route_(route),
+        client_wire_(ClientWire(route)),
         ts_(pipeline.StateFor(conn)),
         start_(SteadyClockT::now()) {}
 
@@ -323,6 +346,12 @@ class ProxyRequest {
   AttemptEnd NoAnswer(AttemptRun& run, std::error_code ec, const std::string& what);
   RetryDecision ReportAttempt(AttemptRun& run, const AttemptResult& result);
   asio::awaitable<void> SendFinalError();
+  // The event that ends a broken stream, in the client's protocol.
+  std::string StreamErrorEvent(const ProxyError& error) {
+    return relay_bridge_ != nullptr ? relay_bridge_->Fail(error) : error.SseEvent();
+  }
+  // count_tokens for a backend that cannot count (docs/protocols.md): an estimate.
+  asio::awaitable<void> SendTokenEstimate();
 
   // Helpers.
   // Serializes the request head into *run.head_buf; returns the body to send: the
@@ -351,6 +380,7 @@ class ProxyRequest {
   ClientConnection& conn_;
   RequestParser& parser_;
   ProxyRoute route_;
+  Wire client_wire_;  // the protocol the client speaks (docs/protocols.md)
   ProxyPipeline::ThreadState& ts_;
   SteadyClockT::time_point start_;
 
@@ -360,6 +390,9 @@ class ProxyRequest {
   std::unique_ptr<char[]> body_bytes_;  // a Content-Length body, read straight in
   std::string parsed_body_;             // a chunked body, decoded by the parser
   BodyPeek peek_;
+  std::optional<ResponsesEcho> echo_;  // a Responses request's settings, for translated answers
+  bool logged_dropped_ = false;        // the translation's dropped fields were logged
+  StreamBridge* relay_bridge_ = nullptr;  // the relayed stream's translation, if any
   bool keep_alive_ = false;
   bool responded_ = false;  // response bytes went to the client
   bool client_gone_ = false;
@@ -392,24 +425,29 @@ class ProxyRequest {
 // ReportAttempt needs. Stays where it was made while its call runs (the parser points at
 // the tracker, the head buffer at the call).
 struct ProxyRequest::AttemptRun {
-  AttemptRun(Attempt a, const RoutingTable& table, std::string* head)
+  AttemptRun(Attempt a, const RoutingTable& table, std::string* head, ProxyRoute route)
       : attempt(std::move(a)),
         backend(table.backend(attempt.backend)),
         target(table.target(attempt.backend)),
-        head_buf(head) {}
+        head_buf(head),
+        upstream_wire(target.wire(route)),
+        served(!target.target(route).empty()) {}
 
   Attempt attempt;
   const BackendConfig& backend;
   const BackendTarget& target;
   std::string* head_buf;               // the upstream request head is serialized here
   std::string rewritten_body;          // the body sent, when it is not the client's
+  Wire upstream_wire;                  // the protocol of the upstream body
+  bool served;                         // the backend's protocol serves the route
+  std::string rejected;                // the request cannot be translated: the 400's message
   std::optional<double> head_latency;  // seconds to the response head, once it came
   uint32_t resends = 0;                // the call's free resends (stale pooled connection)
   SteadyClockT::time_point start{};    // when the attempt began (after any repeat wait)
   std::optional<UpstreamCall> call;
 
   // What Prime found (phase 5 up to the point where the answer is known).
-  enum class Primed { kPending, kNoAnswer, kBody, kStream };
+  enum class Primed { kPending, kNoAnswer, kRejected, kBody, kStream };
   Primed primed = Primed::kPending;
   std::error_code ec;  // kNoAnswer: why (none: an invalid url)
   std::string what;    // kNoAnswer: the message's middle part
@@ -419,10 +457,17 @@ struct ProxyRequest::AttemptRun {
   StreamSettings settings;
   std::optional<ChatStreamTracker> tracker;
   std::optional<SseParser> sse;
+  std::optional<StreamBridge> bridge;  // the stream is translated or watched (bridge.h)
   bool may_continue = false;
   std::string held;
   std::string_view first_out;
   bool first_done = false;
+
+  // The first token arrived (the bridge's view when there is one).
+  bool FirstToken() const {
+    if (bridge) return bridge->first_token();
+    return tracker && tracker->first_token();
+  }
 
   // An answer the client may get now: a stream that began, or a 2xx body.
   bool Answered() const {
@@ -615,6 +660,7 @@ bool ProxyRequest::ParseBody() {
   if (!peek_.ok()) return false;
   record_.model_requested = peek_.model;
   record_.stream = peek_.stream;
+  if (client_wire_ == Wire::kResponses) echo_ = EchoOfResponsesRequest(body_);
   return true;
 }
 
@@ -642,9 +688,17 @@ std::string_view ProxyRequest::BuildUpstreamRequest(AttemptRun& run,
   if (!b.headers_set_host) AppendField(head, "Host", b.host_header);
   bool has_request_id = b.headers_set_request_id;
   bool has_content_type = b.headers_set_content_type;
+  // Anthropic's headers (anthropic-version, anthropic-beta) are for an Anthropic backend only.
+  const bool anthropic = b.api == BackendApi::kAnthropic;
+  bool has_anthropic_version = false;
   for (const auto& f : client) {
     if (DropRequestHeader(f)) continue;
     std::string_view name = f.name_string();
+    if (IsClientCredential(name)) continue;
+    if (StartsWithNoCase(name, "anthropic-")) {
+      if (!anthropic) continue;
+      if (beast::iequals(name, "anthropic-version")) has_anthropic_version = true;
+    }
     // A backend's configured header replaces the client's of the same name.
     const bool overridden =
         !backend.headers.empty() &&
@@ -656,17 +710,55 @@ std::string_view ProxyRequest::BuildUpstreamRequest(AttemptRun& run,
     AppendField(head, name, f.value());
   }
   if (!has_request_id) AppendField(head, kRequestIdHeader, record_.request_id);
-  for (const auto& [name, value] : backend.headers) AppendField(head, name, value);
-  AppendField(head, "Authorization", b.bearer);
+  for (const auto& [name, value] : backend.headers) {
+    if (beast::iequals(name, "anthropic-version")) has_anthropic_version = true;
+    AppendField(head, name, value);
+  }
+  AppendField(head, b.auth_name, b.auth_value);
+  if (anthropic && !has_anthropic_version) {
+    AppendField(head, "anthropic-version", kDefaultAnthropicVersion);
+  }
   if (!has_content_type) AppendField(head, "Content-Type", "application/json");
+
+  std::string_view body = prefilled.value_or(body_);
+  if (client_wire_ != run.upstream_wire && client_wire_ != Wire::kPlain &&
+      run.upstream_wire != Wire::kPlain) {
+    // Another protocol (docs/protocols.md): the body is rebuilt in the upstream's.
+    RequestTranslation t = TranslateRequest(
+        client_wire_, run.upstream_wire, body,
+        BridgeRequestOptions{.model = attempt.model, .reasoning = StyleOf(b.reasoning)});
+    if (!t.error.empty()) {
+      run.rejected = std::move(t.error);
+      head.clear();
+      return {};
+    }
+    if (!t.dropped.empty() && !logged_dropped_) {
+      logged_dropped_ = true;
+      std::string names;
+      for (const std::string& d : t.dropped) {
+        if (!names.empty()) names += ", ";
+        names += d;
+      }
+      LogDebug("request fields not translated, dropped",
+               {{"fields", names}, {"backend", backend.name}, {"request_id", record_.request_id}});
+    }
+    run.rewritten_body = std::move(t.body);
+    body = run.rewritten_body;
+    AppendField(head, "Content-Length", static_cast<uint64_t>(body.size()));
+    head += "\r\n";
+    return body;
+  }
 
   BodyRewrite rewrite;
   if (attempt.rewrite_model) rewrite.model = attempt.model;
-  if (table_->config.stream_usage == StreamUsage::kRequest && peek_.stream &&
+  // stream_options is chat's (and legacy completions'): never added to a native Messages
+  // or Responses body.
+  const bool chat_like = client_wire_ == Wire::kChat || route_ == ProxyRoute::kCompletions;
+  if (chat_like && table_->config.stream_usage == StreamUsage::kRequest && peek_.stream &&
       !peek_.has_stream_options) {
     rewrite.add_include_usage = true;
   }
-  std::string_view body = body_;
+  body = body_;
   if (prefilled) {
     // A continuation: the prefilled body was built from the client's, read it again for
     // the offsets of its model value.
@@ -721,7 +813,7 @@ asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
   planner.SetDeadline(start_ + table_->config.timeout);
   planner_ = &planner;
   while (std::optional<Attempt> attempt = planner.Next()) {
-    AttemptRun run(std::move(*attempt), *table_, &conn_.upstream_scratch);
+    AttemptRun run(std::move(*attempt), *table_, &conn_.upstream_scratch, route_);
     CountAttempts();
     if (run.attempt.wait.count() > 0) {
       // A repeat on a tried backend: its backoff or Retry-After first. A client that
@@ -735,6 +827,27 @@ asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
         planner_ = nullptr;
         co_return;
       }
+    }
+    record_.backend = run.backend.name;
+    if (route_ == ProxyRoute::kCountTokens && run.backend.api != BackendApi::kAnthropic) {
+      co_await SendTokenEstimate();
+      planner_ = nullptr;
+      co_return;
+    }
+    if (run.target.url && !run.served) {
+      // This backend's protocol has no such endpoint (an Anthropic backend for
+      // /v1/embeddings): another candidate may have; the backend did nothing wrong.
+      RetryDecision skip;
+      skip.action = RetryAction::kRetry;
+      skip.health = HealthEffect::kNeutral;
+      skip.outcome = AttemptOutcome::kClientError;
+      planner.Report(run.attempt, skip, std::nullopt);
+      last_failure_timeout_ = false;
+      last_failure_message_ = "backend '" + run.backend.name + "' (api: " +
+                              std::string(ToString(run.backend.api)) + ") does not serve " +
+                              std::string(RoutePath(route_));
+      last_error_.reset();
+      continue;
     }
     record_.backend = run.backend.name;
     record_.model_resolved = run.attempt.model;
@@ -771,9 +884,13 @@ asio::awaitable<void> ProxyRequest::Prime(AttemptRun& run, UpstreamCall** slot) 
     co_return;
   }
   const std::chrono::milliseconds timeout = backend.timeout.value_or(config.timeout);
+  const std::string_view upstream_body = BuildUpstreamRequest(run);
+  if (!run.rejected.empty()) {
+    run.primed = AttemptRun::Primed::kRejected;
+    co_return;
+  }
   UpstreamCall& call = run.call.emplace(*ts_.pool);
   *slot = &call;
-  const std::string_view upstream_body = BuildUpstreamRequest(run);
   std::error_code ec = co_await call.StartRaw(
       *run.target.url, *run.head_buf, upstream_body,
       UpstreamCallOptions{.connect_timeout = config.connect_timeout,
@@ -828,8 +945,26 @@ asio::awaitable<void> ProxyRequest::PrimeStream(AttemptRun& run,
   sse_options.drop_usage_only_events = table_->config.stream_usage == StreamUsage::kRequest &&
                                        peek_.stream && !peek_.has_stream_options;
   const bool wait_for_token = sse && (run.settings.first_token_timeout.count() > 0 || hedging_);
-  run.may_continue = sse && MayContinue();
-  if (wait_for_token || run.may_continue) {
+  // A translated stream goes through the bridge; so does a native Messages or Responses
+  // one that is watched for its first token (forwarded byte for byte).
+  const bool translated = client_wire_ != run.upstream_wire && client_wire_ != Wire::kPlain &&
+                          run.upstream_wire != Wire::kPlain;
+  const bool watched_native = wait_for_token && client_wire_ == run.upstream_wire &&
+                              run.upstream_wire != Wire::kChat && run.upstream_wire != Wire::kPlain;
+  run.may_continue = sse && !translated && MayContinue();
+  if (sse && (translated || watched_native)) {
+    run.bridge.emplace(client_wire_, run.upstream_wire, run.attempt.model,
+                       echo_ ? &*echo_ : nullptr, peek_.client_include_usage);
+    if (wait_for_token) {
+      run.tracker.emplace(TrackOptions{.text = false});
+      run.bridge->SetTracker(&*run.tracker);
+    }
+    sse_options.drop_usage_only_events = false;  // the client's encoder reads the usage chunk
+    sse_options.hook = &*run.bridge;
+    // A translated event must be seen whole: the framing limit is the answer limit.
+    sse_options.max_event_bytes =
+        std::max<uint64_t>(sse_options.max_event_bytes, table_->config.server.max_response_bytes);
+  } else if (wait_for_token || run.may_continue) {
     // Full mode (every event read, the text kept) only when a break could be continued.
     run.tracker.emplace(TrackOptions{.text = run.may_continue});
     sse_options.tracker = &*run.tracker;
@@ -867,7 +1002,7 @@ asio::awaitable<void> ProxyRequest::PrimeStream(AttemptRun& run,
       break;
     }
     run.held += sse_parser.Feed(piece.data);
-    if (run.tracker->first_token() || run.first_done) {
+    if (run.FirstToken() || run.first_done) {
       run.first_out = run.held;
       break;
     }
@@ -900,8 +1035,14 @@ asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::Finish(AttemptRun& run) 
         co_return AttemptEnd::kNext;
       }
       co_return NoAnswer(run, run.ec, run.what);
+    case AttemptRun::Primed::kRejected:
+      // The request cannot be said in this backend's protocol: the client's mistake (a
+      // Responses previous_response_id, an unsupported tool type), the same on any backend.
+      co_await SendError(BadRequestError(run.rejected));
+      co_return AttemptEnd::kDone;
     case AttemptRun::Primed::kStream: {
       UpstreamCall& call = *run.call;
+      relay_bridge_ = run.bridge ? &*run.bridge : nullptr;
       record_.backend = run.backend.name;
       record_.model_resolved = run.attempt.model;
       record_.ttft_seconds = SecondsBetween(start_, SteadyClockT::now());
@@ -915,6 +1056,7 @@ asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::Finish(AttemptRun& run) 
           run.settings.stream_idle_timeout, run.may_continue ? &*run.tracker : nullptr,
           run.attempt.step, run.attempt.backend);
       current_call_ = nullptr;
+      relay_bridge_ = nullptr;
       ReportAttempt(run, end);
       co_return AttemptEnd::kDone;
     }
@@ -928,15 +1070,25 @@ asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::Finish(AttemptRun& run) 
   const RetryDecision d =
       ReportAttempt(run, AttemptResult::Response(static_cast<int>(status),
                                                  call.head()[http::field::retry_after], run.body));
+  const bool translated = client_wire_ != run.upstream_wire && client_wire_ != Wire::kPlain &&
+                          run.upstream_wire != Wire::kPlain;
+  const bool success = status >= 200 && status < 300;
   if (d.retryable()) {
     SavedError saved{status, {}, std::move(run.body)};
     for (const auto& f : call.head()) {
       if (KeepResponseHeader(f)) saved.head.insert(f.name_string(), f.value());
     }
+    if (translated) {
+      // Relayed later, if last: already in the client's protocol.
+      saved.body =
+          TranslateErrorAnswer(client_wire_, run.upstream_wire, static_cast<int>(status), saved.body);
+      saved.head.set(http::field::content_type, "application/json");
+    }
     last_error_ = std::move(saved);
     co_return AttemptEnd::kNext;
   }
-  if (status >= 200 && status < 300) {
+  if (success) {
+    // A chat body's usage; an Anthropic one's is read from its chat translation below.
     if (auto usage = ExtractUsageFromJson(run.body)) {
       record_.prompt_tokens = usage->prompt_tokens;
       record_.completion_tokens = usage->completion_tokens;
@@ -945,7 +1097,39 @@ asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::Finish(AttemptRun& run) 
   record_.backend = run.backend.name;
   record_.model_resolved = run.attempt.model;
   call.Release();  // back to the pool before the client write (the head stays readable)
-  co_await SendUpstreamResponse(status, call.head(), run.body);
+  if (!translated) {
+    co_await SendUpstreamResponse(status, call.head(), run.body);
+    co_return AttemptEnd::kDone;
+  }
+  // Another protocol's answer (docs/protocols.md): the client gets it in its own.
+  http::fields head;
+  for (const auto& f : call.head()) {
+    if (KeepResponseHeader(f)) head.insert(f.name_string(), f.value());
+  }
+  head.set(http::field::content_type, "application/json");
+  std::string body;
+  if (success) {
+    std::optional<std::string> answer = TranslateAnswer(
+        client_wire_, run.upstream_wire, run.body, run.attempt.model, echo_ ? &*echo_ : nullptr);
+    if (!answer) {
+      record_.error = "upstream answer not valid in its protocol";
+      co_await SendError(AllBackendsFailedError("backend '" + run.backend.name +
+                                                "' sent an answer that could not be translated."));
+      co_return AttemptEnd::kDone;
+    }
+    if (run.upstream_wire == Wire::kMessages) {
+      std::optional<std::string> chat;
+      if (client_wire_ != Wire::kChat) chat = MessagesResponseToChat(run.body, run.attempt.model);
+      if (auto usage = ExtractUsageFromJson(chat ? *chat : *answer)) {
+        record_.prompt_tokens = usage->prompt_tokens;
+        record_.completion_tokens = usage->completion_tokens;
+      }
+    }
+    body = std::move(*answer);
+  } else {
+    body = TranslateErrorAnswer(client_wire_, run.upstream_wire, static_cast<int>(status), run.body);
+  }
+  co_await SendUpstreamResponse(status, head, body);
   co_return AttemptEnd::kDone;
 }
 
@@ -1022,7 +1206,7 @@ asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::TryHedged(AttemptRun& fi
   std::optional<AttemptRun> second;
   if (!first_done() && !client_gone_ && p_.TakeHedge(table_->config.hedge_budget)) {
     if (std::optional<Attempt> next = planner_->NextUntried()) {
-      second.emplace(std::move(*next), *table_, &hedge_head_);
+      second.emplace(std::move(*next), *table_, &hedge_head_, route_);
       CountAttempts();
       record_.hedged = true;
       for (RequestObserver* o : p_.observers_) o->OnHedge(second->backend.name, false);
@@ -1080,6 +1264,29 @@ asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::TryHedged(AttemptRun& fi
   }
   hedge_call_ = nullptr;
   co_return co_await Finish(*a);
+}
+
+asio::awaitable<void> ProxyRequest::SendTokenEstimate() {
+  const std::optional<uint64_t> tokens = EstimateMessagesInputTokens(body_);
+  if (!tokens) {
+    co_await SendError(BadRequestError("The body is not a Messages request."));
+    co_return;
+  }
+  const std::string body = "{\"input_tokens\":" + std::to_string(*tokens) + "}";
+  record_.status = 200;
+  record_.bytes_out = body.size();
+  std::string& head = StartResponseHead<http::fields>(200, nullptr);
+  AppendField(head, "Content-Type", "application/json");
+  // Not the provider's count: a client that needs exact numbers can tell.
+  AppendField(head, "x-llmproxy-token-estimate", "bytes/4");
+  AppendField(head, "Content-Length", static_cast<uint64_t>(body.size()));
+  head += "\r\n";
+  bool ok = co_await WriteRaw(conn_, head, body, kErrorWriteTimeout);
+  responded_ = true;
+  if (!ok) {
+    client_gone_ = true;
+    keep_alive_ = false;
+  }
 }
 
 // Attempts ran out (or none could be made) without a response relayed.
@@ -1160,11 +1367,12 @@ asio::awaitable<ProxyRequest::LegEnd> ProxyRequest::RelayLeg(UpstreamCall& call,
     tail.Append(out);
     if (!out.empty()) ok = co_await WriteToClient(out, chunked);
   }
-  if (sse && sse->usage()) {
+  std::optional<TokenUsage> usage = sse ? sse->usage() : std::nullopt;
+  if (relay_bridge_ != nullptr && relay_bridge_->usage()) usage = relay_bridge_->usage();
+  if (usage) {
     // A continued stream's legs are billed separately: their usage adds up.
-    record_.prompt_tokens = record_.prompt_tokens.value_or(0) + sse->usage()->prompt_tokens;
-    record_.completion_tokens =
-        record_.completion_tokens.value_or(0) + sse->usage()->completion_tokens;
+    record_.prompt_tokens = record_.prompt_tokens.value_or(0) + usage->prompt_tokens;
+    record_.completion_tokens = record_.completion_tokens.value_or(0) + usage->completion_tokens;
   }
   LegEnd leg;
   leg.client_ok = ok;
@@ -1192,7 +1400,7 @@ asio::awaitable<AttemptResult> ProxyRequest::EndLeg(UpstreamCall& call, SseParse
     keep_alive_ = false;
     record_.error = "stream cut by the drain deadline";
     std::string event(tail.EventCloser());
-    event += StreamBrokenError("The stream was cut: the proxy is shutting down.").SseEvent();
+    event += StreamErrorEvent(StreamBrokenError("The stream was cut: the proxy is shutting down."));
     if (co_await WriteToClient(event, chunked) && chunked) co_await WriteToClient({}, true);
     co_return AttemptResult::Of(AttemptResult::Kind::kCancelled);
   }
@@ -1209,15 +1417,17 @@ asio::awaitable<AttemptResult> ProxyRequest::EndLeg(UpstreamCall& call, SseParse
     // partial event relayed last (an event over the framing limit) is ended first.
     keep_alive_ = false;
     std::string event(tail.EventCloser());
-    event +=
-        StreamBrokenError("The upstream stream broke: " + leg.upstream_ec.message()).SseEvent();
+    event += StreamErrorEvent(StreamBrokenError("The upstream stream broke: " + leg.upstream_ec.message()));
     record_.error = "upstream stream broke";
     if (co_await WriteToClient(event, chunked) && chunked) co_await WriteToClient({}, true);
     co_return AttemptResult::Of(AttemptResult::Kind::kBrokenStream);
   }
   // After [DONE] nothing more is relayed (a held-back partial event included).
   bool ok = true;
-  std::string_view rest = sse && !leg.done_event ? sse->Finish() : std::string_view();
+  std::string rest(sse && !leg.done_event ? sse->Finish() : std::string_view());
+  // A translated stream whose upstream ended without its end event is closed in the
+  // client's protocol (message_stop, response.completed).
+  if (relay_bridge_ != nullptr && !relay_bridge_->done()) rest += relay_bridge_->Finish();
   if (!rest.empty()) ok = co_await WriteToClient(rest, chunked);
   if (ok && chunked) ok = co_await WriteToClient({}, true);
   if (!ok) {
@@ -1253,13 +1463,18 @@ asio::awaitable<ProxyRequest::ContinueEnd> ProxyRequest::Continue(ChatStreamTrac
     std::optional<std::string> prefilled = AppendAssistantPrefill(body_, tracker.text());
     if (!prefilled) break;
     const size_t index = attempt->backend;
-    AttemptRun run(std::move(*attempt), *table_, &conn_.upstream_scratch);
+    AttemptRun run(std::move(*attempt), *table_, &conn_.upstream_scratch, route_);
     CountAttempts();
     broken = index;
     step = run.attempt.step;
     if (!run.target.url) {
       refused[index] = true;
       ReportAttempt(run, AttemptResult::Of(AttemptResult::Kind::kConnectError));
+      continue;
+    }
+    if (run.upstream_wire != Wire::kChat) {
+      // A continuation is relayed with chat's rewrite (ContinuationFilter): chat backends only.
+      refused[index] = true;
       continue;
     }
     const Config& config = table_->config;
@@ -1407,7 +1622,7 @@ asio::awaitable<void> ProxyRequest::SendUpstreamResponse(unsigned status,
 asio::awaitable<void> ProxyRequest::SendError(const ProxyError& error) {
   record_.status = error.status;
   record_.error = error.message;
-  const std::string body = error.Json();
+  const std::string body = ClientErrorBody(client_wire_, error);
   record_.bytes_out = body.size();
   std::string& head = StartResponseHead<http::fields>(static_cast<unsigned>(error.status), nullptr);
   AppendField(head, "Content-Type", "application/json");

@@ -167,8 +167,13 @@ TEST(ConfigLoaderTest, FullExtendedSchema) {
   EXPECT_TRUE(d.prefill);
   EXPECT_EQ(d.first_token_timeout, std::optional<Millis>(30s));
   EXPECT_FALSE(d.stream_idle_timeout.has_value());
+  EXPECT_EQ(d.api, BackendApi::kOpenAI);
+  EXPECT_FALSE(d.native_responses);
+  EXPECT_FALSE(d.reasoning_param.has_value());
   const BackendConfig& z = c.backends[1];
   EXPECT_FALSE(z.prefill);
+  EXPECT_TRUE(z.native_responses);
+  EXPECT_EQ(z.reasoning_param, std::optional<ReasoningParam>(ReasoningParam::kThinking));
   EXPECT_TRUE(z.context_windows.empty());
   EXPECT_EQ(z.stream_idle_timeout, std::optional<Millis>(90s));
   EXPECT_EQ(z.weight, 0u);
@@ -465,6 +470,38 @@ TEST(ConfigLoaderTest, BadEnumsUnknownModelAndStreamUsage) {
               ElementsAre("c.yaml:1:16: unknown_model: must be fallback or reject, got 'drop'",
                           "c.yaml:2:15: stream_usage: must be passthrough or request, got "
                           "'always'"));
+}
+
+TEST(ConfigLoaderTest, BackendProtocols) {
+  const LoadResult r = Load(
+      "backends:\n"
+      "  - {name: a, url: 'https://api.anthropic.com/v1', models: [claude-sonnet-4-5], "
+      "api: anthropic}\n"
+      "  - {name: o, url: 'https://api.openai.com/v1', models: [gpt-5], native_responses: true}\n"
+      "  - {name: d, url: 'https://api.deepseek.com', models: [deepseek-chat], "
+      "reasoning_param: none}\n");
+  ASSERT_TRUE(r.ok()) << All(r);
+  const auto& b = r.config->backends;
+  EXPECT_EQ(b[0].api, BackendApi::kAnthropic);
+  EXPECT_FALSE(b[0].native_responses);
+  EXPECT_EQ(b[1].api, BackendApi::kOpenAI);
+  EXPECT_TRUE(b[1].native_responses);
+  EXPECT_EQ(b[2].reasoning_param, std::optional<ReasoningParam>(ReasoningParam::kNone));
+}
+
+TEST(ConfigLoaderTest, BackendProtocolErrors) {
+  const LoadResult r = Load(
+      "backends:\n"
+      "  - {name: a, url: 'http://a', models: [m], api: claude}\n"
+      "  - {name: b, url: 'http://b', models: [m], api: anthropic, native_responses: true}\n"
+      "  - {name: c, url: 'http://c', models: [m], reasoning_param: effort}\n");
+  EXPECT_THAT(
+      r.FormattedErrors(),
+      ElementsAre("c.yaml:2:50: backends[0].api: must be openai or anthropic, got 'claude'",
+                  "c.yaml:3:79: backends[1].native_responses: only an api: openai backend can "
+                  "serve /responses itself",
+                  "c.yaml:4:62: backends[2].reasoning_param: must be none, reasoning_effort or "
+                  "thinking, got 'effort'"));
 }
 
 TEST(ConfigLoaderTest, NegativeWeight) {

@@ -2,6 +2,7 @@
 // usage-only chunk that stream_usage: request hides.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -564,6 +565,97 @@ TEST(SseParser, OverlongCrOnlyEventIsPassedThrough) {
   EXPECT_EQ(out, big + "\r\rdata: [DONE]\r\r");
   EXPECT_TRUE(parser.done());
   EXPECT_EQ(parser.events(), 2u);
+}
+
+}  // namespace
+}  // namespace llmproxy
+
+namespace llmproxy {
+namespace {
+
+TEST(SseFields, EventNameAndDataOfOneEventWhateverTheLineEnds) {
+  SseFields f;
+  ReadSseFields("event: content_block_delta\ndata: {\"a\":1}\n\n", f);
+  EXPECT_EQ(f.event, "content_block_delta");
+  EXPECT_EQ(f.data, "{\"a\":1}");
+  EXPECT_TRUE(f.has_data);
+  ReadSseFields("event:ping\r\ndata:{}\r\n\r\n", f);  // no space after the colon
+  EXPECT_EQ(f.event, "ping");
+  EXPECT_EQ(f.data, "{}");
+  ReadSseFields(": comment\rdata: a\rdata:  b\r\r", f);  // lone CRs; one space is eaten
+  EXPECT_EQ(f.event, "");
+  EXPECT_EQ(f.data, "a\n b");
+  ReadSseFields(": only a comment\n\n", f);
+  EXPECT_FALSE(f.has_data);
+  EXPECT_EQ(f.data, "");
+  ReadSseFields("data\n\n", f);  // a field without a colon: an empty value
+  EXPECT_TRUE(f.has_data);
+  EXPECT_EQ(f.data, "");
+}
+
+TEST(SseFields, AppendSseEventWritesOneEvent) {
+  std::string out;
+  AppendSseEvent(out, "message_stop", "{\"type\":\"message_stop\"}");
+  AppendSseEvent(out, "", "[DONE]");
+  EXPECT_EQ(out, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\ndata: [DONE]\n\n");
+}
+
+// A hook that upper-cases data and ends the stream at "END".
+class UpperHook : public SseEventHook {
+ public:
+  std::string_view OnEvent(std::string_view event, size_t) override {
+    ++events;
+    ReadSseFields(event, fields_);
+    out_.clear();
+    if (!fields_.has_data || fields_.data == "skip") return out_;
+    std::string data(fields_.data);
+    for (char& c : data) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (data == "END") done_ = true;
+    AppendSseEvent(out_, "x", data);
+    return out_;
+  }
+  void OnUnframed() override { ++unframed; }
+  bool done() const override { return done_; }
+  int events = 0;
+  int unframed = 0;
+
+ private:
+  SseFields fields_;
+  std::string out_;
+  bool done_ = false;
+};
+
+TEST(SseParserHook, EveryEventIsReplacedByTheHooksBytesAtEveryCut) {
+  const std::string stream = "data: ab\r\n\r\ndata: skip\n\n: c\n\ndata: cd\r\rdata: end\n\n";
+  const std::string want = "event: x\ndata: AB\n\nevent: x\ndata: CD\n\nevent: x\ndata: END\n\n";
+  for (size_t cut = 0; cut <= stream.size(); ++cut) {
+    UpperHook hook;
+    SseParser p(SseParserOptions{.hook = &hook});
+    std::string got(p.Feed(std::string_view(stream).substr(0, cut)));
+    got += p.Feed(std::string_view(stream).substr(cut));
+    got += p.Finish();
+    EXPECT_EQ(got, want) << "cut at " << cut;
+    EXPECT_TRUE(p.done());
+    EXPECT_EQ(hook.events, 5);
+  }
+}
+
+TEST(SseParserHook, AnUnterminatedLastEventStillReachesTheHook) {
+  UpperHook hook;
+  SseParser p(SseParserOptions{.hook = &hook});
+  EXPECT_EQ(p.Feed("data: a\n\ndata: end"), "event: x\ndata: A\n\n");
+  EXPECT_EQ(p.Finish(), "event: x\ndata: END\n\n");
+  EXPECT_TRUE(p.done());
+}
+
+TEST(SseParserHook, AnOverLongEventIsDroppedNotForwardedRaw) {
+  UpperHook hook;
+  SseParser p(SseParserOptions{.max_event_bytes = 16, .hook = &hook});
+  std::string got(p.Feed("data: 0123456789012345678901234"));
+  got += p.Feed("56789\n\ndata: ok\n\n");
+  got += p.Finish();
+  EXPECT_EQ(got, "event: x\ndata: OK\n\n");
+  EXPECT_EQ(hook.unframed, 1);
 }
 
 }  // namespace
