@@ -35,7 +35,8 @@ constexpr auto kTok = asio::as_tuple(asio::use_awaitable);
 struct Options {
   std::string host = "127.0.0.1";
   uint16_t port = 0;
-  std::string path = "/v1/chat/completions";
+  std::string path;       // default by protocol: /v1/chat/completions or /v1/messages
+  bool messages = false;  // --protocol messages
   std::string model = "bench-stream";
   int streams = 10;
   int chunks = 50;
@@ -51,10 +52,13 @@ struct StreamResult {
 };
 
 // Splits the SSE body into events as bytes arrive and checks each against the expected
-// shape: content chunks "tok0 ", "tok1 ", ... then an optional usage event, then [DONE].
+// shape: content chunks "tok0 ", "tok1 ", ... then an optional usage event, then [DONE]
+// (chat completions); or, for --protocol messages (Anthropic Messages), the same texts as
+// content_block_delta events, ended by message_stop.
 class SseChecker {
  public:
-  SseChecker(int chunks, Clock::time_point sent) : chunks_(chunks), sent_(sent) {}
+  SseChecker(int chunks, bool messages, Clock::time_point sent)
+      : chunks_(chunks), messages_(messages), sent_(sent) {}
 
   void Feed(std::string_view data, Clock::time_point now, StreamResult& r) {
     pending_.append(data);
@@ -71,7 +75,7 @@ class SseChecker {
     if (seen_ != chunks_) {
       r.error = "chunks " + std::to_string(seen_) + "/" + std::to_string(chunks_);
     } else if (!done_) {
-      r.error = "no [DONE]";
+      r.error = messages_ ? "no message_stop" : "no [DONE]";
     }
   }
 
@@ -80,17 +84,24 @@ class SseChecker {
     if (!r.error.empty()) return;
     while (!ev.empty() && (ev.front() == '\r' || ev.front() == '\n')) ev.remove_prefix(1);
     if (ev.empty() || ev.front() == ':') return;  // keep-alive comment
-    if (ev.substr(0, 5) != "data:") return;
-    ev.remove_prefix(5);
+    // The data line; Messages events carry an `event:` line before it.
+    const size_t at = ev.substr(0, 5) == "data:" ? 0 : ev.find("\ndata:");
+    if (at == std::string_view::npos) return;
+    ev.remove_prefix(at == 0 ? 5 : at + 6);
     if (!ev.empty() && ev.front() == ' ') ev.remove_prefix(1);
+    if (const size_t eol = ev.find_first_of("\r\n"); eol != std::string_view::npos) {
+      ev = ev.substr(0, eol);
+    }
+    const bool content = messages_ ? ev.find("\"content_block_delta\"") != std::string_view::npos
+                                   : ev.find("\"choices\":[]") == std::string_view::npos;
     if (done_) {
-      r.error = "data after [DONE]";
-    } else if (ev == "[DONE]") {
+      r.error = messages_ ? "event after message_stop" : "data after [DONE]";
+    } else if (messages_ ? ev.find("\"message_stop\"") != std::string_view::npos : ev == "[DONE]") {
       done_ = true;
     } else if (ev.find("\"error\"") != std::string_view::npos) {
       r.error = "error event";
-    } else if (ev.find("\"choices\":[]") != std::string_view::npos) {
-      // usage-only event
+    } else if (!content) {
+      // usage-only chunk, or a Messages frame event (message_start, content_block_start, ...)
     } else {
       const std::string want = "\"tok" + std::to_string(seen_) + " \"";
       if (ev.find(want) == std::string_view::npos) {
@@ -110,6 +121,7 @@ class SseChecker {
   }
 
   int chunks_;
+  bool messages_;
   Clock::time_point sent_;
   Clock::time_point last_;
   int seen_ = 0;
@@ -153,7 +165,7 @@ asio::awaitable<void> OneStream(Run& run, size_t idx) {
       }
     }
     if (r.error.empty()) {
-      SseChecker checker(run.opt.chunks, sent);
+      SseChecker checker(run.opt.chunks, run.opt.messages, sent);
       char buf[16384];
       while (!parser.is_done()) {
         parser.get().body().data = buf;
@@ -197,7 +209,9 @@ nlohmann::json Summary(std::vector<double>& v) {
 constexpr std::string_view kUsage = R"(usage: llmproxy-streamload --port P [options]
   --host H          target address (default 127.0.0.1)
   --port P          target port (required)
-  --path PATH       request path (default /v1/chat/completions)
+  --protocol P      chat (default) or messages: the request and stream shape (chat
+                    completions, or Anthropic Messages with content_block_delta events)
+  --path PATH       request path (default /v1/chat/completions, /v1/messages)
   --model M         model in the request body (default bench-stream)
   --streams N       concurrent streams (default 10)
   --chunks C        content chunks per stream, sent as x-mock-chunks (default 50)
@@ -228,7 +242,13 @@ int main(int argc, char** argv) {
       opt.port = static_cast<uint16_t>(std::atoi(v.c_str()));
     else if (a == "--path")
       opt.path = v;
-    else if (a == "--model")
+    else if (a == "--protocol") {
+      if (v != "chat" && v != "messages") {
+        std::cerr << "llmproxy-streamload: --protocol is chat or messages, not " << v << "\n";
+        return 2;
+      }
+      opt.messages = v == "messages";
+    } else if (a == "--model")
       opt.model = v;
     else if (a == "--streams")
       opt.streams = std::atoi(v.c_str());
@@ -266,10 +286,12 @@ int main(int argc, char** argv) {
     std::cerr << "llmproxy-streamload: bad --host " << opt.host << "\n";
     return 2;
   }
-  const std::string body = nlohmann::json{{"model", opt.model},
-                                          {"stream", true},
-                                          {"messages", {{{"role", "user"}, {"content", "bench"}}}}}
-                               .dump();
+  if (opt.path.empty()) opt.path = opt.messages ? "/v1/messages" : "/v1/chat/completions";
+  nlohmann::json request = {{"model", opt.model},
+                            {"stream", true},
+                            {"messages", {{{"role", "user"}, {"content", "bench"}}}}};
+  if (opt.messages) request["max_tokens"] = 1024;
+  const std::string body = request.dump();
   run.request = "POST " + opt.path + " HTTP/1.1\r\nHost: " + opt.host +
                 "\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n" +
                 "x-mock-chunks: " + std::to_string(opt.chunks) +

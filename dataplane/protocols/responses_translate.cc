@@ -145,8 +145,29 @@ void AppendMessageItem(std::string& out, std::string_view id, std::string_view s
   out += "]}";
 }
 
-void AppendFunctionItem(std::string& out, std::string_view id, std::string_view status,
-                        std::string_view call_id, std::string_view name,
+// A chat function name as the client named the tool: {namespace ("" for none), name}.
+std::pair<std::string_view, std::string_view> ClientToolName(const ResponsesEcho& echo,
+                                                             std::string_view chat_name) {
+  if (auto it = echo.namespaced.find(chat_name); it != echo.namespaced.end()) {
+    return {it->second.first, it->second.second};
+  }
+  return {{}, chat_name};
+}
+
+// `"name":...` of a function call, with `"namespace":...` first for a namespaced tool.
+void AppendToolName(std::string& out, const ResponsesEcho& echo, std::string_view chat_name) {
+  const auto [ns, name] = ClientToolName(echo, chat_name);
+  if (!ns.empty()) {
+    out += "\"namespace\":";
+    AppendJsonString(out, ns);
+    out += ',';
+  }
+  out += "\"name\":";
+  AppendJsonString(out, name);
+}
+
+void AppendFunctionItem(std::string& out, const ResponsesEcho& echo, std::string_view id,
+                        std::string_view status, std::string_view call_id, std::string_view name,
                         std::string_view arguments) {
   out += "{\"id\":";
   AppendJsonString(out, id);
@@ -156,8 +177,8 @@ void AppendFunctionItem(std::string& out, std::string_view id, std::string_view 
   AppendJsonString(out, arguments);
   out += ",\"call_id\":";
   AppendJsonString(out, call_id);
-  out += ",\"name\":";
-  AppendJsonString(out, name);
+  out += ',';
+  AppendToolName(out, echo, name);
   out += '}';
 }
 
@@ -265,6 +286,10 @@ class RequestTranslator {
   bool FunctionCall(const Json& item, size_t i, Json& messages);
   bool FunctionOutput(const Json& item, size_t i, Json& messages);
   bool Tools(const Json& tools, Json& out);
+  // One function tool (`ns` non-empty: inside that namespace tool) appended to out as a
+  // chat function; `names` holds the chat names so far, which must stay distinct.
+  bool FunctionTool(const Json& tool, const std::string& at, std::string_view ns,
+                    std::string_view ns_description, std::vector<std::string>& names, Json& out);
   bool ToolChoice(const Json& choice, Json& out);
   bool TextFormat(const Json& text, Json& chat);
 
@@ -500,9 +525,18 @@ bool RequestTranslator::FunctionCall(const Json& item, size_t i, Json& messages)
     return Fail(Where(i) + ".call_id must be a string");
   if (name == nullptr || !name->is_string()) return Fail(Where(i) + ".name must be a string");
   if (args != nullptr && !args->is_string()) return Fail(Where(i) + ".arguments must be a string");
+  const Json* ns = Get(item, "namespace");
+  if (ns != nullptr && !ns->is_null() && !ns->is_string()) {
+    return Fail(Where(i) + ".namespace must be a string");
+  }
+  const std::string_view ns_name = StringOr(ns);
+  Json chat_name = ns_name.empty()
+                       ? *name
+                       : Json(NamespacedToolName(ns_name, name->get_ref<const std::string&>()));
   Json call{{"id", *call_id},
             {"type", "function"},
-            {"function", Json{{"name", *name}, {"arguments", args != nullptr ? *args : Json("")}}}};
+            {"function", Json{{"name", std::move(chat_name)},
+                              {"arguments", args != nullptr ? *args : Json("")}}}};
   if (!open_assistant_) {
     messages.push_back(Json{{"role", "assistant"}, {"content", nullptr}});
     open_assistant_ = messages.size() - 1;
@@ -548,36 +582,49 @@ bool RequestTranslator::FunctionOutput(const Json& item, size_t i, Json& message
 bool RequestTranslator::Tools(const Json& tools, Json& out) {
   if (!tools.is_array()) return Fail("tools must be an array");
   std::vector<std::string> unsupported;
+  std::vector<std::string> names;
+  auto unsupported_type = [&](std::string_view type) {
+    std::string n = Name(type);
+    if (o_.drop_unsupported_tools) {
+      Drop("tools." + n);
+    } else if (std::find(unsupported.begin(), unsupported.end(), n) == unsupported.end()) {
+      unsupported.push_back(std::move(n));
+    }
+  };
   for (size_t i = 0; i < tools.size(); ++i) {
     const Json& tool = tools[i];
     const std::string at = "tools[" + std::to_string(i) + "]";
     const std::string_view type = StringOr(Get(tool, "type"));
     if (type.empty()) return Fail(at + " must be an object with a string type");
-    if (type != "function") {
-      std::string n = Name(type);
-      if (o_.drop_unsupported_tools) {
-        Drop("tools." + n);
-      } else if (std::find(unsupported.begin(), unsupported.end(), n) == unsupported.end()) {
-        unsupported.push_back(std::move(n));
-      }
+    if (type == "function") {
+      if (!FunctionTool(tool, at, {}, {}, names, out)) return false;
       continue;
     }
-    const Json* name = Get(tool, "name");
-    if (name == nullptr || !name->is_string()) return Fail(at + ".name must be a string");
-    Json function{{"name", *name}};
-    if (const Json* d = Get(tool, "description")) {
-      if (!d->is_string()) return Fail(at + ".description must be a string");
-      function["description"] = *d;
+    if (type != "namespace") {
+      unsupported_type(type);
+      continue;
     }
-    if (const Json* p = Get(tool, "parameters")) {
-      if (!p->is_object()) return Fail(at + ".parameters must be an object");
-      function["parameters"] = *p;
+    // A namespace groups function tools; chat has no groups, so each becomes a function
+    // named NamespacedToolName(namespace, name), and its calls go back with the namespace.
+    const std::string_view ns = StringOr(Get(tool, "name"));
+    if (ns.empty()) return Fail(at + ".name must be a non-empty string");
+    const Json* inner = Get(tool, "tools");
+    if (inner == nullptr || !inner->is_array()) return Fail(at + ".tools must be an array");
+    const Json* d = Get(tool, "description");
+    if (d != nullptr && !d->is_null() && !d->is_string()) {
+      return Fail(at + ".description must be a string");
     }
-    if (const Json* s = Get(tool, "strict")) {
-      if (!s->is_boolean()) return Fail(at + ".strict must be a boolean");
-      function["strict"] = *s;
+    for (size_t j = 0; j < inner->size(); ++j) {
+      const Json& t = (*inner)[j];
+      const std::string in_at = at + ".tools[" + std::to_string(j) + "]";
+      const std::string_view inner_type = StringOr(Get(t, "type"));
+      if (inner_type.empty()) return Fail(in_at + " must be an object with a string type");
+      if (inner_type != "function") {
+        unsupported_type(inner_type);
+        continue;
+      }
+      if (!FunctionTool(t, in_at, ns, StringOr(d), names, out)) return false;
     }
-    out.push_back(Json{{"type", "function"}, {"function", std::move(function)}});
   }
   if (!unsupported.empty()) {
     std::string message = "tool types not supported by this backend: ";
@@ -587,6 +634,48 @@ bool RequestTranslator::Tools(const Json& tools, Json& out) {
     }
     return Fail(std::move(message));
   }
+  return true;
+}
+
+bool RequestTranslator::FunctionTool(const Json& tool, const std::string& at, std::string_view ns,
+                                     std::string_view ns_description,
+                                     std::vector<std::string>& names, Json& out) {
+  const Json* name = Get(tool, "name");
+  if (name == nullptr || !name->is_string()) return Fail(at + ".name must be a string");
+  const std::string& plain = name->get_ref<const std::string&>();
+  std::string chat_name = ns.empty() ? plain : NamespacedToolName(ns, plain);
+  if (std::find(names.begin(), names.end(), chat_name) != names.end()) {
+    return Fail(
+        at + ": a second tool named " + Name(chat_name) +
+        (ns.empty() ? std::string() : " (namespace " + Name(ns) + ", " + Name(plain) + ")"));
+  }
+  names.push_back(chat_name);
+  Json function{{"name", std::move(chat_name)}};
+  std::string description;
+  if (const Json* d = Get(tool, "description")) {
+    if (!d->is_string()) return Fail(at + ".description must be a string");
+    description = d->get<std::string>();
+  }
+  if (!ns_description.empty()) {
+    if (!description.empty()) description += "\n\n";
+    description += "(Part of ";
+    description += ns;
+    description += ": ";
+    description += ns_description;
+    description += ')';
+  }
+  if (!description.empty() || Get(tool, "description") != nullptr) {
+    function["description"] = std::move(description);
+  }
+  if (const Json* p = Get(tool, "parameters")) {
+    if (!p->is_object()) return Fail(at + ".parameters must be an object");
+    function["parameters"] = *p;
+  }
+  if (const Json* s = Get(tool, "strict")) {
+    if (!s->is_boolean()) return Fail(at + ".strict must be a boolean");
+    function["strict"] = *s;
+  }
+  out.push_back(Json{{"type", "function"}, {"function", std::move(function)}});
   return true;
 }
 
@@ -604,7 +693,10 @@ bool RequestTranslator::ToolChoice(const Json& choice, Json& out) {
   if (type == "function") {
     const Json* name = Get(choice, "name");
     if (name == nullptr || !name->is_string()) return Fail("tool_choice.name must be a string");
-    out = Json{{"type", "function"}, {"function", Json{{"name", *name}}}};
+    const std::string_view ns = StringOr(Get(choice, "namespace"));
+    Json chat_name =
+        ns.empty() ? *name : Json(NamespacedToolName(ns, name->get_ref<const std::string&>()));
+    out = Json{{"type", "function"}, {"function", Json{{"name", std::move(chat_name)}}}};
     return true;
   }
   if (type == "allowed_tools") {  // a restriction chat backends do not share: tools stay usable
@@ -695,6 +787,15 @@ RequestTranslation ResponsesRequestToChat(std::string_view body, const Responses
   return RequestTranslator(o).Run(body);
 }
 
+std::string NamespacedToolName(std::string_view ns, std::string_view name) {
+  std::string out;
+  out.reserve(ns.size() + 2 + name.size());
+  out += ns;
+  out += "__";
+  out += name;
+  return out;
+}
+
 ResponsesEcho EchoOfResponsesRequest(std::string_view body) {
   Json req = Json::object();
   if (std::optional<Json> parsed = ParseJson(body); parsed && parsed->is_object()) {
@@ -725,7 +826,24 @@ ResponsesEcho EchoOfResponsesRequest(std::string_view body) {
             {"truncation", given("truncation", "disabled")},
             {"user", given("user", nullptr)}};
   std::string s = Dump(echo);
-  return ResponsesEcho{s.substr(1, s.size() - 2)};
+  ResponsesEcho out{s.substr(1, s.size() - 2), {}};
+  if (const Json* tools = Get(req, "tools"); tools != nullptr && tools->is_array()) {
+    for (const Json& tool : *tools) {
+      const std::string_view ns = StringOr(Get(tool, "name"));
+      const Json* inner = Get(tool, "tools");
+      if (StringOr(Get(tool, "type")) != "namespace" || ns.empty() || inner == nullptr ||
+          !inner->is_array()) {
+        continue;
+      }
+      for (const Json& t : *inner) {
+        const std::string_view name = StringOr(Get(t, "name"));
+        if (StringOr(Get(t, "type")) != "function" || name.empty()) continue;
+        out.namespaced.emplace(NamespacedToolName(ns, name),
+                               std::pair{std::string(ns), std::string(name)});
+      }
+    }
+  }
+  return out;
 }
 
 std::optional<std::string> ChatResponseToResponses(std::string_view chat_body,
@@ -778,7 +896,7 @@ std::optional<std::string> ChatResponseToResponses(std::string_view chat_body,
       const std::string arguments = args == nullptr     ? ""
                                     : args->is_string() ? args->get<std::string>()
                                                         : Dump(*args);
-      AppendFunctionItem(output, ItemId("fc", base, k), item_status, call_id,
+      AppendFunctionItem(output, echo, ItemId("fc", base, k), item_status, call_id,
                          StringOr(Get(*function, "name")), arguments);
     }
   }
@@ -943,7 +1061,7 @@ std::string ChatStreamToResponses::ResponseJson(std::string_view status,
         AppendMessageItem(output, item.id, s, &item.text);
         break;
       case ItemKind::kFunction:
-        AppendFunctionItem(output, item.id, s, item.call_id, item.name, item.text);
+        AppendFunctionItem(output, echo_, item.id, s, item.call_id, item.name, item.text);
         break;
     }
   }
@@ -1063,12 +1181,12 @@ void ChatStreamToResponses::CloseItem(Item& item, std::string& out) {
     case ItemKind::kFunction: {
       std::string done = "\"item_id\":";
       AppendJsonString(done, item.id);
-      done += ",\"output_index\":" + std::to_string(k) + ",\"name\":";
-      AppendJsonString(done, item.name);
+      done += ",\"output_index\":" + std::to_string(k) + ',';
+      AppendToolName(done, echo_, item.name);
       done += ",\"arguments\":";
       AppendJsonString(done, item.text);
       Event(out, "response.function_call_arguments.done", done);
-      AppendFunctionItem(json, item.id, item.status, item.call_id, item.name, item.text);
+      AppendFunctionItem(json, echo_, item.id, item.status, item.call_id, item.name, item.text);
       break;
     }
   }
@@ -1111,7 +1229,7 @@ void ChatStreamToResponses::OnDelta(const Chunk& chunk, std::string& out) {
                 .name = std::string(t.name)};
       if (item.call_id.empty()) item.call_id = ItemId("call", base_, k);
       std::string json;
-      AppendFunctionItem(json, item.id, "in_progress", item.call_id, item.name, "");
+      AppendFunctionItem(json, echo_, item.id, "in_progress", item.call_id, item.name, "");
       items_.push_back(std::move(item));
       it = tool_item_.emplace(t.index, k).first;
       Event(out, "response.output_item.added", ItemFields(k, json));

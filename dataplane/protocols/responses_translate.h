@@ -51,7 +51,15 @@ struct ResponsesEcho {
   // JSON object members without the braces ("\"instructions\":null,\"tools\":[],...");
   // never empty, so it is spliced into a response object followed by a comma.
   std::string fields_json;
+  // The function tools of the request's `namespace` tools, which chat knows only flat
+  // (NamespacedToolName): chat name -> {namespace, name}, so a call of one comes back as a
+  // function_call item with its namespace.
+  std::map<std::string, std::pair<std::string, std::string>, std::less<>> namespaced;
 };
+
+// The chat function name of tool `name` in Responses namespace `ns`: "<ns>__<name>", the
+// shape agents already use for MCP tools (docs/protocols.md "OpenAI Responses").
+std::string NamespacedToolName(std::string_view ns, std::string_view name);
 // Built once from the client body; a body that is not a JSON object gives the defaults.
 ResponsesEcho EchoOfResponsesRequest(std::string_view body);
 

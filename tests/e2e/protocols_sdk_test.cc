@@ -285,6 +285,11 @@ TEST_F(ProtocolsSdk, CodexThroughTheGatewayToAChatBackend) {
   EXPECT_NE(out.find("tool said: "), std::string::npos) << out;
   OnlyServedBy(chat_, "/chat/completions");
   ChatAuth();
+  // Codex's sub-agent tools come as a `namespace` tool: the chat backend saw them flat.
+  const auto reqs = chat_->Requests();
+  ASSERT_FALSE(reqs.empty());
+  EXPECT_NE(reqs.front().body.find(R"("name":"multi_agent_v1__)"), std::string::npos)
+      << reqs.front().body.substr(0, 4000);
 }
 
 }  // namespace

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Codex (`codex exec`) against an OpenAI Responses endpoint: prints the final answer and
 # exits 0 when the CLI completed the prompt with one. Isolated: a fresh CODEX_HOME whose
-# config.toml defines one model provider (wire_api "responses") at BASE_URL and turns
-# analytics off, and a fresh working directory.
+# config.toml defines one model provider (wire_api "responses") at BASE_URL, turns web
+# search off (a hosted tool a chat backend cannot run: the gateway refuses it, see
+# docs/protocols.md) and analytics off, and a fresh working directory.
 #   codex.sh BASE_URL KEY [PROMPT]     (BASE_URL with /v1; env MODEL, default gpt-e2e)
 # Against llmproxy-mockllm the first answer calls the first function tool (exec_command)
 # with {"q":...}; Codex reports the bad arguments as a function_call_output and the mock's
@@ -20,6 +21,7 @@ mkdir -p "$tmp/codex" "$tmp/work"
 cat > "$tmp/codex/config.toml" <<TOML
 model = "${MODEL:-gpt-e2e}"
 model_provider = "llmproxy"
+web_search = "disabled"
 
 [model_providers.llmproxy]
 name = "llmproxy"

@@ -250,6 +250,65 @@ TEST(ResponsesRequest, NonFunctionToolsAre400sNamingThem) {
                                                  "tools.local_shell", "tools.custom"}));
 }
 
+// Codex sends its sub-agent tools grouped in a `namespace` tool (Responses API): chat gets
+// each as a flat function "<namespace>__<name>", history calls and tool_choice likewise.
+constexpr std::string_view kNamespacedBody = R"({"input":[
+    {"type":"message","role":"user","content":"go"},
+    {"type":"function_call","call_id":"c1","namespace":"multi_agent_v1","name":"spawn_agent",
+     "arguments":"{\"task\":\"a\"}"},
+    {"type":"function_call_output","call_id":"c1","output":"spawned"}],
+  "tools":[{"type":"function","name":"exec_command","parameters":{"type":"object"}},
+    {"type":"namespace","name":"multi_agent_v1","description":"Sub-agents.","tools":[
+      {"type":"function","name":"spawn_agent","description":"Start one.",
+       "parameters":{"type":"object","properties":{"task":{"type":"string"}}}},
+      {"type":"function","name":"wait","strict":false}]}],
+  "tool_choice":{"type":"function","namespace":"multi_agent_v1","name":"wait"}})";
+
+TEST(ResponsesRequest, NamespaceToolsBecomeFlatFunctions) {
+  const json chat = ChatOf(kNamespacedBody);
+  EXPECT_EQ(chat["tools"], J(R"j([
+    {"type":"function","function":{"name":"exec_command","parameters":{"type":"object"}}},
+    {"type":"function","function":{"name":"multi_agent_v1__spawn_agent",
+      "description":"Start one.\n\n(Part of multi_agent_v1: Sub-agents.)",
+      "parameters":{"type":"object","properties":{"task":{"type":"string"}}}}},
+    {"type":"function","function":{"name":"multi_agent_v1__wait",
+      "description":"(Part of multi_agent_v1: Sub-agents.)","strict":false}}])j"));
+  EXPECT_EQ(chat["messages"][1]["tool_calls"][0]["function"],
+            J(R"({"name":"multi_agent_v1__spawn_agent","arguments":"{\"task\":\"a\"}"})"));
+  EXPECT_EQ(chat["tool_choice"],
+            J(R"({"type":"function","function":{"name":"multi_agent_v1__wait"}})"));
+  EXPECT_EQ(NamespacedToolName("crm", "lookup"), "crm__lookup");
+}
+
+TEST(ResponsesRequest, NamespaceToolErrorsAre400s) {
+  // A non-function tool inside a namespace is named like any other.
+  EXPECT_EQ(ErrorOf(R"({"input":"x","tools":[{"type":"web_search"},{"type":"namespace",
+      "name":"ns","tools":[{"type":"custom","name":"patch"},{"type":"function","name":"f"}]}]})"),
+            "tool types not supported by this backend: web_search, custom");
+  RequestTranslation dropped =
+      ToChat(R"({"input":"x","tools":[{"type":"namespace","name":"ns","tools":[
+          {"type":"custom","name":"patch"},{"type":"function","name":"f"}]}]})",
+             {.model = "up", .drop_unsupported_tools = true});
+  ASSERT_EQ(dropped.error, "");
+  EXPECT_EQ(J(dropped.body)["tools"], J(R"([{"type":"function","function":{"name":"ns__f"}}])"));
+  EXPECT_EQ(ErrorOf(R"({"input":"x","tools":[{"type":"namespace","tools":[]}]})"),
+            "tools[0].name must be a non-empty string");
+  EXPECT_EQ(ErrorOf(R"({"input":"x","tools":[{"type":"namespace","name":"ns"}]})"),
+            "tools[0].tools must be an array");
+  EXPECT_EQ(ErrorOf(R"({"input":"x","tools":[{"type":"namespace","name":"ns","tools":[7]}]})"),
+            "tools[0].tools[0] must be an object with a string type");
+  EXPECT_EQ(ErrorOf(R"({"input":"x","tools":[{"type":"namespace","name":"ns","description":3,
+      "tools":[]}]})"),
+            "tools[0].description must be a string");
+  // The flat name must not meet a plain function of the same name.
+  EXPECT_EQ(ErrorOf(R"({"input":"x","tools":[{"type":"function","name":"ns__f"},
+      {"type":"namespace","name":"ns","tools":[{"type":"function","name":"f"}]}]})"),
+            "tools[1].tools[0]: a second tool named ns__f (namespace ns, f)");
+  EXPECT_EQ(ErrorOf(R"({"input":[{"type":"function_call","call_id":"c","name":"f",
+      "namespace":5,"arguments":"{}"}]})"),
+            "input[0].namespace must be a string");
+}
+
 TEST(ResponsesRequest, MalformedBodiesAndItemsAre400s) {
   EXPECT_EQ(ErrorOf(""), "request body is not valid JSON");
   EXPECT_EQ(ErrorOf(R"({"input":"x")"), "request body is not valid JSON");
@@ -472,6 +531,29 @@ TEST(ResponsesWhole, ToolCallsBecomeFunctionCallItems) {
                json::array({FunctionItem("fc_c2_0", "call_a", "shell", R"({"command":["ls"]})"),
                             FunctionItem("fc_c2_1", "call_b", "pwd", "{}")}),
                nullptr));
+}
+
+TEST(ResponsesWhole, NamespacedCallsComeBackWithTheirNamespace) {
+  const ResponsesEcho echo = EchoOfResponsesRequest(kNamespacedBody);
+  EXPECT_EQ(echo.namespaced.size(), 2u);
+  const std::optional<std::string> out = ChatResponseToResponses(
+      R"({"id":"c3","created":5,"choices":[{"index":0,"message":{"role":"assistant",
+      "content":null,"tool_calls":[
+        {"id":"call_a","type":"function","function":{"name":"multi_agent_v1__spawn_agent",
+         "arguments":"{}"}},
+        {"id":"call_b","type":"function","function":{"name":"exec_command","arguments":"{}"}},
+        {"id":"call_c","type":"function","function":{"name":"other__x","arguments":"{}"}}]},
+      "finish_reason":"tool_calls"}]})",
+      echo, "gpt-x");
+  ASSERT_TRUE(out.has_value());
+  const json output = J(*out)["output"];
+  ASSERT_EQ(output.size(), 3u);
+  json want = FunctionItem("fc_c3_0", "call_a", "spawn_agent", "{}");
+  want["namespace"] = "multi_agent_v1";
+  EXPECT_EQ(output[0], want);
+  EXPECT_EQ(output[1], FunctionItem("fc_c3_1", "call_b", "exec_command", "{}"));
+  // A name that only looks namespaced (no such namespace tool in the request) stays as is.
+  EXPECT_EQ(output[2], FunctionItem("fc_c3_2", "call_c", "other__x", "{}"));
 }
 
 TEST(ResponsesWhole, ReasoningTextAndCallInOrder) {
@@ -756,6 +838,30 @@ TEST(ResponsesStream, ToolCallArgumentsOneDeltaPerFragment) {
   };
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(got[i], want[i]) << i;
+}
+
+TEST(ResponsesStream, NamespacedCallKeepsItsNamespaceInEveryEvent) {
+  ChatStreamToResponses t(EchoOfResponsesRequest(kNamespacedBody), "gpt-x");
+  const std::vector<json> got = Payloads(
+      Translate({Chunk("chatcmpl-n", R"({"role":"assistant","content":null,"tool_calls":[{"index":0,
+             "id":"call_a","type":"function","function":{"name":"multi_agent_v1__wait",
+             "arguments":"{}"}}]})"),
+                 Chunk("chatcmpl-n", "{}", "\"tool_calls\""), "[DONE]"},
+                t));
+  const std::string id = "fc_chatcmpl-n_0";
+  json added = FunctionItem(id, "call_a", "wait", "", "in_progress");
+  added["namespace"] = "multi_agent_v1";
+  json done_item = FunctionItem(id, "call_a", "wait", "{}");
+  done_item["namespace"] = "multi_agent_v1";
+  ASSERT_EQ(got.size(), 7u);
+  EXPECT_EQ(got[2], ItemEv("response.output_item.added", 0, added));
+  EXPECT_EQ(got[4], Ev0("response.function_call_arguments.done", {{"item_id", id},
+                                                                  {"output_index", 0},
+                                                                  {"namespace", "multi_agent_v1"},
+                                                                  {"name", "wait"},
+                                                                  {"arguments", "{}"}}));
+  EXPECT_EQ(got[5], ItemEv("response.output_item.done", 0, done_item));
+  EXPECT_EQ(got[6]["response"]["output"][0], done_item);
 }
 
 TEST(ResponsesStream, ReasoningThenTextAreTwoItems) {
