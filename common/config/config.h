@@ -28,8 +28,8 @@ enum class ReasoningParam { kNone, kReasoningEffort, kThinking };
 std::string_view ToString(BalanceMode mode);  // "random" | "round-robin" | "least-busy"
 std::string_view ToString(UnknownModelPolicy policy);
 std::string_view ToString(StreamUsage usage);
-std::string_view ToString(BackendApi api);          // "openai" | "anthropic"
-std::string_view ToString(ReasoningParam param);    // "none" | "reasoning_effort" | "thinking"
+std::string_view ToString(BackendApi api);        // "openai" | "anthropic"
+std::string_view ToString(ReasoningParam param);  // "none" | "reasoning_effort" | "thinking"
 
 struct BackendConfig {
   std::string name;
@@ -70,6 +70,17 @@ struct HedgeAfter {
   Millis delay{0};  // kFixed only
 
   bool operator==(const HedgeAfter&) const = default;
+};
+
+// One entry of auth.keys (docs/config.md "auth"). The key itself is never kept: only its
+// SHA-256, which is what workers receive and compare a presented key's digest against.
+struct ClientKey {
+  std::string name;    // label in logs and admin; "key-<n>" for an entry of the old string form
+  std::string sha256;  // 64 lowercase hex digits (key_hash.h)
+  // The model names (served models or aliases) this key may ask for; empty = any.
+  std::vector<std::string> models;
+
+  bool operator==(const ClientKey&) const = default;
 };
 
 struct ModelAlias {
@@ -133,7 +144,7 @@ struct Config {
   // The longest Retry-After waited out instead of failing over (or giving up).
   Millis max_retry_wait = std::chrono::seconds(10);
   BalanceMode mode = BalanceMode::kRandom;
-  std::vector<std::string> auth_keys;  // empty: open
+  std::vector<ClientKey> auth_keys;  // empty: open
   std::vector<ModelAlias> model_aliases;
   HealthConfig health;
   UnknownModelPolicy unknown_model = UnknownModelPolicy::kFallback;

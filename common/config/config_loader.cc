@@ -17,6 +17,7 @@
 #include "common/config/config_validator.h"
 #include "common/config/did_you_mean.h"
 #include "common/config/env_expander.h"
+#include "common/config/key_hash.h"
 
 namespace llmproxy {
 namespace {
@@ -45,6 +46,10 @@ const Keys kServerKeys = {
     "port", "host", "metrics_port", "max_body_bytes", "max_buffered_bytes", "max_response_bytes"};
 const Keys kControlPlaneKeys = {"listen", "metrics_port", "admin_token"};
 const Keys kAuthKeys = {"keys"};
+// The object form of an auth.keys entry. The limit fields are recognised so that a config
+// written for them gets a clear error, not a silent "unlimited" (ReadClientKey).
+const Keys kClientKeyKeys = {"name", "key", "key_sha256",   "models",
+                             "rpm",  "tpm", "max_parallel", "budget"};
 const Keys kHealthKeys = {"failure_threshold", "cooldown", "max_cooldown", "probe_interval"};
 const Keys kBackendKeys = {"name",
                            "url",
@@ -522,7 +527,68 @@ class YamlLoader {
 
   void ReadAuth(const YAML::Node& node) {
     if (!CheckMap(node, "auth", kAuthKeys)) return;
-    ReadStringList(Child(node, "keys"), "auth.keys", config_.auth_keys, false);
+    const YAML::Node keys = Child(node, "keys");
+    if (Unset(keys)) return;
+    Remember("auth.keys", keys);
+    ForEachItem(keys, "auth.keys", [&](const YAML::Node& item, const std::string& path) {
+      ReadClientKey(item, path, config_.auth_keys.size() + 1);
+    });
+  }
+
+  // An auth.keys entry: a plain string (the original program's form; named key-<n>) or
+  // {name, key | key_sha256, models}. The key is hashed here and not kept.
+  void ReadClientKey(const YAML::Node& node, const std::string& path, std::size_t number) {
+    ClientKey key;
+    std::optional<std::string> secret;
+    if (node.IsScalar()) {
+      key.name = "key-" + std::to_string(number);
+      secret = Text(node, path, "a string");
+      if (!secret) return;
+    } else {
+      if (!CheckMap(node, path, kClientKeyKeys)) return;  // a list entry: reported
+      Remember(path, node);
+      ReadString(Child(node, "name"), path + ".name", key.name);
+      if (Unset(Child(node, "name"))) {
+        FieldError(node, path, "a key object needs a name (the label in logs and admin)");
+      }
+      secret = Text(Child(node, "key"), path + ".key", "a string");
+      const std::optional<std::string> digest =
+          Text(Child(node, "key_sha256"), path + ".key_sha256", "a string");
+      const bool has_key = !Unset(Child(node, "key"));
+      const bool has_digest = !Unset(Child(node, "key_sha256"));
+      if (has_key && has_digest) {
+        FieldError(node, path, "give key or key_sha256, not both");
+      } else if (!has_key && !has_digest) {
+        FieldError(node, path, "needs key (the secret) or key_sha256 (its SHA-256 in hex)");
+      } else if (has_digest && digest) {
+        key.sha256 = NormalizeSha256Hex(*digest);
+        if (key.sha256.empty()) {
+          FieldError(Child(node, "key_sha256"), path + ".key_sha256",
+                     "must be 64 hex digits (sha256sum of the key, without a newline)");
+        }
+      }
+      ReadStringList(Child(node, "models"), path + ".models", key.models, true);
+      for (const char* limit : {"rpm", "tpm", "max_parallel", "budget"}) {
+        if (Unset(Child(node, limit))) continue;
+        FieldError(Child(node, limit), path + "." + limit,
+                   "per-key limits and budgets are not enforced by this version yet; remove "
+                   "it rather than run without the limit (docs/config.md \"auth\")");
+      }
+      if (has_digest || !secret) {
+        if (!key.sha256.empty()) config_.auth_keys.push_back(std::move(key));
+        return;
+      }
+    }
+    if (secret->empty()) {
+      FieldError(node, node.IsScalar() ? path : path + ".key", "client key is empty");
+      return;
+    }
+    if (secret->find_first_of("\r\n") != std::string::npos) {
+      FieldError(node, node.IsScalar() ? path : path + ".key", "client key contains a line break");
+      return;
+    }
+    key.sha256 = Sha256Hex(*secret);
+    config_.auth_keys.push_back(std::move(key));
   }
 
   void ReadHealth(const YAML::Node& node) {

@@ -49,7 +49,12 @@ v1::RoutingTable ToProto(const Config& config) {
   SetDuration(config.first_token_timeout, table.mutable_first_token_timeout());
   table.set_hedge_budget(config.hedge_budget);
   table.set_mode(ToProto(config.mode));
-  for (const std::string& key : config.auth_keys) table.add_auth_keys(key);
+  for (const ClientKey& key : config.auth_keys) {
+    v1::ClientKey* out = table.add_client_keys();
+    out->set_name(key.name);
+    out->set_sha256(key.sha256);
+    for (const std::string& m : key.models) out->add_models(m);
+  }
   for (const ModelAlias& alias : config.model_aliases) {
     v1::ModelAlias* out = table.add_model_aliases();
     out->set_name(alias.name);
@@ -165,7 +170,11 @@ FromProtoResult FromProto(const v1::RoutingTable& table) {
       config.mode = BalanceMode::kRandom;
       break;
   }
-  config.auth_keys.assign(table.auth_keys().begin(), table.auth_keys().end());
+  for (const v1::ClientKey& key : table.client_keys()) {
+    config.auth_keys.push_back(
+        ClientKey{key.name(), key.sha256(),
+                  std::vector<std::string>(key.models().begin(), key.models().end())});
+  }
   auto optional_duration = [&duration](const google::protobuf::Duration& d, const std::string& path,
                                        std::optional<Millis>& out) {
     Millis t{0};
@@ -283,7 +292,8 @@ FromProtoResult FromProto(const v1::RoutingTable& table) {
 
 v1::RoutingTable Redacted(const v1::RoutingTable& table) {
   v1::RoutingTable copy = table;
-  for (std::string& key : *copy.mutable_auth_keys()) key = std::string(kRedacted);
+  // A digest of a weak key can be searched for: not shown either.
+  for (v1::ClientKey& key : *copy.mutable_client_keys()) key.set_sha256(std::string(kRedacted));
   for (v1::Backend& b : *copy.mutable_backends()) {
     // An empty key stays empty: "no key configured" is useful and reveals nothing.
     if (!b.api_key().empty()) b.set_api_key(std::string(kRedacted));

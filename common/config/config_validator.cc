@@ -4,6 +4,8 @@
 #include <cctype>
 #include <set>
 
+#include "common/config/key_hash.h"
+
 namespace llmproxy {
 namespace {
 
@@ -42,6 +44,7 @@ class Checker {
     CheckGlobals();
     CheckBackends();
     CheckAliases();
+    CheckKeys();
     return std::move(issues_);
   }
 
@@ -70,11 +73,6 @@ class Checker {
     Positive(config_.stream_idle_timeout, "stream_idle_timeout");
     Positive(config_.connect_timeout, "connect_timeout");
     if (config_.retry > kMaxRetry) Error("retry", "must be between 0 and 100");
-    for (std::size_t i = 0; i < config_.auth_keys.size(); ++i) {
-      const std::string path = "auth.keys[" + std::to_string(i) + "]";
-      if (config_.auth_keys[i].empty()) Error(path, "client key is empty");
-      if (HasLineBreak(config_.auth_keys[i])) Error(path, "client key contains a line break");
-    }
     if (config_.health.failure_threshold == 0) {
       Error("health.failure_threshold", "must be at least 1");
     }
@@ -142,7 +140,8 @@ class Checker {
       if (b.timeout.has_value()) Positive(*b.timeout, path + ".timeout");
       if (b.stream_idle_timeout) Positive(*b.stream_idle_timeout, path + ".stream_idle_timeout");
       if (b.native_responses && b.api == BackendApi::kAnthropic) {
-        Error(path + ".native_responses", "only an api: openai backend can serve /responses itself");
+        Error(path + ".native_responses",
+              "only an api: openai backend can serve /responses itself");
       }
     }
     if (!any_weight) {
@@ -183,6 +182,43 @@ class Checker {
         }
       }
     }
+  }
+
+  // auth.keys: distinct names and keys, digests well formed, models that exist.
+  void CheckKeys() {
+    std::set<std::string> served;
+    for (const BackendConfig& b : config_.backends) served.insert(b.models.begin(), b.models.end());
+    for (const ModelAlias& alias : config_.model_aliases) served.insert(alias.name);
+    std::set<std::string> names, digests;
+    for (std::size_t i = 0; i < config_.auth_keys.size(); ++i) {
+      const ClientKey& key = config_.auth_keys[i];
+      const std::string path = "auth.keys[" + std::to_string(i) + "]";
+      if (!IsKeyName(key.name)) {
+        Error(path + ".name", "must be 1 to 64 of A-Z a-z 0-9 . _ - (it labels logs and admin)");
+      } else if (!names.insert(key.name).second) {
+        Error(path + ".name", "two keys are named '" + key.name + "'");
+      }
+      if (NormalizeSha256Hex(key.sha256) != key.sha256 || key.sha256.empty()) {
+        Error(path, "key digest is not 64 lowercase hex digits");
+      } else if (!digests.insert(key.sha256).second) {
+        Error(path, "the same key is listed twice (key '" + key.name + "')");
+      }
+      for (std::size_t m = 0; m < key.models.size(); ++m) {
+        if (!served.contains(key.models[m])) {
+          Error(path + ".models[" + std::to_string(m) + "]",
+                "key '" + key.name + "' allows model '" + key.models[m] +
+                    "' that no backend serves and no alias names");
+        }
+      }
+    }
+  }
+
+  static bool IsKeyName(const std::string& name) {
+    if (name.empty() || name.size() > 64) return false;
+    for (unsigned char c : name) {
+      if (!std::isalnum(c) && c != '.' && c != '_' && c != '-') return false;
+    }
+    return true;
   }
 
   const Config& config_;

@@ -4,6 +4,7 @@
 
 #include "common/log/json_escape.h"
 #include "dataplane/protocols/error_response.h"
+#include "dataplane/routing/client_auth.h"
 
 namespace llmproxy {
 
@@ -33,9 +34,10 @@ void AppendModel(std::string& out, bool& first, std::string_view id, std::string
 // Every model name clients may ask for (served models, then aliases that are not also
 // served), with the backend that serves it first ("llmproxy" for an alias).
 template <class F>
-void ForEachListedModel(const RoutingTable* table, F f) {
+void ForEachListedModel(const RoutingTable* table, const ClientKey* key, F f) {
   if (table == nullptr) return;
   for (const std::string& model : table->models) {
+    if (!KeyAllowsModel(key, model)) continue;
     std::string_view owner = "llmproxy";
     if (const CandidateGroup* group = table->ServedBy(model);
         group != nullptr && !group->backends.empty()) {
@@ -45,27 +47,28 @@ void ForEachListedModel(const RoutingTable* table, F f) {
   }
   for (const ModelAlias& alias : table->config.model_aliases) {
     if (std::binary_search(table->models.begin(), table->models.end(), alias.name)) continue;
+    if (!KeyAllowsModel(key, alias.name)) continue;
     f(alias.name, "llmproxy");
   }
 }
 }  // namespace
 
-std::string ModelsJson(const RoutingTable* table) {
+std::string ModelsJson(const RoutingTable* table, const ClientKey* key) {
   std::string out = R"({"object":"list","data":[)";
   bool first = true;
-  ForEachListedModel(table, [&](std::string_view model, std::string_view owner) {
+  ForEachListedModel(table, key, [&](std::string_view model, std::string_view owner) {
     AppendModel(out, first, model, owner);
   });
   out += "]}";
   return out;
 }
 
-std::string AnthropicModelsJson(const RoutingTable* table) {
+std::string AnthropicModelsJson(const RoutingTable* table, const ClientKey* key) {
   std::string out = R"({"data":[)";
   std::string first_id;
   std::string last_id;
   bool first = true;
-  ForEachListedModel(table, [&](std::string_view model, std::string_view) {
+  ForEachListedModel(table, key, [&](std::string_view model, std::string_view) {
     if (!first) out += ',';
     first = false;
     out += R"({"type":"model","id":")";

@@ -6,11 +6,11 @@
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
 
-#include "dataplane/dispatch/client_auth.h"
 #include "dataplane/dispatch/local_endpoints.h"
 #include "dataplane/http/cors.h"
 #include "dataplane/protocols/error_response.h"
 #include "dataplane/proxy/proxy_pipeline.h"
+#include "dataplane/routing/client_auth.h"
 
 namespace llmproxy {
 
@@ -118,14 +118,9 @@ asio::awaitable<bool> RequestRouter::Handle(ClientConnection& conn, RequestParse
       if (req.method() != http::verb::post) {
         co_return co_await SendMethodNotAllowed(conn, parser, *route);
       }
-      {
-        std::shared_ptr<const RoutingTable> table = store_.Current();
-        const bool authorized =
-            !table || IsClientAuthorized(table->config.auth_keys, req[http::field::authorization],
-                                         req["x-api-key"]);
-        RemoveConnectionListedFields(parser);
-        co_return co_await pipeline_.Handle(conn, parser, route->proxy, authorized);
-      }
+      // The pipeline checks the client key against the table it uses (ProxyPipeline).
+      RemoveConnectionListedFields(parser);
+      co_return co_await pipeline_.Handle(conn, parser, route->proxy);
     case RouteKind::kHealth: {
       if (!IsGetOrHead(parser)) co_return co_await SendMethodNotAllowed(conn, parser, *route);
       std::shared_ptr<const RoutingTable> table = store_.Current();
@@ -136,18 +131,19 @@ asio::awaitable<bool> RequestRouter::Handle(ClientConnection& conn, RequestParse
     case RouteKind::kModels: {
       if (!IsGetOrHead(parser)) co_return co_await SendMethodNotAllowed(conn, parser, *route);
       std::shared_ptr<const RoutingTable> table = store_.Current();
-      if (table && !IsClientAuthorized(table->config.auth_keys, req[http::field::authorization],
-                                       req["x-api-key"])) {
-        co_return co_await SendError(conn, parser, InvalidApiKeyError());
-      }
+      const ClientAuth auth =
+          table ? AuthenticateClient(table->config.auth_keys, req[http::field::authorization],
+                                     req["x-api-key"])
+                : ClientAuth{.ok = true, .key = nullptr};
+      if (!auth.ok) co_return co_await SendError(conn, parser, InvalidApiKeyError());
       // Anthropic's SDKs send anthropic-version: they get the list in Anthropic's shape.
       // A named local, not a conditional temporary in the co_await: g++ 12 destroys such a
       // temporary twice in a coroutine frame.
       std::string models;
       if (req["anthropic-version"].empty()) {
-        models = ModelsJson(table.get());
+        models = ModelsJson(table.get(), auth.key);
       } else {
-        models = AnthropicModelsJson(table.get());
+        models = AnthropicModelsJson(table.get(), auth.key);
       }
       co_return co_await SendLocal(conn, parser, http::status::ok, std::move(models));
     }

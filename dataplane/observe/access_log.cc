@@ -194,6 +194,7 @@ void AppendAccessLogLine(std::string& out, const RequestRecord& r, LogFormat for
   w.Uint("bytes_in", r.bytes_in);
   w.Uint("bytes_out", r.bytes_out);
   w.String("client", r.client_address);
+  if (!r.key_name.empty()) w.String("key", r.key_name);
   if (!r.error.empty()) w.String("error", r.error, kMaxErrorString);
   w.Finish();
 }

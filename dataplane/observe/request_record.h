@@ -35,7 +35,8 @@ struct RequestRecord {
   uint64_t bytes_in = 0;                      // request body
   uint64_t bytes_out = 0;                     // response body
   std::string client_address;
-  std::string error;  // the proxy's own error message when it made the response
+  std::string key_name;  // the client key's configured name (auth.keys), or empty
+  std::string error;     // the proxy's own error message when it made the response
 };
 
 // Hooks the pipeline calls; implemented by metrics and the access log. Must be cheap

@@ -94,6 +94,11 @@ ProxyError ModelNotFoundError(std::string_view model) {
   return {404, "invalid_request_error", "model_not_found",
           "The model '" + Clip(model) + "' does not exist or is not served by this proxy."};
 }
+ProxyError ModelNotAllowedError(std::string_view key_name, std::string_view model) {
+  return {403, "permission_error", "model_not_allowed",
+          "The key '" + Clip(key_name) + "' may not use the model '" + Clip(model) +
+              "' (auth.keys models); GET /v1/models lists the ones it may use."};
+}
 ProxyError MethodNotAllowedError(std::string_view method) {
   return {405, "invalid_request_error", "method_not_allowed",
           "Method " + Clip(method) + " is not allowed on this route."};

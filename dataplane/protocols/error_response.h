@@ -30,10 +30,12 @@ struct ProxyError {
 std::string SanitizeUtf8(std::string_view s, size_t max_bytes = 128);
 
 // The errors of docs/dataplane.md "Errors", one constructor each so statuses stay consistent.
-ProxyError BadRequestError(std::string message);            // 400 invalid_json etc.
-ProxyError InvalidApiKeyError();                            // 401
-ProxyError RouteNotFoundError(std::string_view path);       // 404 unknown route
-ProxyError ModelNotFoundError(std::string_view model);      // 404 unknown_model: reject
+ProxyError BadRequestError(std::string message);        // 400 invalid_json etc.
+ProxyError InvalidApiKeyError();                        // 401
+ProxyError RouteNotFoundError(std::string_view path);   // 404 unknown route
+ProxyError ModelNotFoundError(std::string_view model);  // 404 unknown_model: reject
+// 403: the client's key lists `models` and this is not one of them (or not a name at all).
+ProxyError ModelNotAllowedError(std::string_view key_name, std::string_view model);
 ProxyError MethodNotAllowedError(std::string_view method);  // 405
 ProxyError BodyTooLargeError(uint64_t limit);               // 413
 ProxyError BufferedBytesLimitError(uint64_t limit);         // 503 server.max_buffered_bytes

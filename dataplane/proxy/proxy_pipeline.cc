@@ -68,6 +68,7 @@
 #include "dataplane/protocols/request_body.h"
 #include "dataplane/protocols/sse_parser.h"
 #include "dataplane/routing/attempt_planner.h"
+#include "dataplane/routing/client_auth.h"
 #include "dataplane/routing/model_resolver.h"
 #include "dataplane/routing/random.h"
 #include "dataplane/routing/retry_policy.h"
@@ -289,7 +290,7 @@ class ProxyRequest {
         ts_(pipeline.StateFor(conn)),
         start_(SteadyClockT::now()) {}
 
-  asio::awaitable<bool> Run(bool authorized);
+  asio::awaitable<bool> Run();
 
  private:
   // A worker that listens before its first table (started by the control plane, which
@@ -299,6 +300,7 @@ class ProxyRequest {
   asio::awaitable<bool> ReadBody();
   bool ParseBody();
   bool ResolvePlan(ModelPlan& plan);
+  bool KeyMayUse(const ClientKey* key, ModelPlan& plan) const;
   asio::awaitable<void> AttemptLoop(ModelPlan plan);
   // Phase 6 for streams; returns how the attempt ended (its status, broken, cancelled).
   // `sse` is null when the answer is not an event stream; `first_out` goes out with the head.
@@ -390,8 +392,8 @@ class ProxyRequest {
   std::unique_ptr<char[]> body_bytes_;  // a Content-Length body, read straight in
   std::string parsed_body_;             // a chunked body, decoded by the parser
   BodyPeek peek_;
-  std::optional<ResponsesEcho> echo_;  // a Responses request's settings, for translated answers
-  bool logged_dropped_ = false;        // the translation's dropped fields were logged
+  std::optional<ResponsesEcho> echo_;     // a Responses request's settings, for translated answers
+  bool logged_dropped_ = false;           // the translation's dropped fields were logged
   StreamBridge* relay_bridge_ = nullptr;  // the relayed stream's translation, if any
   bool keep_alive_ = false;
   bool responded_ = false;  // response bytes went to the client
@@ -477,16 +479,16 @@ struct ProxyRequest::AttemptRun {
 };
 
 asio::awaitable<bool> ProxyPipeline::Handle(ClientConnection& conn, RequestParser& parser,
-                                            ProxyRoute route, bool authorized) {
+                                            ProxyRoute route) {
   in_flight_.fetch_add(1, std::memory_order_relaxed);
   requests_.fetch_add(1, std::memory_order_relaxed);
   ProxyRequest request(*this, conn, parser, route);
-  bool keep_alive = co_await request.Run(authorized);
+  bool keep_alive = co_await request.Run();
   in_flight_.fetch_sub(1, std::memory_order_relaxed);
   co_return keep_alive;
 }
 
-asio::awaitable<bool> ProxyRequest::Run(bool authorized) {
+asio::awaitable<bool> ProxyRequest::Run() {
   record_.method = "POST";
   record_.path = std::string(RoutePath(route_));
   record_.client_address = conn_.remote_address;
@@ -510,10 +512,13 @@ asio::awaitable<bool> ProxyRequest::Run(bool authorized) {
     co_return false;
   }
 
-  // Phase 1: the client's key, checked by the dispatcher from the head alone, so a
-  // keyless client gets its 401 before any body byte is read or buffered (and no
-  // 100 Continue); the unread body means the connection closes after the answer.
-  if (!authorized) {
+  // Phase 1: the client's key, checked from the head alone, so a keyless client gets its
+  // 401 before any body byte is read or buffered (and no 100 Continue); the unread body
+  // means the connection closes after the answer.
+  const ClientAuth auth = AuthenticateClient(table_->config.auth_keys,
+                                             req[http::field::authorization], req["x-api-key"]);
+  if (auth.key != nullptr) record_.key_name = auth.key->name;
+  if (!auth.ok) {
     const bool body_unread = !parser_.is_done();
     if (body_unread) keep_alive_ = false;
     co_await SendError(InvalidApiKeyError());
@@ -534,6 +539,11 @@ asio::awaitable<bool> ProxyRequest::Run(bool authorized) {
   ModelPlan plan;
   if (!ResolvePlan(plan)) {
     co_await SendError(ModelNotFoundError(peek_.model));
+    Done();
+    co_return keep_alive_&& responded_;
+  }
+  if (!KeyMayUse(auth.key, plan)) {
+    co_await SendError(ModelNotAllowedError(auth.key->name, peek_.model));
     Done();
     co_return keep_alive_&& responded_;
   }
@@ -665,6 +675,18 @@ bool ProxyRequest::ParseBody() {
 }
 
 // Phase 4: the model plan (auto, alias, served, unknown).
+// A key with `models` asks by name for one of them: a served model (or alias) it lists.
+// "auto", no model and unknown names (which fall back to backends' default models) would
+// reach models it does not list, and so would the last step cross_model_fallback adds: the
+// first are refused, the step is dropped.
+bool ProxyRequest::KeyMayUse(const ClientKey* key, ModelPlan& plan) const {
+  if (key == nullptr || key->models.empty()) return true;
+  if (plan.kind != ModelPlan::Kind::kServed && plan.kind != ModelPlan::Kind::kAlias) return false;
+  if (!KeyAllowsModel(key, plan.requested)) return false;
+  std::erase_if(plan.steps, [](const PlanStep& step) { return step.model.empty(); });
+  return !plan.steps.empty();
+}
+
 bool ProxyRequest::ResolvePlan(ModelPlan& plan) {
   plan = ResolveModel(*table_, peek_.model);
   if (plan.rejected()) return false;
@@ -843,9 +865,9 @@ asio::awaitable<void> ProxyRequest::AttemptLoop(ModelPlan plan) {
       skip.outcome = AttemptOutcome::kClientError;
       planner.Report(run.attempt, skip, std::nullopt);
       last_failure_timeout_ = false;
-      last_failure_message_ = "backend '" + run.backend.name + "' (api: " +
-                              std::string(ToString(run.backend.api)) + ") does not serve " +
-                              std::string(RoutePath(route_));
+      last_failure_message_ = "backend '" + run.backend.name +
+                              "' (api: " + std::string(ToString(run.backend.api)) +
+                              ") does not serve " + std::string(RoutePath(route_));
       last_error_.reset();
       continue;
     }
@@ -1080,8 +1102,8 @@ asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::Finish(AttemptRun& run) 
     }
     if (translated) {
       // Relayed later, if last: already in the client's protocol.
-      saved.body =
-          TranslateErrorAnswer(client_wire_, run.upstream_wire, static_cast<int>(status), saved.body);
+      saved.body = TranslateErrorAnswer(client_wire_, run.upstream_wire, static_cast<int>(status),
+                                        saved.body);
       saved.head.set(http::field::content_type, "application/json");
     }
     last_error_ = std::move(saved);
@@ -1127,7 +1149,8 @@ asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::Finish(AttemptRun& run) 
     }
     body = std::move(*answer);
   } else {
-    body = TranslateErrorAnswer(client_wire_, run.upstream_wire, static_cast<int>(status), run.body);
+    body =
+        TranslateErrorAnswer(client_wire_, run.upstream_wire, static_cast<int>(status), run.body);
   }
   co_await SendUpstreamResponse(status, head, body);
   co_return AttemptEnd::kDone;
@@ -1417,7 +1440,8 @@ asio::awaitable<AttemptResult> ProxyRequest::EndLeg(UpstreamCall& call, SseParse
     // partial event relayed last (an event over the framing limit) is ended first.
     keep_alive_ = false;
     std::string event(tail.EventCloser());
-    event += StreamErrorEvent(StreamBrokenError("The upstream stream broke: " + leg.upstream_ec.message()));
+    event += StreamErrorEvent(
+        StreamBrokenError("The upstream stream broke: " + leg.upstream_ec.message()));
     record_.error = "upstream stream broke";
     if (co_await WriteToClient(event, chunked) && chunked) co_await WriteToClient({}, true);
     co_return AttemptResult::Of(AttemptResult::Kind::kBrokenStream);

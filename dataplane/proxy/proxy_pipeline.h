@@ -42,10 +42,9 @@ class ProxyPipeline {
   ProxyPipeline& operator=(const ProxyPipeline&) = delete;
 
   // Handles one POST to a proxied route whose header has been read. Writes the response;
-  // returns whether the connection may serve another request. Never throws.
-  // `authorized`: the dispatcher's verdict on the client key, taken from the head.
-  asio::awaitable<bool> Handle(ClientConnection& conn, RequestParser& parser, ProxyRoute route,
-                               bool authorized);
+  // returns whether the connection may serve another request. Never throws. The client
+  // key is checked from the head against the table the request then uses.
+  asio::awaitable<bool> Handle(ClientConnection& conn, RequestParser& parser, ProxyRoute route);
 
   // Destroys the upstream pool of one io thread; call on that thread while its
   // io_context still exists (HttpServerOptions::on_thread_stop). With clean=false the

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/config/key_hash.h"
 #include "tests/hostile/raw_client_util.h"
 #include "tests/integration/proxy_test_util.h"
 #include "tests/mockllm/mock_llm.h"
@@ -40,7 +41,7 @@ class KeylessClient : public ::testing::Test {
  protected:
   KeylessClient() {
     Config c = test::TestConfig({test::MockBackend("a", a.BaseUrl(), {"m"})});
-    c.auth_keys = {"client-key"};
+    c.auth_keys = {ClientKey{"client", Sha256Hex("client-key"), {}}};
     worker = std::make_unique<test::TestWorker>(c, 1, std::vector<RequestObserver*>{&observer});
   }
   MockLlm a{test::NamedMock("a")};

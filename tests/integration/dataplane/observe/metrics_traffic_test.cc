@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/config/key_hash.h"
 #include "common/log/logging.h"
 #include "dataplane/config_sync/table_store.h"
 #include "dataplane/observe/access_log.h"
@@ -126,7 +127,7 @@ class MetricsTraffic : public ::testing::Test {
     Config c = test::TestConfig(
         {test::MockBackend("alpha", mock_a_.BaseUrl(), {"model-a", "shared"}, kAlphaKey),
          test::MockBackend("beta", mock_b_.BaseUrl(), {"shared"}, kBetaKey)});
-    c.auth_keys = {kClientKey};
+    c.auth_keys = {ClientKey{"client", Sha256Hex(kClientKey), {}}};
     c.health.failure_threshold = 2;
     c.health.cooldown = std::chrono::seconds(3);
     return c;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "common/config/key_hash.h"
 #include "tests/integration/proxy_test_util.h"
 #include "tests/mockllm/mock_llm.h"
 
@@ -147,7 +148,8 @@ TEST_F(ProxyErrors, OversizedHeaderIsRefused) {
 
 TEST_F(ProxyErrors, ClientKeysAreEnforcedWhenConfigured) {
   Config c = TestConfig({MockBackend("a", a.BaseUrl(), {"m"})});
-  c.auth_keys = {"client-key-1", "client-key-2"};
+  c.auth_keys = {ClientKey{"one", Sha256Hex("client-key-1"), {}},
+                 ClientKey{"two", Sha256Hex("client-key-2"), {}}};
   ASSERT_EQ(worker.Apply(c), "");
   HttpResult none = PostJson(worker.port(), "/v1/chat/completions", R"({"model":"m"})");
   EXPECT_EQ(none.status, 401);
@@ -166,6 +168,68 @@ TEST_F(ProxyErrors, ClientKeysAreEnforcedWhenConfigured) {
           .status,
       200);
   EXPECT_EQ(HttpCall(worker.port(), "GET", "/health").status, 200);  // probes need no key
+}
+
+TEST_F(ProxyErrors, KeyModelsRestrictWhatAKeyMayAskFor) {
+  Config c = TestConfig(
+      {MockBackend("a", a.BaseUrl(), {"m"}), MockBackend("b", b.BaseUrl(), {"b-model"})});
+  c.model_aliases.push_back({"fast", {"m"}});
+  c.cross_model_fallback = true;
+  c.auth_keys = {ClientKey{"team-a", Sha256Hex("key-team-a"), {"m", "fast"}},
+                 ClientKey{"ops", Sha256Hex("key-ops"), {}}};
+  ASSERT_EQ(worker.Apply(c), "");
+  const std::vector<std::pair<std::string, std::string>> team = {
+      {"Authorization", "Bearer key-team-a"}};
+  const std::vector<std::pair<std::string, std::string>> ops = {
+      {"Authorization", "Bearer key-ops"}};
+  auto post = [&](std::string_view model, const auto& headers) {
+    return PostJson(worker.port(), "/v1/chat/completions",
+                    R"({"model":")" + std::string(model) + R"(","messages":[]})", headers);
+  };
+  EXPECT_EQ(post("m", team).status, 200);
+  EXPECT_EQ(post("fast", team).status, 200);  // an alias it lists
+  for (std::string_view model : {"b-model", "auto", "", "unknown-model"}) {
+    HttpResult r = post(model, team);
+    EXPECT_EQ(r.status, 403) << model;
+    EXPECT_EQ(ErrorCode(r), "model_not_allowed") << model;
+    EXPECT_NE(r.body.find("team-a"), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(b.RequestCount(), 0u);
+  EXPECT_EQ(post("b-model", ops).status, 200);  // no models: anything
+  EXPECT_EQ(b.RequestCount(), 1u);
+
+  // cross_model_fallback would send the restricted key to b's default model: not for it.
+  a.SetDefaultFault(MockFault{.status = 500});
+  HttpResult failed = post("m", team);
+  EXPECT_EQ(failed.status, 500) << failed.body;
+  EXPECT_EQ(b.RequestCount(), 1u);
+  EXPECT_EQ(post("m", ops).status, 200);  // the unrestricted key falls back to b
+  EXPECT_EQ(b.RequestCount(), 2u);
+  a.ClearFaults();
+
+  // In the client's protocol: Anthropic's permission_error for a Messages client.
+  HttpResult messages =
+      PostJson(worker.port(), "/v1/messages",
+               R"({"model":"b-model","max_tokens":5,"messages":[{"role":"user","content":"hi"}]})",
+               {{"x-api-key", "key-team-a"}, {"anthropic-version", "2023-06-01"}});
+  EXPECT_EQ(messages.status, 403);
+  auto j = nlohmann::json::parse(messages.body, nullptr, false);
+  EXPECT_EQ(j["type"], "error") << messages.body;
+  EXPECT_EQ(j["error"]["type"], "permission_error") << messages.body;
+
+  // /v1/models lists what the key may ask for, in either shape.
+  auto ids = [&](const std::vector<std::pair<std::string, std::string>>& headers) {
+    HttpResult r = HttpCall(worker.port(), "GET", "/v1/models", "", headers);
+    EXPECT_EQ(r.status, 200);
+    std::vector<std::string> out;
+    const nlohmann::json list = nlohmann::json::parse(r.body);
+    for (const auto& m : list["data"]) out.push_back(m["id"]);
+    return out;
+  };
+  EXPECT_EQ(ids(team), (std::vector<std::string>{"m", "fast"}));
+  EXPECT_EQ(ids(ops), (std::vector<std::string>{"b-model", "m", "fast"}));
+  EXPECT_EQ(ids({{"x-api-key", "key-team-a"}, {"anthropic-version", "2023-06-01"}}),
+            (std::vector<std::string>{"m", "fast"}));
 }
 
 TEST_F(ProxyErrors, NoRoutableBackendIs503Json) {

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "common/config/key_hash.h"
 #include "tests/integration/proxy_test_util.h"
 #include "tests/mockllm/mock_llm.h"
 
@@ -50,15 +51,16 @@ struct Matrix {
   std::unique_ptr<TestWorker> worker;
 
   explicit Matrix(const std::function<void(Config&)>& edit = {}) {
-    BackendConfig c = MockBackend("chat", chat.BaseUrl(), {"chat-x", "claude-x", "gpt-x"}, "sk-chat");
-    BackendConfig a = MockBackend("anthropic", anthropic.BaseUrl(),
-                                  {"claude-native", "chat-on-anthropic", "gpt-on-anthropic"},
-                                  "sk-ant");
+    BackendConfig c =
+        MockBackend("chat", chat.BaseUrl(), {"chat-x", "claude-x", "gpt-x"}, "sk-chat");
+    BackendConfig a =
+        MockBackend("anthropic", anthropic.BaseUrl(),
+                    {"claude-native", "chat-on-anthropic", "gpt-on-anthropic"}, "sk-ant");
     a.api = BackendApi::kAnthropic;
     BackendConfig r = MockBackend("responses", responses.BaseUrl(), {"gpt-native"}, "sk-resp");
     r.native_responses = true;
     Config config = TestConfig({c, a, r});
-    config.auth_keys = {"client-key"};
+    config.auth_keys = {ClientKey{"client", Sha256Hex("client-key"), {}}};
     if (edit) edit(config);
     worker = std::make_unique<TestWorker>(config);
   }
@@ -286,7 +288,8 @@ TEST(ProtocolMatrix, AChatStreamFromAnAnthropicBackendIsChatChunksAndDone) {
     EXPECT_EQ(chunk["object"], "chat.completion.chunk");
     for (const json& c : chunk["choices"]) {
       if (c["delta"].contains("content")) text += c["delta"]["content"].get<std::string>();
-      if (c.contains("finish_reason") && c["finish_reason"].is_string()) finish = c["finish_reason"];
+      if (c.contains("finish_reason") && c["finish_reason"].is_string())
+        finish = c["finish_reason"];
     }
   }
   EXPECT_EQ(text, kWholeAnswer);
@@ -365,7 +368,8 @@ TEST(ProtocolMatrix, ResponsesOnAnAnthropicBackendGoThroughChatBothWays) {
   EXPECT_EQ(events.back().name, "response.completed") << r.body;
   std::string text;
   for (const Event& e : events) {
-    if (e.name == "response.output_text.delta") text += json::parse(e.data)["delta"].get<std::string>();
+    if (e.name == "response.output_text.delta")
+      text += json::parse(e.data)["delta"].get<std::string>();
   }
   EXPECT_EQ(text, kWholeAnswer);
   EXPECT_EQ(m.anthropic.Requests().at(0).target, "/v1/messages");
@@ -421,8 +425,8 @@ TEST(ProtocolMatrix, ACandidateListMayMixKindsAndFailoverKeepsTheClientsProtocol
     failing->SetDefaultFault(down);
     (failing == &chat ? anthropic : chat).SetDefaultFault(MockFault{});
     for (int i = 0; i < 2; ++i) {
-      const auto r = PostJson(worker.port(), "/v1/messages", WithModel(kMessagesBody, "claude-x", "m"),
-                              kAnthropicHeaders);
+      const auto r = PostJson(worker.port(), "/v1/messages",
+                              WithModel(kMessagesBody, "claude-x", "m"), kAnthropicHeaders);
       ASSERT_EQ(r.status, 200) << r.body;
       const json answer = json::parse(r.body);
       EXPECT_EQ(answer["type"], "message");
@@ -442,7 +446,8 @@ TEST(ProtocolMatrix, ARouteAnAnthropicBackendLacksMovesOnWithoutHurtingIt) {
   EXPECT_NE(r.body.find("does not serve /v1/embeddings"), std::string::npos) << r.body;
   EXPECT_EQ(anthropic.RequestCount(), 0u);
   // Still healthy: chat requests go there.
-  const auto ok = PostJson(worker.port(), "/v1/chat/completions", WithModel(kChatBody, "chat-x", "m"));
+  const auto ok =
+      PostJson(worker.port(), "/v1/chat/completions", WithModel(kChatBody, "chat-x", "m"));
   EXPECT_EQ(ok.status, 200) << ok.body;
 }
 
@@ -480,7 +485,8 @@ TEST(ProtocolMatrix, AWatchedNativeMessagesStreamWithASlowFirstTokenFailsOver) {
   EXPECT_EQ(r.Header("x-llmproxy-backend"), "fast");
   std::string text;
   for (const Event& e : EventsOf(r.body)) {
-    if (e.name == "content_block_delta") text += json::parse(e.data)["delta"]["text"].get<std::string>();
+    if (e.name == "content_block_delta")
+      text += json::parse(e.data)["delta"]["text"].get<std::string>();
   }
   EXPECT_EQ(text, kWholeAnswer);
 }

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/config/config_loader.h"
+#include "common/config/key_hash.h"
 
 namespace llmproxy {
 namespace {
@@ -134,7 +135,9 @@ TEST(ConfigLoaderTest, FullExtendedSchema) {
   EXPECT_EQ(c.connect_timeout, 1500ms);
   EXPECT_EQ(c.retry, 2u);
   EXPECT_EQ(c.mode, BalanceMode::kLeastBusy);
-  EXPECT_THAT(c.auth_keys, ElementsAre("ck1", "static-ck1-suffix"));
+  ASSERT_EQ(c.auth_keys.size(), 2u);  // kept as digests only
+  EXPECT_EQ(c.auth_keys[0], (ClientKey{"key-1", Sha256Hex("ck1"), {}}));
+  EXPECT_EQ(c.auth_keys[1], (ClientKey{"key-2", Sha256Hex("static-ck1-suffix"), {}}));
   EXPECT_EQ(c.first_token_timeout, 20s);
   EXPECT_DOUBLE_EQ(c.hedge_budget, 0.05);
   ASSERT_EQ(c.model_aliases.size(), 4u);
@@ -570,7 +573,9 @@ TEST(ConfigLoaderTest, EnvReferencesInsideFlowLists) {
   const LoadResult r = Load("auth:\n  keys: [${K1}, x${K2}y]\n" + std::string(kOneBackend),
                             {{"K1", "one"}, {"K2", "two"}});
   ASSERT_TRUE(r.ok()) << All(r);
-  EXPECT_THAT(r.config->auth_keys, ElementsAre("one", "xtwoy"));
+  ASSERT_EQ(r.config->auth_keys.size(), 2u);
+  EXPECT_EQ(r.config->auth_keys[0].sha256, Sha256Hex("one"));
+  EXPECT_EQ(r.config->auth_keys[1].sha256, Sha256Hex("xtwoy"));
 }
 
 TEST(ConfigLoaderTest, BackendWithoutModelsOrDefault) {

@@ -129,8 +129,9 @@ TEST(ConfigProtoTest, RedactedHidesEverySecret) {
   EXPECT_EQ(t.backends(0).api_key(), "<redacted>");
   EXPECT_EQ(t.backends(1).headers().at("X-Extra"), "<redacted>");
   EXPECT_EQ(t.backends(1).headers().at("X-Team"), "<redacted>");
-  ASSERT_EQ(t.auth_keys_size(), 2);
-  EXPECT_EQ(t.auth_keys(0), "<redacted>");
+  ASSERT_EQ(t.client_keys_size(), 2);
+  EXPECT_EQ(t.client_keys(0).sha256(), "<redacted>");
+  EXPECT_EQ(t.client_keys(0).name(), "key-1");  // names are labels, not secrets
   // Everything else is still there to look at.
   EXPECT_EQ(t.backends(0).url(), "https://api.deepseek.com");
   EXPECT_EQ(t.backends(1).models(0), "glm-4.7");
