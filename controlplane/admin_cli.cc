@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <ctime>
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -21,6 +22,7 @@ struct AdminArgs {
   std::string addr;
   std::string token;
   bool json = false;
+  std::vector<std::string> models;  // keys create --models a,b
   std::vector<std::string> words;
 };
 
@@ -250,6 +252,85 @@ int SetState(v1::Admin::Stub& stub, const AdminArgs& a, v1::SetBackendStateReque
   return 0;
 }
 
+std::string IsoTime(const google::protobuf::Timestamp& t) {
+  const std::time_t secs = static_cast<std::time_t>(t.seconds());
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string Joined(const google::protobuf::RepeatedPtrField<std::string>& v) {
+  std::string out;
+  for (const std::string& s : v) out += (out.empty() ? "" : ",") + s;
+  return out;
+}
+
+int KeysCmd(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::ostream& err) {
+  const std::string& sub = a.words[1];
+  grpc::ClientContext ctx;
+  SetUp(ctx, a);
+  if (sub == "create") {
+    v1::CreateKeyRequest req;
+    req.set_name(a.words[2]);
+    for (const std::string& m : a.models) req.add_models(m);
+    v1::CreateKeyResponse resp;
+    grpc::Status s = stub.CreateKey(&ctx, req, &resp);
+    if (!s.ok()) return Fail(err, s);
+    if (a.json) {
+      out << json{{"name", resp.name()}, {"key", resp.key()}, {"version", resp.version()}}.dump(2)
+          << "\n";
+    } else {
+      // The key on a line of its own, so `| tail -1` or `| head -1` can take it.
+      out << resp.key() << "\n";
+      err << "created key '" << resp.name() << "' (version " << resp.version()
+          << "); it is shown this once and stored only as its SHA-256\n";
+    }
+    return 0;
+  }
+  if (sub == "revoke") {
+    v1::RevokeKeyRequest req;
+    req.set_name(a.words[2]);
+    v1::RevokeKeyResponse resp;
+    grpc::Status s = stub.RevokeKey(&ctx, req, &resp);
+    if (!s.ok()) return Fail(err, s);
+    if (a.json) {
+      out << json{{"ok", true}, {"version", resp.version()}}.dump(2) << "\n";
+    } else {
+      out << "revoked '" << req.name() << "': version " << resp.version() << "\n";
+    }
+    return 0;
+  }
+  v1::ListKeysResponse resp;
+  grpc::Status s = stub.ListKeys(&ctx, v1::ListKeysRequest(), &resp);
+  if (!s.ok()) return Fail(err, s);
+  if (a.json) {
+    json keys = json::array();
+    for (const v1::KeyInfo& k : resp.keys()) {
+      keys.push_back(
+          {{"name", k.name()},
+           {"source", k.source()},
+           {"models", std::vector<std::string>(k.models().begin(), k.models().end())},
+           {"created_at", k.has_created_at() ? json(IsoTime(k.created_at())) : json(nullptr)},
+           {"revoked_at", k.has_revoked_at() ? json(IsoTime(k.revoked_at())) : json(nullptr)},
+           {"sha256_prefix", k.sha256_prefix()}});
+    }
+    out << json{{"keys", keys}}.dump(2) << "\n";
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "SOURCE", "STATE", "MODELS", "CREATED", "SHA256"}};
+  for (const v1::KeyInfo& k : resp.keys()) {
+    rows.push_back({k.name(), k.source(),
+                    k.has_revoked_at() ? "revoked " + IsoTime(k.revoked_at()) : "active",
+                    k.models_size() > 0 ? Joined(k.models()) : "(any)",
+                    k.has_created_at() ? IsoTime(k.created_at()) : "-", k.sha256_prefix() + "..."});
+  }
+  PrintTable(out, rows);
+  return 0;
+}
+
 }  // namespace
 
 void PrintAdminUsage(std::ostream& out) {
@@ -263,6 +344,10 @@ void PrintAdminUsage(std::ostream& out) {
          "  drain B         stop sending new traffic to backend B\n"
          "  enable B        undo a drain\n"
          "  weight B W      override backend B's weight (W = the file's weight clears it)\n"
+         "  keys list       client keys: the file's and the stored ones (name, state, models)\n"
+         "  keys create NAME [--models M1,M2]\n"
+         "                  a new stored client key; prints the key once (stdout)\n"
+         "  keys revoke NAME  stop accepting a stored key (within a second on every worker)\n"
          "\n"
          "  --addr      control plane address (default $LLMPROXY_ADMIN_ADDR or "
          "127.0.0.1:50051)\n"
@@ -292,6 +377,18 @@ int RunAdminCli(const std::vector<std::string>& args, std::ostream& out, std::os
       a.token = w.substr(8);
     } else if (w == "--json") {
       a.json = true;
+    } else if (w == "--models" || w.rfind("--models=", 0) == 0) {
+      std::string list;
+      if (w == "--models") {
+        if (!value(list)) return err << "--models needs a value\n", 2;
+      } else {
+        list = w.substr(9);
+      }
+      for (size_t start = 0; start <= list.size();) {
+        const size_t comma = std::min(list.find(',', start), list.size());
+        if (comma > start) a.models.push_back(list.substr(start, comma - start));
+        start = comma + 1;
+      }
     } else if (w == "-h" || w == "--help") {
       PrintAdminUsage(out);
       return 0;
@@ -309,8 +406,12 @@ int RunAdminCli(const std::vector<std::string>& args, std::ostream& out, std::os
   }
   const std::string& cmd = a.words[0];
   size_t want = (cmd == "drain" || cmd == "enable") ? 2 : cmd == "weight" ? 3 : 1;
+  if (cmd == "keys") {
+    const std::string sub = a.words.size() > 1 ? a.words[1] : "";
+    want = sub == "list" ? 2 : (sub == "create" || sub == "revoke") ? 3 : 0;
+  }
   bool known = cmd == "workers" || cmd == "backends" || cmd == "config" || cmd == "reload" ||
-               cmd == "drain" || cmd == "enable" || cmd == "weight";
+               cmd == "drain" || cmd == "enable" || cmd == "weight" || cmd == "keys";
   if (!known || a.words.size() != want) {
     err << (known ? "wrong number of arguments for " : "unknown admin command: ") << cmd << "\n";
     PrintAdminUsage(err);
@@ -323,6 +424,7 @@ int RunAdminCli(const std::vector<std::string>& args, std::ostream& out, std::os
   if (cmd == "backends") return Backends(*stub, a, out, err);
   if (cmd == "config") return ConfigCmd(*stub, a, out, err);
   if (cmd == "reload") return ReloadCmd(*stub, a, out, err);
+  if (cmd == "keys") return KeysCmd(*stub, a, out, err);
   v1::SetBackendStateRequest req;
   req.set_backend(a.words[1]);
   if (cmd == "drain") {

@@ -168,4 +168,61 @@ grpc::Status AdminService::SetBackendState(grpc::ServerContext* ctx,
   return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, out.error);
 }
 
+namespace {
+grpc::Status KeyStatus(const ConfigPublisher::KeyOutcome& out) {
+  using Code = ConfigPublisher::KeyOutcome::Code;
+  switch (out.code) {
+    case Code::kOk:
+      return grpc::Status::OK;
+    case Code::kNotFound:
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, out.error);
+    case Code::kInvalid:
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, out.error);
+    case Code::kExists:
+      return grpc::Status(grpc::StatusCode::ALREADY_EXISTS, out.error);
+    case Code::kUnavailable:
+      break;
+  }
+  return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, out.error);
+}
+
+void SetTime(int64_t unix_seconds, google::protobuf::Timestamp* t) { t->set_seconds(unix_seconds); }
+}  // namespace
+
+grpc::Status AdminService::CreateKey(grpc::ServerContext* ctx, const v1::CreateKeyRequest* req,
+                                     v1::CreateKeyResponse* resp) {
+  if (grpc::Status s = Authorize(*ctx); !s.ok()) return s;
+  const ConfigPublisher::KeyOutcome out = publisher_.CreateKey(
+      req->name(), std::vector<std::string>(req->models().begin(), req->models().end()));
+  if (out.code != ConfigPublisher::KeyOutcome::Code::kOk) return KeyStatus(out);
+  resp->set_name(req->name());
+  resp->set_key(out.key);
+  resp->set_version(out.version);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListKeys(grpc::ServerContext* ctx, const v1::ListKeysRequest*,
+                                    v1::ListKeysResponse* resp) {
+  if (grpc::Status s = Authorize(*ctx); !s.ok()) return s;
+  for (const ConfigPublisher::KeyInfo& k : publisher_.ListKeys()) {
+    v1::KeyInfo* info = resp->add_keys();
+    info->set_name(k.key.name);
+    info->set_source(k.stored ? "stored" : "file");
+    for (const std::string& m : k.key.models) info->add_models(m);
+    if (k.stored) SetTime(k.created_at, info->mutable_created_at());
+    if (k.revoked_at) SetTime(*k.revoked_at, info->mutable_revoked_at());
+    info->set_sha256_prefix(k.key.sha256.substr(0, 8));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::RevokeKey(grpc::ServerContext* ctx, const v1::RevokeKeyRequest* req,
+                                     v1::RevokeKeyResponse* resp) {
+  if (grpc::Status s = Authorize(*ctx); !s.ok()) return s;
+  const ConfigPublisher::KeyOutcome out = publisher_.RevokeKey(req->name());
+  if (out.code != ConfigPublisher::KeyOutcome::Code::kOk) return KeyStatus(out);
+  resp->set_version(out.version);
+  return grpc::Status::OK;
+}
+
 }  // namespace llmproxy

@@ -26,6 +26,13 @@ class AdminService final : public v1::Admin::Service {
                       v1::ReloadResponse* resp) override;
   grpc::Status SetBackendState(grpc::ServerContext* ctx, const v1::SetBackendStateRequest* req,
                                v1::SetBackendStateResponse* resp) override;
+  // Keys: all three need the admin token (ListKeys too: names and digests are for admins).
+  grpc::Status CreateKey(grpc::ServerContext* ctx, const v1::CreateKeyRequest* req,
+                         v1::CreateKeyResponse* resp) override;
+  grpc::Status ListKeys(grpc::ServerContext* ctx, const v1::ListKeysRequest* req,
+                        v1::ListKeysResponse* resp) override;
+  grpc::Status RevokeKey(grpc::ServerContext* ctx, const v1::RevokeKeyRequest* req,
+                         v1::RevokeKeyResponse* resp) override;
 
  private:
   grpc::Status Authorize(const grpc::ServerContext& ctx) const;

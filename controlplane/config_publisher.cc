@@ -1,9 +1,14 @@
 #include "controlplane/config_publisher.h"
 
 #include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <filesystem>
+#include <set>
 #include <utility>
 
 #include "common/config/config_proto.h"
+#include "common/config/key_hash.h"
 #include "common/log/logging.h"
 
 namespace llmproxy {
@@ -12,8 +17,74 @@ ConfigPublisher::ConfigPublisher(std::string path, SnapshotHub& hub, CtlMetrics&
                                  EnvLookup env)
     : path_(std::move(path)), hub_(hub), metrics_(metrics), env_(std::move(env)) {}
 
-bool ConfigPublisher::PublishLocked() {
+namespace {
+int64_t UnixNow() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The names a key's `models` may hold: served models and aliases.
+std::set<std::string> ModelNames(const Config& c) {
+  std::set<std::string> names;
+  for (const BackendConfig& b : c.backends) names.insert(b.models.begin(), b.models.end());
+  for (const ModelAlias& a : c.model_aliases) names.insert(a.name);
+  return names;
+}
+}  // namespace
+
+Config ConfigPublisher::EffectiveLocked() const {
   Config next = overrides_.Apply(*file_);
+  if (!keys_) return next;
+  const std::set<std::string> models = ModelNames(next);
+  std::set<std::string> names, digests;
+  for (const ClientKey& k : next.auth_keys) {
+    names.insert(k.name);
+    digests.insert(k.sha256);
+  }
+  for (ClientKey& k : keys_->Active()) {
+    if (names.contains(k.name) || digests.contains(k.sha256)) {
+      LogWarn("stored key shadowed by a key of the file; the file's is used", {{"key", k.name}});
+      continue;
+    }
+    // A model the file no longer serves cannot be asked for: dropped from the list. A key
+    // left with none is not accepted (an empty list would mean "any model").
+    const bool restricted = !k.models.empty();
+    std::erase_if(k.models, [&](const std::string& m) { return !models.contains(m); });
+    if (restricted && k.models.empty()) {
+      LogWarn("stored key not accepted: none of its models is served any more", {{"key", k.name}});
+      continue;
+    }
+    names.insert(k.name);
+    digests.insert(k.sha256);
+    next.auth_keys.push_back(std::move(k));
+  }
+  return next;
+}
+
+std::string ConfigPublisher::OpenStoreLocked(const Config& config) {
+  const std::string& state = config.control_plane.state_path;
+  if (state.empty()) return {};
+  std::filesystem::path p(state);
+  if (p.is_relative()) p = std::filesystem::path(path_).parent_path() / p;
+  std::string error;
+  const bool existed = std::filesystem::exists(p);
+  keys_ = KeyStore::Open(p.string(), error);
+  if (!keys_ && !existed) {
+    // No file holds no stored keys, so nothing is lost by running without one (a config
+    // mounted read-only, as in deploy/k8s); the keys commands say why they cannot work.
+    LogWarn("no state database: stored keys are off until control_plane.state_path is writable",
+            {{"path", p.string()}, {"error", error}});
+    return {};
+  }
+  if (!keys_) return error;
+  LogInfo("state database open",
+          {{"path", p.string()}, {"stored_keys", static_cast<uint64_t>(keys_->Active().size())}});
+  return {};
+}
+
+bool ConfigPublisher::PublishLocked() {
+  Config next = EffectiveLocked();
   if (effective_ && *effective_ == next) return false;
   effective_ = next;
   hub_.Publish(ToProto(next));
@@ -47,9 +118,23 @@ ConfigPublisher::ReloadOutcome ConfigPublisher::Reload(std::string_view trigger)
   ++reloads_ok_;
   metrics_.CountReload(true);
   const bool first = !file_.has_value();
+  if (first) {
+    if (std::string error = OpenStoreLocked(*loaded.config); !error.empty()) {
+      // Without its stored keys the gateway would refuse their clients, or, with no key in
+      // the file, be open: not started.
+      LogError("cannot open control_plane.state_path", {{"error", error}});
+      out.ok = false;
+      out.errors = {error};
+      out.version = hub_.version();
+      return out;
+    }
+  }
   if (file_ && (file_->server.port != loaded.config->server.port ||
-                file_->control_plane.listen != loaded.config->control_plane.listen)) {
-    LogWarn("server.port and control_plane.listen changes take effect on restart");
+                file_->control_plane.listen != loaded.config->control_plane.listen ||
+                file_->control_plane.state_path != loaded.config->control_plane.state_path)) {
+    LogWarn(
+        "server.port, control_plane.listen and control_plane.state_path changes take effect on "
+        "restart");
   }
   file_ = std::move(*loaded.config);
   out.ok = true;
@@ -107,6 +192,87 @@ ConfigPublisher::StateOutcome ConfigPublisher::SetBackendState(const std::string
                                                                                     : "weight"},
                                              {"weight", weight},
                                              {"version", out.version}});
+  return out;
+}
+
+ConfigPublisher::KeyOutcome ConfigPublisher::StoreReadyLocked() const {
+  KeyOutcome out;
+  if (!file_ || !keys_) {
+    out.code = KeyOutcome::Code::kUnavailable;
+    out.error = "no state database (control_plane.state_path is empty or not writable)";
+  }
+  return out;
+}
+
+ConfigPublisher::KeyOutcome ConfigPublisher::CreateKey(const std::string& name,
+                                                       const std::vector<std::string>& models) {
+  std::lock_guard lock(mu_);
+  KeyOutcome out = StoreReadyLocked();
+  if (out.code != KeyOutcome::Code::kOk) return out;
+  if (!IsClientKeyName(name)) {
+    out.code = KeyOutcome::Code::kInvalid;
+    out.error = "a key name is 1 to 64 of A-Z a-z 0-9 . _ -";
+    return out;
+  }
+  for (const ClientKey& k : file_->auth_keys) {
+    if (k.name == name) {
+      out.code = KeyOutcome::Code::kExists;
+      out.error = "the config file has a key named '" + name + "'";
+      return out;
+    }
+  }
+  const std::set<std::string> known = ModelNames(*file_);
+  for (const std::string& m : models) {
+    if (!known.contains(m)) {
+      out.code = KeyOutcome::Code::kInvalid;
+      out.error = "no backend serves model '" + m + "' and no alias names it";
+      return out;
+    }
+  }
+  KeyStore::Created created = keys_->Create(name, models, UnixNow());
+  if (created.key.empty()) {
+    out.code = KeyOutcome::Code::kExists;
+    out.error = created.error;
+    return out;
+  }
+  PublishLocked();
+  out.key = std::move(created.key);
+  out.version = hub_.version();
+  LogInfo(
+      "client key created by admin",
+      {{"key", name}, {"models", static_cast<uint64_t>(models.size())}, {"version", out.version}});
+  return out;
+}
+
+ConfigPublisher::KeyOutcome ConfigPublisher::RevokeKey(const std::string& name) {
+  std::lock_guard lock(mu_);
+  KeyOutcome out = StoreReadyLocked();
+  if (out.code != KeyOutcome::Code::kOk) return out;
+  if (!keys_->Revoke(name, UnixNow())) {
+    const bool in_file = std::any_of(file_->auth_keys.begin(), file_->auth_keys.end(),
+                                     [&](const ClientKey& k) { return k.name == name; });
+    out.code = KeyOutcome::Code::kNotFound;
+    out.error = in_file ? "'" + name + "' is a key of the config file: remove it there"
+                        : "no active stored key named '" + name + "'";
+    return out;
+  }
+  PublishLocked();
+  out.version = hub_.version();
+  LogInfo("client key revoked by admin", {{"key", name}, {"version", out.version}});
+  return out;
+}
+
+std::vector<ConfigPublisher::KeyInfo> ConfigPublisher::ListKeys() const {
+  std::lock_guard lock(mu_);
+  std::vector<KeyInfo> out;
+  if (file_) {
+    for (const ClientKey& k : file_->auth_keys) out.push_back(KeyInfo{k, false, 0, std::nullopt});
+  }
+  if (keys_) {
+    for (StoredKey& k : keys_->List()) {
+      out.push_back(KeyInfo{std::move(k.key), true, k.created_at, k.revoked_at});
+    }
+  }
   return out;
 }
 

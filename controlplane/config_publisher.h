@@ -16,6 +16,7 @@
 #include "common/config/config_loader.h"
 #include "controlplane/core/backend_overrides.h"
 #include "controlplane/ctl_metrics.h"
+#include "controlplane/key_store.h"
 #include "controlplane/snapshot_hub.h"
 
 namespace llmproxy {
@@ -55,9 +56,32 @@ class ConfigPublisher {
   View view() const;
   std::string admin_token() const;
 
+  // Stored client keys (key_store.h), merged into every published table beside the file's
+  // keys. The store opens at the first good load (control_plane.state_path, relative to
+  // the config file's directory); a store that cannot open fails that load.
+  struct KeyOutcome {
+    enum class Code { kOk, kNotFound, kInvalid, kExists, kUnavailable } code = Code::kOk;
+    std::string key;  // Create: the secret, shown once
+    uint64_t version = 0;
+    std::string error;
+  };
+  KeyOutcome CreateKey(const std::string& name, const std::vector<std::string>& models);
+  KeyOutcome RevokeKey(const std::string& name);
+  struct KeyInfo {
+    ClientKey key;        // sha256 included: callers show what they may
+    bool stored = false;  // false: from the file
+    int64_t created_at = 0;
+    std::optional<int64_t> revoked_at;
+  };
+  std::vector<KeyInfo> ListKeys() const;
+
  private:
-  // Publishes overrides_.Apply(*file_) when it differs from what is in force.
+  // Publishes overrides_.Apply(*file_) plus the stored keys when it differs from what is in
+  // force.
   bool PublishLocked();
+  Config EffectiveLocked() const;
+  KeyOutcome StoreReadyLocked() const;                // kUnavailable without a store
+  std::string OpenStoreLocked(const Config& config);  // "" or why it cannot
 
   std::string path_;
   SnapshotHub& hub_;
@@ -68,6 +92,7 @@ class ConfigPublisher {
   std::optional<Config> file_;
   std::optional<Config> effective_;
   BackendOverrides overrides_;
+  std::unique_ptr<KeyStore> keys_;  // null: control_plane.state_path ""
   uint64_t reloads_ok_ = 0;
   uint64_t reloads_rejected_ = 0;
   std::vector<std::string> last_errors_;

@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential g++ cmake ninja-build pkg-config make git ca-certificates lld
   libboost1.81-dev libssl-dev openssl
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libyaml-cpp-dev nlohmann-json3-dev prometheus-cpp-dev libsimdjson-dev
+  libyaml-cpp-dev nlohmann-json3-dev prometheus-cpp-dev libsimdjson-dev libsqlite3-dev
   libgtest-dev libgmock-dev googletest
   curl python3 procps
 )

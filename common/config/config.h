@@ -112,6 +112,9 @@ struct ControlPlaneConfig {
   std::string listen = "127.0.0.1:50051";
   uint16_t metrics_port = 9399;
   std::string admin_token;  // empty: mutating admin calls are open
+  // The SQLite database of state that outlives a restart (stored client keys); a relative
+  // path is taken from the config file's directory. "" = no state: keys only in the file.
+  std::string state_path = "llmproxy-state.db";
 
   bool operator==(const ControlPlaneConfig&) const = default;
 };

@@ -44,7 +44,7 @@ const Keys kTopKeys = {"server",
                        "hedge_budget"};
 const Keys kServerKeys = {
     "port", "host", "metrics_port", "max_body_bytes", "max_buffered_bytes", "max_response_bytes"};
-const Keys kControlPlaneKeys = {"listen", "metrics_port", "admin_token"};
+const Keys kControlPlaneKeys = {"listen", "metrics_port", "admin_token", "state_path"};
 const Keys kAuthKeys = {"keys"};
 // The object form of an auth.keys entry. The limit fields are recognised so that a config
 // written for them gets a clear error, not a silent "unlimited" (ReadClientKey).
@@ -523,6 +523,7 @@ class YamlLoader {
     }
     ReadInt(Child(node, "metrics_port"), "control_plane.metrics_port", 1, 65535, cp.metrics_port);
     ReadString(Child(node, "admin_token"), "control_plane.admin_token", cp.admin_token);
+    ReadString(Child(node, "state_path"), "control_plane.state_path", cp.state_path);
   }
 
   void ReadAuth(const YAML::Node& node) {

@@ -193,7 +193,7 @@ class Checker {
     for (std::size_t i = 0; i < config_.auth_keys.size(); ++i) {
       const ClientKey& key = config_.auth_keys[i];
       const std::string path = "auth.keys[" + std::to_string(i) + "]";
-      if (!IsKeyName(key.name)) {
+      if (!IsClientKeyName(key.name)) {
         Error(path + ".name", "must be 1 to 64 of A-Z a-z 0-9 . _ - (it labels logs and admin)");
       } else if (!names.insert(key.name).second) {
         Error(path + ".name", "two keys are named '" + key.name + "'");
@@ -211,14 +211,6 @@ class Checker {
         }
       }
     }
-  }
-
-  static bool IsKeyName(const std::string& name) {
-    if (name.empty() || name.size() > 64) return false;
-    for (unsigned char c : name) {
-      if (!std::isalnum(c) && c != '.' && c != '_' && c != '-') return false;
-    }
-    return true;
   }
 
   const Config& config_;

@@ -31,4 +31,12 @@ std::string NormalizeSha256Hex(std::string_view text) {
   return out;
 }
 
+bool IsClientKeyName(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (unsigned char c : name) {
+    if (!std::isalnum(c) && c != '.' && c != '_' && c != '-') return false;
+  }
+  return true;
+}
+
 }  // namespace llmproxy

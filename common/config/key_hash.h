@@ -16,4 +16,7 @@ std::string Sha256Hex(std::string_view key);
 // "" when it is not one.
 std::string NormalizeSha256Hex(std::string_view text);
 
+// A client key's name: 1 to 64 of A-Z a-z 0-9 . _ - (it labels logs, metrics and admin).
+bool IsClientKeyName(std::string_view name);
+
 }  // namespace llmproxy

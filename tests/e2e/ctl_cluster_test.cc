@@ -10,8 +10,8 @@
 #include <set>
 #include <thread>
 
-#include "tests/e2e/e2e_util.h"
 #include "llmproxy/v1/admin.grpc.pb.h"
+#include "tests/e2e/e2e_util.h"
 #include "tests/mockllm/mock_llm.h"
 
 namespace llmproxy {
@@ -334,6 +334,84 @@ TEST_F(CtlCluster, AdminTokenGuardsMutations) {
   EXPECT_EQ(out.find("t0ken"), std::string::npos);
 }
 
+TEST_F(CtlCluster, StoredKeysReachEveryWorkerWithinOneSecondAndSurviveARestart) {
+  // A file key, so the gateway is closed from the start; stored keys join it.
+  WriteConfig({"m1", "m2"}, "auth:\n  keys:\n    - {name: file-key, key: file-secret}\n");
+  StartCtl(2);
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, 1); }, 20s));
+  Workers();
+  auto chat_as = [&](const std::string& key, const std::string& model = "m1") {
+    return HttpRequest(port_, "POST", "/v1/chat/completions",
+                       R"({"model":")" + model + R"(","messages":[]})",
+                       {{"Authorization", "Bearer " + key}})
+        .status;
+  };
+  EXPECT_EQ(chat_as("file-secret"), 200);
+
+  // Created with the CLI: the key is printed once, on stdout.
+  const auto created = std::chrono::steady_clock::now();
+  int code = -1;
+  const nlohmann::json made =
+      nlohmann::json::parse(Admin({"--json", "keys", "create", "team-a", "--models", "m1"}, &code));
+  ASSERT_EQ(code, 0) << made.dump();
+  const std::string key = made["key"];
+  const uint64_t version = made["version"];
+  EXPECT_EQ(key.rfind("sk-llmp-", 0), 0u) << key;
+  EXPECT_EQ(key.size(), 8u + 43u);
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, version); }, 5s));
+  auto took = std::chrono::steady_clock::now() - created;
+  EXPECT_LT(took, 1s) << "the key reached every worker after "
+                      << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                      << " ms";
+  // Whichever worker the kernel hands a connection to accepts it, within its models.
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(chat_as(key), 200);
+  EXPECT_EQ(chat_as(key, "m2"), 403);
+  EXPECT_EQ(chat_as("file-secret", "m2"), 200);
+  // The secret is in no config the control plane shows, nor in its log.
+  EXPECT_EQ(Admin({"config"}).find(key), std::string::npos);
+  EXPECT_EQ(ctl_->Log().find(key), std::string::npos);
+
+  // Listed beside the file's, by name; names are one namespace.
+  const std::string list = Admin({"keys", "list"}, &code);
+  EXPECT_EQ(code, 0);
+  EXPECT_NE(list.find("file-key"), std::string::npos) << list;
+  EXPECT_NE(list.find("team-a"), std::string::npos) << list;
+  EXPECT_EQ(list.find(key), std::string::npos);
+  Admin({"keys", "create", "file-key"}, &code);
+  EXPECT_NE(code, 0);
+  Admin({"keys", "create", "team-a"}, &code);
+  EXPECT_NE(code, 0);
+  Admin({"keys", "create", "bad", "--models", "no-such-model"}, &code);
+  EXPECT_NE(code, 0);
+
+  // A restarted control plane (not supervising: the workers stay) still knows the key.
+  ctl_->Signal(SIGKILL);
+  ctl_->Wait(5s);
+  StartCtl(0);
+  ASSERT_TRUE(WaitUntil([&] { return Version() > 0; }, 10s));
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, Version()); }, 15s));
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(chat_as(key), 200);
+  const std::string listed = Admin({"--json", "keys", "list"});
+  EXPECT_NE(listed.find("\"team-a\""), std::string::npos) << listed;
+
+  // Revoked: refused on every worker within a second.
+  const auto revoked = std::chrono::steady_clock::now();
+  const nlohmann::json rv =
+      nlohmann::json::parse(Admin({"--json", "keys", "revoke", "team-a"}, &code));
+  ASSERT_EQ(code, 0) << rv.dump();
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, rv["version"].get<uint64_t>()); }, 5s));
+  took = std::chrono::steady_clock::now() - revoked;
+  EXPECT_LT(took, 1s) << "the revoke reached every worker after "
+                      << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                      << " ms";
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(chat_as(key), 401);
+  EXPECT_EQ(chat_as("file-secret"), 200);
+  Admin({"keys", "revoke", "team-a"}, &code);
+  EXPECT_NE(code, 0);  // already revoked
+  Admin({"keys", "revoke", "file-key"}, &code);
+  EXPECT_NE(code, 0);  // a file key is removed in the file
+}
+
 TEST_F(CtlCluster, SigtermDrainsAnInFlightStreamToItsEnd) {
   StartCtl(1);
   ASSERT_TRUE(WaitUntil([&] { return AllAcked(1, 1); }, 20s));
@@ -371,6 +449,23 @@ TEST_F(CtlCluster, CheckValidatesWithoutServing) {
   EXPECT_NE(out.find("config.yaml:"), std::string::npos) << out;
   // An invalid file at startup: the control plane refuses to start.
   EXPECT_EQ(e2e::RunCommand({e2e::BinDir() + "/llmproxy-ctl", "-c", path_}, &out), 1);
+}
+
+TEST_F(CtlCluster, ADamagedStateDatabaseStopsTheStartAMissingOneDoesNot) {
+  // Damaged: it may hold keys, so the control plane does not run without them.
+  e2e::WriteFileAtomic(dir_.File("junk.db"), std::string(4096, 'x'));
+  WriteConfig({"m1"}, "  state_path: junk.db\n");
+  std::string out;
+  EXPECT_EQ(e2e::RunCommand({e2e::BinDir() + "/llmproxy-ctl", "-c", path_}, &out), 1);
+  EXPECT_NE(out.find("not usable"), std::string::npos) << out;
+  // Missing and impossible to create: nothing to lose; it serves, and keys commands say why not.
+  WriteConfig({"m1"}, "  state_path: no-such-dir/state.db\n");
+  StartCtl(0);
+  ASSERT_TRUE(WaitUntil([&] { return Version() == 1; }, 10s)) << ctl_->Log();
+  int code = -1;
+  const std::string made = Admin({"keys", "create", "k"}, &code);
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(made.find("no state database"), std::string::npos) << made;
 }
 
 }  // namespace

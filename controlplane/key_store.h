@@ -1,0 +1,55 @@
+// Client keys created at runtime (`llmproxy-ctl admin keys create`), kept in the control
+// plane's SQLite state database (control_plane.state_path, WAL mode) so a restart forgets
+// none: name, SHA-256 of the key, allowed models, when created and when revoked. The key
+// itself is returned once, by Create, and stored nowhere. Thread-safe (one connection
+// behind a mutex; the calls are rare and small).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/config/config.h"
+
+struct sqlite3;
+
+namespace llmproxy {
+
+struct StoredKey {
+  ClientKey key;
+  int64_t created_at = 0;             // Unix seconds
+  std::optional<int64_t> revoked_at;  // Unix seconds; set: no longer accepted
+};
+
+class KeyStore {
+ public:
+  // Opens (creating when missing) the database at `path`; nullptr with `error` set when
+  // it cannot (unwritable directory, not a database, a newer schema).
+  static std::unique_ptr<KeyStore> Open(const std::string& path, std::string& error);
+  ~KeyStore();
+  KeyStore(const KeyStore&) = delete;
+  KeyStore& operator=(const KeyStore&) = delete;
+
+  struct Created {
+    std::string key;    // the secret, shown once; empty on error
+    std::string error;  // e.g. a name already in use
+  };
+  // A new random key (sk-llmp- and 43 base64url characters, 256 bits) named `name`.
+  // `name` must be free among stored keys, revoked ones included (names stay unique in the
+  // ledger); the caller checks it against the file's keys.
+  Created Create(const std::string& name, const std::vector<std::string>& models, int64_t now);
+  // false: no such active key.
+  bool Revoke(const std::string& name, int64_t now);
+  std::vector<StoredKey> List() const;    // every stored key, revoked ones included, by name
+  std::vector<ClientKey> Active() const;  // the keys workers accept, by name
+
+ private:
+  explicit KeyStore(sqlite3* db) : db_(db) {}
+  mutable std::mutex mu_;
+  sqlite3* db_;
+};
+
+}  // namespace llmproxy
