@@ -111,6 +111,9 @@ struct ThreadCache {
   uint64_t table_version = 0;
   size_t names = 0;
   std::unordered_map<std::string, BackendChildren, StringHash, std::equal_to<>> backends;
+  // "<key name>\x1f<model>" -> prompt and completion counters of llmproxy_key_tokens_total.
+  std::unordered_map<std::string, std::array<prometheus::Counter*, 2>, StringHash, std::equal_to<>>
+      keys;
 };
 
 thread_local ThreadCache t_cache;
@@ -172,6 +175,12 @@ struct Metrics::Impl {
           .Name("llmproxy_tokens_total")
           .Help("Tokens reported in upstream usage, by backend, model and type.")
           .Register(*registry);
+  // Key names come from the table (auth.keys and stored keys): a bounded label set.
+  prometheus::Family<prometheus::Counter>& key_tokens =
+      prometheus::BuildCounter()
+          .Name("llmproxy_key_tokens_total")
+          .Help("Tokens reported in upstream usage, by client key, model and type.")
+          .Register(*registry);
   prometheus::Gauge& in_flight = prometheus::BuildGauge()
                                      .Name("llmproxy_in_flight_requests")
                                      .Help("Requests being handled now.")
@@ -221,6 +230,7 @@ struct Metrics::Impl {
     if (c.owner != id || c.generation != gen || c.table_version != table_version ||
         c.names > kMaxCachedNames) {
       c.backends.clear();
+      c.keys.clear();
       c.owner = id;
       c.generation = gen;
       c.table_version = table_version;
@@ -264,6 +274,22 @@ struct Metrics::Impl {
     route.completion_tokens =
         &tokens.Add({{"backend", backend_label}, {"model", model_label}, {"type", "completion"}});
     return b.models.emplace(std::string(model), std::move(route)).first->second;
+  }
+
+  std::array<prometheus::Counter*, 2>& KeyTokens(ThreadCache& c, std::string_view key,
+                                                 std::string_view model) {
+    std::string id(key);
+    id += '\x1f';
+    id += model;
+    auto it = c.keys.find(id);
+    if (it != c.keys.end()) return it->second;
+    ++c.names;
+    const std::string model_label = Sanitize(model, false);
+    std::array<prometheus::Counter*, 2> counters{
+        &key_tokens.Add({{"key", std::string(key)}, {"model", model_label}, {"type", "prompt"}}),
+        &key_tokens.Add(
+            {{"key", std::string(key)}, {"model", model_label}, {"type", "completion"}})};
+    return c.keys.emplace(std::move(id), counters).first->second;
   }
 
   prometheus::Counter& RequestCounter(RouteChildren& route, std::string_view backend,
@@ -360,6 +386,11 @@ void Metrics::OnRequestDone(const RequestRecord& r) {
   if (r.prompt_tokens) route.prompt_tokens->Increment(static_cast<double>(*r.prompt_tokens));
   if (r.completion_tokens) {
     route.completion_tokens->Increment(static_cast<double>(*r.completion_tokens));
+  }
+  if (!r.key_name.empty() && (r.prompt_tokens || r.completion_tokens)) {
+    std::array<prometheus::Counter*, 2>& k = impl_->KeyTokens(c, r.key_name, model);
+    if (r.prompt_tokens) k[0]->Increment(static_cast<double>(*r.prompt_tokens));
+    if (r.completion_tokens) k[1]->Increment(static_cast<double>(*r.completion_tokens));
   }
   impl_->duration.Observe(r.duration_seconds);
   if (r.ttft_seconds) impl_->ttft.Observe(*r.ttft_seconds);

@@ -202,6 +202,14 @@ TEST_F(MetricsTraffic, PlainRepliesCountRequestsAndUsageTokens) {
   EXPECT_EQ(Value(text, "llmproxy_upstream_attempts_total", Att("alpha", "success")), 3);
   EXPECT_EQ(Value(text, "llmproxy_tokens_total", Tok("alpha", "model-a", "prompt")), prompt);
   EXPECT_EQ(Value(text, "llmproxy_tokens_total", Tok("alpha", "model-a", "completion")), 3 * 5);
+  // The same tokens by client key (its configured name, never the key).
+  EXPECT_EQ(Value(text, "llmproxy_key_tokens_total",
+                  {{"key", "client"}, {"model", "model-a"}, {"type", "prompt"}}),
+            prompt);
+  EXPECT_EQ(Value(text, "llmproxy_key_tokens_total",
+                  {{"key", "client"}, {"model", "model-a"}, {"type", "completion"}}),
+            3 * 5);
+  EXPECT_EQ(Total(text, "llmproxy_key_tokens_total"), prompt + 3 * 5);
   EXPECT_EQ(Value(text, "llmproxy_request_duration_seconds_count"), 3);
   EXPECT_EQ(Value(text, "llmproxy_overhead_seconds_count"), 3);
   EXPECT_EQ(Value(text, "llmproxy_time_to_first_token_seconds_count"), 0);
