@@ -271,12 +271,19 @@ int KeysCmd(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::o
   const std::string& sub = a.words[1];
   grpc::ClientContext ctx;
   SetUp(ctx, a);
-  if (sub == "create") {
-    v1::CreateKeyRequest req;
-    req.set_name(a.words[2]);
-    for (const std::string& m : a.models) req.add_models(m);
+  if (sub == "create" || sub == "rotate") {
     v1::CreateKeyResponse resp;
-    grpc::Status s = stub.CreateKey(&ctx, req, &resp);
+    grpc::Status s;
+    if (sub == "create") {
+      v1::CreateKeyRequest req;
+      req.set_name(a.words[2]);
+      for (const std::string& m : a.models) req.add_models(m);
+      s = stub.CreateKey(&ctx, req, &resp);
+    } else {
+      v1::RotateKeyRequest req;
+      req.set_name(a.words[2]);
+      s = stub.RotateKey(&ctx, req, &resp);
+    }
     if (!s.ok()) return Fail(err, s);
     if (a.json) {
       out << json{{"name", resp.name()}, {"key", resp.key()}, {"version", resp.version()}}.dump(2)
@@ -284,8 +291,8 @@ int KeysCmd(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::o
     } else {
       // The key on a line of its own, so `| tail -1` or `| head -1` can take it.
       out << resp.key() << "\n";
-      err << "created key '" << resp.name() << "' (version " << resp.version()
-          << "); it is shown this once and stored only as its SHA-256\n";
+      err << (sub == "create" ? "created" : "rotated") << " key '" << resp.name() << "' (version "
+          << resp.version() << "); it is shown this once and stored only as its SHA-256\n";
     }
     return 0;
   }
@@ -347,6 +354,7 @@ void PrintAdminUsage(std::ostream& out) {
          "  keys list       client keys: the file's and the stored ones (name, state, models)\n"
          "  keys create NAME [--models M1,M2]\n"
          "                  a new stored client key; prints the key once (stdout)\n"
+         "  keys rotate NAME  a new secret for a stored key (printed once); the old one stops\n"
          "  keys revoke NAME  stop accepting a stored key (within a second on every worker)\n"
          "\n"
          "  --addr      control plane address (default $LLMPROXY_ADMIN_ADDR or "
@@ -408,7 +416,7 @@ int RunAdminCli(const std::vector<std::string>& args, std::ostream& out, std::os
   size_t want = (cmd == "drain" || cmd == "enable") ? 2 : cmd == "weight" ? 3 : 1;
   if (cmd == "keys") {
     const std::string sub = a.words.size() > 1 ? a.words[1] : "";
-    want = sub == "list" ? 2 : (sub == "create" || sub == "revoke") ? 3 : 0;
+    want = sub == "list" ? 2 : (sub == "create" || sub == "revoke" || sub == "rotate") ? 3 : 0;
   }
   bool known = cmd == "workers" || cmd == "backends" || cmd == "config" || cmd == "reload" ||
                cmd == "drain" || cmd == "enable" || cmd == "weight" || cmd == "keys";

@@ -216,6 +216,17 @@ grpc::Status AdminService::ListKeys(grpc::ServerContext* ctx, const v1::ListKeys
   return grpc::Status::OK;
 }
 
+grpc::Status AdminService::RotateKey(grpc::ServerContext* ctx, const v1::RotateKeyRequest* req,
+                                     v1::CreateKeyResponse* resp) {
+  if (grpc::Status s = Authorize(*ctx); !s.ok()) return s;
+  const ConfigPublisher::KeyOutcome out = publisher_.RotateKey(req->name());
+  if (out.code != ConfigPublisher::KeyOutcome::Code::kOk) return KeyStatus(out);
+  resp->set_name(req->name());
+  resp->set_key(out.key);
+  resp->set_version(out.version);
+  return grpc::Status::OK;
+}
+
 grpc::Status AdminService::RevokeKey(grpc::ServerContext* ctx, const v1::RevokeKeyRequest* req,
                                      v1::RevokeKeyResponse* resp) {
   if (grpc::Status s = Authorize(*ctx); !s.ok()) return s;

@@ -33,6 +33,8 @@ class AdminService final : public v1::Admin::Service {
                         v1::ListKeysResponse* resp) override;
   grpc::Status RevokeKey(grpc::ServerContext* ctx, const v1::RevokeKeyRequest* req,
                          v1::RevokeKeyResponse* resp) override;
+  grpc::Status RotateKey(grpc::ServerContext* ctx, const v1::RotateKeyRequest* req,
+                         v1::CreateKeyResponse* resp) override;
 
  private:
   grpc::Status Authorize(const grpc::ServerContext& ctx) const;

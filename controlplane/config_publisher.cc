@@ -244,6 +244,23 @@ ConfigPublisher::KeyOutcome ConfigPublisher::CreateKey(const std::string& name,
   return out;
 }
 
+ConfigPublisher::KeyOutcome ConfigPublisher::RotateKey(const std::string& name) {
+  std::lock_guard lock(mu_);
+  KeyOutcome out = StoreReadyLocked();
+  if (out.code != KeyOutcome::Code::kOk) return out;
+  KeyStore::Created rotated = keys_->Rotate(name, UnixNow());
+  if (rotated.key.empty()) {
+    out.code = KeyOutcome::Code::kNotFound;
+    out.error = rotated.error;
+    return out;
+  }
+  PublishLocked();
+  out.key = std::move(rotated.key);
+  out.version = hub_.version();
+  LogInfo("client key rotated by admin", {{"key", name}, {"version", out.version}});
+  return out;
+}
+
 ConfigPublisher::KeyOutcome ConfigPublisher::RevokeKey(const std::string& name) {
   std::lock_guard lock(mu_);
   KeyOutcome out = StoreReadyLocked();

@@ -66,6 +66,7 @@ class ConfigPublisher {
     std::string error;
   };
   KeyOutcome CreateKey(const std::string& name, const std::vector<std::string>& models);
+  KeyOutcome RotateKey(const std::string& name);  // a new secret, the old one refused
   KeyOutcome RevokeKey(const std::string& name);
   struct KeyInfo {
     ClientKey key;        // sha256 included: callers show what they may

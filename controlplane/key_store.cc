@@ -140,6 +140,30 @@ KeyStore::Created KeyStore::Create(const std::string& name, const std::vector<st
   return out;
 }
 
+KeyStore::Created KeyStore::Rotate(const std::string& name, int64_t now) {
+  Created out;
+  const std::string secret = NewSecret();
+  if (secret.empty()) {
+    out.error = "no random bytes for a new key";
+    return out;
+  }
+  std::lock_guard lock(mu_);
+  Statement s(db_,
+              "UPDATE client_keys SET sha256 = ?, created_at = ? WHERE name = ? AND revoked_at IS "
+              "NULL");
+  s.Bind(1, Sha256Hex(secret));
+  s.Bind(2, now);
+  s.Bind(3, name);
+  if (s.Step() != SQLITE_DONE) {
+    out.error = std::string("cannot store the key: ") + sqlite3_errmsg(db_);
+  } else if (sqlite3_changes(db_) != 1) {
+    out.error = "no active stored key named '" + name + "'";
+  } else {
+    out.key = secret;
+  }
+  return out;
+}
+
 bool KeyStore::Revoke(const std::string& name, int64_t now) {
   std::lock_guard lock(mu_);
   Statement s(db_, "UPDATE client_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL");

@@ -41,6 +41,9 @@ class KeyStore {
   // `name` must be free among stored keys, revoked ones included (names stay unique in the
   // ledger); the caller checks it against the file's keys.
   Created Create(const std::string& name, const std::vector<std::string>& models, int64_t now);
+  // A new secret for the active key `name` (models kept); the old one stops at once.
+  // Empty key with `error` when there is no such active key.
+  Created Rotate(const std::string& name, int64_t now);
   // false: no such active key.
   bool Revoke(const std::string& name, int64_t now);
   std::vector<StoredKey> List() const;    // every stored key, revoked ones included, by name

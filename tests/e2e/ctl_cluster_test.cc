@@ -354,7 +354,7 @@ TEST_F(CtlCluster, StoredKeysReachEveryWorkerWithinOneSecondAndSurviveARestart) 
   const nlohmann::json made =
       nlohmann::json::parse(Admin({"--json", "keys", "create", "team-a", "--models", "m1"}, &code));
   ASSERT_EQ(code, 0) << made.dump();
-  const std::string key = made["key"];
+  std::string key = made["key"];
   const uint64_t version = made["version"];
   EXPECT_EQ(key.rfind("sk-llmp-", 0), 0u) << key;
   EXPECT_EQ(key.size(), 8u + 43u);
@@ -393,6 +393,20 @@ TEST_F(CtlCluster, StoredKeysReachEveryWorkerWithinOneSecondAndSurviveARestart) 
   for (int i = 0; i < 5; ++i) EXPECT_EQ(chat_as(key), 200);
   const std::string listed = Admin({"--json", "keys", "list"});
   EXPECT_NE(listed.find("\"team-a\""), std::string::npos) << listed;
+
+  // Rotated: the new secret works, the old one is refused, the models stay.
+  const nlohmann::json rotated =
+      nlohmann::json::parse(Admin({"--json", "keys", "rotate", "team-a"}, &code));
+  ASSERT_EQ(code, 0) << rotated.dump();
+  const std::string old_key = key;
+  key = rotated["key"];
+  EXPECT_NE(key, old_key);
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, rotated["version"].get<uint64_t>()); }, 5s));
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(chat_as(key), 200);
+    EXPECT_EQ(chat_as(old_key), 401);
+  }
+  EXPECT_EQ(chat_as(key, "m2"), 403);
 
   // Revoked: refused on every worker within a second.
   const auto revoked = std::chrono::steady_clock::now();

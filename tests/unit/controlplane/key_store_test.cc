@@ -93,6 +93,24 @@ TEST_F(KeyStoreTest, NamesAreUniqueAndRevokedKeysKeepThem) {
   EXPECT_EQ(store->Active()[0].models, std::vector<std::string>{"a\"b"});
 }
 
+TEST_F(KeyStoreTest, RotateReplacesTheSecretOfAnActiveKeyOnly) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  const KeyStore::Created first = store->Create("k", {"m1"}, 1);
+  ASSERT_EQ(first.error, "");
+  const KeyStore::Created second = store->Rotate("k", 9);
+  ASSERT_EQ(second.error, "");
+  EXPECT_NE(second.key, first.key);
+  ASSERT_EQ(store->Active().size(), 1u);
+  EXPECT_EQ(store->Active()[0], (ClientKey{"k", Sha256Hex(second.key), {"m1"}}));
+  EXPECT_EQ(store->List()[0].created_at, 9);
+  EXPECT_NE(store->Rotate("nope", 10).error, "");
+  ASSERT_TRUE(store->Revoke("k", 11));
+  const KeyStore::Created after = store->Rotate("k", 12);
+  EXPECT_EQ(after.key, "");
+  EXPECT_NE(after.error.find("no active stored key"), std::string::npos) << after.error;
+}
+
 TEST_F(KeyStoreTest, UnusableFilesAreClearErrors) {
   {
     std::ofstream junk(path_, std::ios::binary);
