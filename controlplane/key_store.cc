@@ -118,10 +118,7 @@ KeyStore::Created KeyStore::Create(const std::string& name, const std::vector<st
                                    int64_t now) {
   Created out;
   const std::string secret = NewSecret();
-  if (secret.empty()) {
-    out.error = "no random bytes for a new key";
-    return out;
-  }
+  if (secret.empty()) return {.key = {}, .error = "no random bytes for a new key"};
   std::lock_guard lock(mu_);
   Statement s(db_,
               "INSERT INTO client_keys (name, sha256, models, created_at) VALUES (?, ?, ?, ?)");
@@ -143,10 +140,7 @@ KeyStore::Created KeyStore::Create(const std::string& name, const std::vector<st
 KeyStore::Created KeyStore::Rotate(const std::string& name, int64_t now) {
   Created out;
   const std::string secret = NewSecret();
-  if (secret.empty()) {
-    out.error = "no random bytes for a new key";
-    return out;
-  }
+  if (secret.empty()) return {.key = {}, .error = "no random bytes for a new key"};
   std::lock_guard lock(mu_);
   Statement s(db_,
               "UPDATE client_keys SET sha256 = ?, created_at = ? WHERE name = ? AND revoked_at IS "
