@@ -8,7 +8,9 @@
 #include <cstdlib>
 #include <ctime>
 #include <iomanip>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "llmproxy/v1/admin.grpc.pb.h"
@@ -23,6 +25,8 @@ struct AdminArgs {
   std::string token;
   bool json = false;
   std::vector<std::string> models;  // keys create --models a,b
+  std::string key;                  // usage --key K
+  std::string since;                // usage --since 7d
   std::vector<std::string> words;
 };
 
@@ -338,6 +342,94 @@ int KeysCmd(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::o
   return 0;
 }
 
+// "36h", "7d", "90m" -> seconds; nullopt when not one of those.
+std::optional<int64_t> SinceSeconds(const std::string& text) {
+  if (text.size() < 2) return std::nullopt;
+  const char unit = text.back();
+  const std::string digits = text.substr(0, text.size() - 1);
+  if (digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 6) {
+    return std::nullopt;
+  }
+  const int64_t n = std::stoll(digits);
+  switch (unit) {
+    case 'm':
+      return n * 60;
+    case 'h':
+      return n * 3600;
+    case 'd':
+      return n * 86400;
+    default:
+      return std::nullopt;
+  }
+}
+
+int UsageCmd(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::ostream& err) {
+  v1::UsageRequest req;
+  req.set_key(a.key);
+  const std::optional<int64_t> back = SinceSeconds(a.since.empty() ? "30d" : a.since);
+  if (!back) {
+    err << "--since takes a number of minutes, hours or days (90m, 36h, 7d), got \"" << a.since
+        << "\"\n";
+    return 2;
+  }
+  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  req.mutable_since()->set_seconds(now - *back);
+  grpc::ClientContext ctx;
+  SetUp(ctx, a);
+  v1::UsageResponse resp;
+  grpc::Status s = stub.Usage(&ctx, req, &resp);
+  if (!s.ok()) return Fail(err, s);
+  // Summed over the period per key and model (the hours and backends are in --json).
+  struct Sum {
+    uint64_t requests = 0, prompt = 0, completion = 0;
+    double cost = 0;
+  };
+  std::map<std::pair<std::string, std::string>, Sum> sums;
+  json rows = json::array();
+  for (const v1::UsageRow& r : resp.rows()) {
+    Sum& sum = sums[{r.key(), r.model()}];
+    sum.requests += r.requests();
+    sum.prompt += r.prompt_tokens();
+    sum.completion += r.completion_tokens();
+    sum.cost += r.cost_usd();
+    rows.push_back({{"hour", IsoTime(r.hour())},
+                    {"key", r.key()},
+                    {"model", r.model()},
+                    {"backend", r.backend()},
+                    {"requests", r.requests()},
+                    {"prompt_tokens", r.prompt_tokens()},
+                    {"completion_tokens", r.completion_tokens()},
+                    {"cost_usd", r.cost_usd()}});
+  }
+  if (a.json) {
+    json totals = json::array();
+    for (const auto& [id, sum] : sums) {
+      totals.push_back({{"key", id.first},
+                        {"model", id.second},
+                        {"requests", sum.requests},
+                        {"prompt_tokens", sum.prompt},
+                        {"completion_tokens", sum.completion},
+                        {"cost_usd", sum.cost}});
+    }
+    out << json{{"since", IsoTime(req.since())}, {"totals", totals}, {"rows", rows}}.dump(2)
+        << "\n";
+    return 0;
+  }
+  std::vector<std::vector<std::string>> table = {
+      {"KEY", "MODEL", "REQUESTS", "PROMPT", "COMPLETION", "COST USD"}};
+  for (const auto& [id, sum] : sums) {
+    std::ostringstream cost;
+    cost << std::fixed << std::setprecision(6) << sum.cost;
+    table.push_back({id.first, id.second, std::to_string(sum.requests), std::to_string(sum.prompt),
+                     std::to_string(sum.completion), cost.str()});
+  }
+  out << "since " << IsoTime(req.since()) << "\n";
+  PrintTable(out, table);
+  return 0;
+}
+
 }  // namespace
 
 void PrintAdminUsage(std::ostream& out) {
@@ -356,6 +448,9 @@ void PrintAdminUsage(std::ostream& out) {
          "                  a new stored client key; prints the key once (stdout)\n"
          "  keys rotate NAME  a new secret for a stored key (printed once); the old one stops\n"
          "  keys revoke NAME  stop accepting a stored key (within a second on every worker)\n"
+         "  usage [--key K] [--since 7d]\n"
+         "                  requests, tokens and cost per key and model from the ledger\n"
+         "                  (--since: 90m, 36h, 7d; default 30d; --json adds hours, backends)\n"
          "\n"
          "  --addr      control plane address (default $LLMPROXY_ADMIN_ADDR or "
          "127.0.0.1:50051)\n"
@@ -385,6 +480,10 @@ int RunAdminCli(const std::vector<std::string>& args, std::ostream& out, std::os
       a.token = w.substr(8);
     } else if (w == "--json") {
       a.json = true;
+    } else if (w == "--key") {
+      if (!value(a.key)) return err << "--key needs a value\n", 2;
+    } else if (w == "--since") {
+      if (!value(a.since)) return err << "--since needs a value\n", 2;
     } else if (w == "--models" || w.rfind("--models=", 0) == 0) {
       std::string list;
       if (w == "--models") {
@@ -419,7 +518,8 @@ int RunAdminCli(const std::vector<std::string>& args, std::ostream& out, std::os
     want = sub == "list" ? 2 : (sub == "create" || sub == "revoke" || sub == "rotate") ? 3 : 0;
   }
   bool known = cmd == "workers" || cmd == "backends" || cmd == "config" || cmd == "reload" ||
-               cmd == "drain" || cmd == "enable" || cmd == "weight" || cmd == "keys";
+               cmd == "drain" || cmd == "enable" || cmd == "weight" || cmd == "keys" ||
+               cmd == "usage";
   if (!known || a.words.size() != want) {
     err << (known ? "wrong number of arguments for " : "unknown admin command: ") << cmd << "\n";
     PrintAdminUsage(err);
@@ -433,6 +533,7 @@ int RunAdminCli(const std::vector<std::string>& args, std::ostream& out, std::os
   if (cmd == "config") return ConfigCmd(*stub, a, out, err);
   if (cmd == "reload") return ReloadCmd(*stub, a, out, err);
   if (cmd == "keys") return KeysCmd(*stub, a, out, err);
+  if (cmd == "usage") return UsageCmd(*stub, a, out, err);
   v1::SetBackendStateRequest req;
   req.set_backend(a.words[1]);
   if (cmd == "drain") {

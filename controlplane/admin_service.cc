@@ -1,6 +1,7 @@
 #include "controlplane/admin_service.h"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 
 #include "common/config/config_proto.h"
@@ -224,6 +225,36 @@ grpc::Status AdminService::RotateKey(grpc::ServerContext* ctx, const v1::RotateK
   resp->set_name(req->name());
   resp->set_key(out.key);
   resp->set_version(out.version);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::Usage(grpc::ServerContext* ctx, const v1::UsageRequest* req,
+                                 v1::UsageResponse* resp) {
+  if (grpc::Status s = Authorize(*ctx); !s.ok()) return s;
+  const int64_t since =
+      req->has_since()
+          ? req->since().seconds()
+          : std::chrono::duration_cast<std::chrono::seconds>(
+                (std::chrono::system_clock::now() - std::chrono::hours(24 * 30)).time_since_epoch())
+                .count();
+  std::optional<std::string> key;
+  if (!req->key().empty()) key = req->key();
+  const std::optional<std::vector<UsageRow>> rows = publisher_.Usage(key, since);
+  if (!rows) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "no state database (control_plane.state_path is empty or not writable)");
+  }
+  for (const UsageRow& r : *rows) {
+    v1::UsageRow* out = resp->add_rows();
+    SetTime(r.hour, out->mutable_hour());
+    out->set_key(r.key);
+    out->set_model(r.model);
+    out->set_backend(r.backend);
+    out->set_requests(r.requests);
+    out->set_prompt_tokens(r.prompt_tokens);
+    out->set_completion_tokens(r.completion_tokens);
+    out->set_cost_usd(r.cost_usd);
+  }
   return grpc::Status::OK;
 }
 

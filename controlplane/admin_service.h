@@ -35,6 +35,8 @@ class AdminService final : public v1::Admin::Service {
                          v1::RevokeKeyResponse* resp) override;
   grpc::Status RotateKey(grpc::ServerContext* ctx, const v1::RotateKeyRequest* req,
                          v1::CreateKeyResponse* resp) override;
+  grpc::Status Usage(grpc::ServerContext* ctx, const v1::UsageRequest* req,
+                     v1::UsageResponse* resp) override;
 
  private:
   grpc::Status Authorize(const grpc::ServerContext& ctx) const;

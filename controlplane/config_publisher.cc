@@ -78,6 +78,11 @@ std::string ConfigPublisher::OpenStoreLocked(const Config& config) {
     return {};
   }
   if (!keys_) return error;
+  ledger_ = UsageLedger::Open(p.string(), error);
+  if (!ledger_) {
+    keys_.reset();
+    return error;
+  }
   LogInfo("state database open",
           {{"path", p.string()}, {"stored_keys", static_cast<uint64_t>(keys_->Active().size())}});
   return {};
@@ -277,6 +282,49 @@ ConfigPublisher::KeyOutcome ConfigPublisher::RevokeKey(const std::string& name) 
   out.version = hub_.version();
   LogInfo("client key revoked by admin", {{"key", name}, {"version", out.version}});
   return out;
+}
+
+void ConfigPublisher::RecordUsage(const v1::LoadReport& report) {
+  if (report.usage_size() == 0) return;
+  std::vector<UsageRow> rows;
+  UsageLedger* ledger = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    if (!ledger_ || !file_) return;
+    ledger = ledger_.get();  // lives as long as the publisher; it locks itself
+    const int64_t now = UnixNow();
+    for (const v1::KeyUsage& u : report.usage()) {
+      UsageRow r{now,
+                 u.key(),
+                 u.model(),
+                 u.backend(),
+                 u.requests(),
+                 u.prompt_tokens(),
+                 u.completion_tokens(),
+                 0};
+      if (auto it = file_->prices.find(u.model()); it != file_->prices.end()) {
+        r.cost_usd = (static_cast<double>(u.prompt_tokens()) * it->second.prompt +
+                      static_cast<double>(u.completion_tokens()) * it->second.completion) /
+                     1e6;
+      }
+      rows.push_back(std::move(r));
+    }
+  }
+  if (!ledger->Add(rows)) {
+    LogError("usage ledger write failed; this report's usage is lost",
+             {{"rows", static_cast<uint64_t>(rows.size())}});
+  }
+}
+
+std::optional<std::vector<UsageRow>> ConfigPublisher::Usage(const std::optional<std::string>& key,
+                                                            int64_t since) const {
+  UsageLedger* ledger = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    ledger = ledger_.get();
+  }
+  if (ledger == nullptr) return std::nullopt;
+  return ledger->Query(key, since);
 }
 
 std::vector<ConfigPublisher::KeyInfo> ConfigPublisher::ListKeys() const {

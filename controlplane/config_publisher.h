@@ -18,6 +18,8 @@
 #include "controlplane/ctl_metrics.h"
 #include "controlplane/key_store.h"
 #include "controlplane/snapshot_hub.h"
+#include "controlplane/usage_ledger.h"
+#include "llmproxy/v1/discovery.pb.h"
 
 namespace llmproxy {
 
@@ -76,6 +78,12 @@ class ConfigPublisher {
   };
   std::vector<KeyInfo> ListKeys() const;
 
+  // A worker's load report: its usage sums go to the ledger (this hour, cost from prices:).
+  void RecordUsage(const v1::LoadReport& report);
+  // The ledger's rows since `since` (Unix seconds), of one key or all; nullopt: no ledger.
+  std::optional<std::vector<UsageRow>> Usage(const std::optional<std::string>& key,
+                                             int64_t since) const;
+
  private:
   // Publishes overrides_.Apply(*file_) plus the stored keys when it differs from what is in
   // force.
@@ -93,7 +101,8 @@ class ConfigPublisher {
   std::optional<Config> file_;
   std::optional<Config> effective_;
   BackendOverrides overrides_;
-  std::unique_ptr<KeyStore> keys_;  // null: control_plane.state_path ""
+  std::unique_ptr<KeyStore> keys_;       // null: control_plane.state_path ""
+  std::unique_ptr<UsageLedger> ledger_;  // with keys_, in the same database
   uint64_t reloads_ok_ = 0;
   uint64_t reloads_rejected_ = 0;
   std::vector<std::string> last_errors_;

@@ -123,7 +123,8 @@ int RunControlPlane(const CtlOptions& opts) {
   const Config initial = *publisher.view().file;
   const std::string listen = opts.listen.empty() ? initial.control_plane.listen : opts.listen;
 
-  DiscoveryService discovery(hub);
+  DiscoveryService discovery(
+      hub, [&publisher](const v1::LoadReport& report) { publisher.RecordUsage(report); });
   AdminService admin(hub, publisher);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

@@ -56,6 +56,7 @@ grpc::Status DiscoveryService::Sync(
         break;
       case v1::SyncRequest::kReport:
         hub_.Report(id, session, req.report());
+        if (on_report_) on_report_(req.report());  // usage is real whatever the session
         break;
       default:
         break;  // a repeated hello or an unknown kind: nothing to do

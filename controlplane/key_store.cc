@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/config/key_hash.h"
+#include "controlplane/state_db.h"
 
 namespace llmproxy {
 
@@ -73,18 +74,8 @@ std::vector<std::string> ModelsFrom(const std::string& json) {
 }  // namespace
 
 std::unique_ptr<KeyStore> KeyStore::Open(const std::string& path, std::string& error) {
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
-      SQLITE_OK) {
-    error = "cannot open the state database " + path + ": " +
-            (db != nullptr ? sqlite3_errmsg(db) : "out of memory");
-    sqlite3_close(db);
-    return nullptr;
-  }
-  sqlite3_busy_timeout(db, 2000);
-  const char* setup =
-      "PRAGMA journal_mode=WAL;"
-      "PRAGMA synchronous=NORMAL;"
+  sqlite3* db = OpenStateDatabase(
+      path,
       "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
       "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', 1);"
       "CREATE TABLE IF NOT EXISTS client_keys ("
@@ -92,15 +83,9 @@ std::unique_ptr<KeyStore> KeyStore::Open(const std::string& path, std::string& e
       "  sha256 TEXT NOT NULL UNIQUE,"
       "  models TEXT NOT NULL,"
       "  created_at INTEGER NOT NULL,"
-      "  revoked_at INTEGER);";
-  char* message = nullptr;
-  if (sqlite3_exec(db, setup, nullptr, nullptr, &message) != SQLITE_OK) {
-    error = "the state database " + path +
-            " is not usable: " + (message != nullptr ? message : sqlite3_errmsg(db));
-    sqlite3_free(message);
-    sqlite3_close(db);
-    return nullptr;
-  }
+      "  revoked_at INTEGER);",
+      error);
+  if (db == nullptr) return nullptr;
   {
     Statement v(db, "SELECT value FROM meta WHERE key = 'schema_version'");
     if (!v.ok() || v.Step() != SQLITE_ROW || v.Int(0) > kSchemaVersion) {

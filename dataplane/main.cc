@@ -23,6 +23,7 @@
 #include "dataplane/observe/access_log.h"
 #include "dataplane/observe/metrics.h"
 #include "dataplane/observe/metrics_server.h"
+#include "dataplane/observe/usage_aggregator.h"
 #include "dataplane/worker.h"
 
 namespace llmproxy {
@@ -198,8 +199,17 @@ MetricsState CurrentMetricsState(TableStore& store) {
   return state;
 }
 
-v1::LoadReport MakeLoadReport(TableStore& store, const Worker& worker) {
+v1::LoadReport MakeLoadReport(TableStore& store, const Worker& worker, UsageAggregator& usage) {
   v1::LoadReport report;
+  for (const KeyUsageDelta& d : usage.Take()) {
+    v1::KeyUsage* u = report.add_usage();
+    u->set_key(d.key);
+    u->set_model(d.model);
+    u->set_backend(d.backend);
+    u->set_requests(d.requests);
+    u->set_prompt_tokens(d.prompt_tokens);
+    u->set_completion_tokens(d.completion_tokens);
+  }
   report.set_in_flight(static_cast<uint64_t>(std::max<int64_t>(0, worker.in_flight())));
   for (const BackendStateSnapshot& s : store.states().Snapshot(std::chrono::steady_clock::now())) {
     v1::BackendHealth* h = report.add_backends();
@@ -230,6 +240,7 @@ int Run(int argc, char** argv) {
   TableStore store;
   Metrics metrics;
   AccessLog access_log;
+  UsageAggregator usage;  // sent to the control plane with each load report
   store.SetOnApplied([&metrics](const RoutingTable& table) {
     metrics.OnConfigApplied(table.config, table.version);
   });
@@ -260,8 +271,9 @@ int Run(int argc, char** argv) {
   std::optional<uint16_t> metrics_port = flags.metrics_port;
   if (!metrics_port && file_config) metrics_port = file_config->server.metrics_port;
 
-  worker = std::make_unique<Worker>(options, store,
-                                    std::vector<RequestObserver*>{&metrics, &access_log});
+  std::vector<RequestObserver*> observers{&metrics, &access_log};
+  if (flags.control_plane) observers.push_back(&usage);  // only a control plane takes it
+  worker = std::make_unique<Worker>(options, store, std::move(observers));
   if (std::string error = worker->Start(); !error.empty()) {
     LogError("cannot start the server", {{"error", error}});
     return 1;
@@ -286,7 +298,15 @@ int Run(int argc, char** argv) {
     cp.report_interval = flags.report_interval;
     Worker* w = worker.get();
     control_plane = std::make_unique<ControlPlaneClient>(
-        cp, store, [&store, w] { return MakeLoadReport(store, *w); });
+        cp, store, [&store, w, &usage] { return MakeLoadReport(store, *w, usage); },
+        [&usage](const v1::LoadReport& lost) {
+          std::vector<KeyUsageDelta> back;
+          for (const v1::KeyUsage& u : lost.usage()) {
+            back.push_back({u.key(), u.model(), u.backend(), u.requests(), u.prompt_tokens(),
+                            u.completion_tokens()});
+          }
+          usage.Restore(back);
+        });
     control_plane->Start();
   }
 

@@ -83,6 +83,13 @@ struct ClientKey {
   bool operator==(const ClientKey&) const = default;
 };
 
+// USD per million tokens of one model (prices:), for the usage ledger's cost.
+struct ModelPrice {
+  double prompt = 0;
+  double completion = 0;
+  bool operator==(const ModelPrice&) const = default;
+};
+
 struct ModelAlias {
   std::string name;
   std::vector<std::string> models;  // tried in order
@@ -148,6 +155,8 @@ struct Config {
   Millis max_retry_wait = std::chrono::seconds(10);
   BalanceMode mode = BalanceMode::kRandom;
   std::vector<ClientKey> auth_keys;  // empty: open
+  // By model name as resolved (what the backend was asked for); the control plane's only.
+  std::map<std::string, ModelPrice> prices;
   std::vector<ModelAlias> model_aliases;
   HealthConfig health;
   UnknownModelPolicy unknown_model = UnknownModelPolicy::kFallback;

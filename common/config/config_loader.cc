@@ -41,7 +41,9 @@ const Keys kTopKeys = {"server",
                        "retry_backoff",
                        "max_retry_wait",
                        "first_token_timeout",
-                       "hedge_budget"};
+                       "hedge_budget",
+                       "prices"};
+const Keys kPriceKeys = {"prompt", "completion", "cached_prompt"};
 const Keys kServerKeys = {
     "port", "host", "metrics_port", "max_body_bytes", "max_buffered_bytes", "max_response_bytes"};
 const Keys kControlPlaneKeys = {"listen", "metrics_port", "admin_token", "state_path"};
@@ -475,6 +477,7 @@ class YamlLoader {
                            {"leastbusy", BalanceMode::kLeastBusy}},
                           "random, round-robin or least-busy", config_.mode);
     ReadAuth(Child(root, "auth"));
+    ReadPrices(Child(root, "prices"));
     ReadAliases(Child(root, "model_aliases"));
     ReadHealth(Child(root, "health"));
     ReadEnum<UnknownModelPolicy>(
@@ -534,6 +537,53 @@ class YamlLoader {
     ForEachItem(keys, "auth.keys", [&](const YAML::Node& item, const std::string& path) {
       ReadClientKey(item, path, config_.auth_keys.size() + 1);
     });
+  }
+
+  // prices: {model: {prompt: USD per 1M tokens, completion: ...}}.
+  void ReadPrices(const YAML::Node& node) {
+    if (Unset(node)) return;
+    Remember("prices", node);
+    if (!node.IsMap()) {
+      FieldError(node, "prices", "must be a mapping of model: {prompt: X, completion: Y}");
+      return;
+    }
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      const YAML::Node key = it->first;  // copies: it-> yields a temporary
+      const YAML::Node value = it->second;
+      if (!key.IsScalar()) {
+        Error(ToPos(key.Mark()), "prices: model names must be plain strings");
+        continue;
+      }
+      const std::string model = Unmask(key.Scalar());
+      const std::string path = "prices." + model;
+      if (!CheckMap(value, path, kPriceKeys)) {
+        if (Unset(value)) FieldError(key, path, "needs prompt and completion (USD per 1M tokens)");
+        continue;
+      }
+      ModelPrice price;
+      ReadPrice(Child(value, "prompt"), path + ".prompt", price.prompt);
+      ReadPrice(Child(value, "completion"), path + ".completion", price.completion);
+      if (!Unset(Child(value, "cached_prompt"))) {
+        FieldError(Child(value, "cached_prompt"), path + ".cached_prompt",
+                   "cached prompt tokens are not counted apart by this version yet; remove it "
+                   "(they are priced as prompt tokens)");
+      }
+      if (!config_.prices.emplace(model, price).second) {
+        Error(ToPos(key.Mark()), "prices: duplicate model " + Quote(model));
+      }
+    }
+  }
+
+  void ReadPrice(const YAML::Node& node, const std::string& path, double& out) {
+    auto text = Text(node, path, "a number");
+    if (!text) return;
+    double value = -1;
+    const auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
+    if (ec != std::errc() || ptr != text->data() + text->size() || !(value >= 0) || value > 1e6) {
+      FieldError(node, path, "must be USD per million tokens, 0 or more, got " + Quote(*text));
+      return;
+    }
+    out = value;
   }
 
   // An auth.keys entry: a plain string (the original program's form; named key-<n>) or

@@ -45,6 +45,7 @@ class Checker {
     CheckBackends();
     CheckAliases();
     CheckKeys();
+    CheckPrices();
     return std::move(issues_);
   }
 
@@ -209,6 +210,19 @@ class Checker {
                 "key '" + key.name + "' allows model '" + key.models[m] +
                     "' that no backend serves and no alias names");
         }
+      }
+    }
+  }
+
+  void CheckPrices() {
+    std::set<std::string> served;
+    for (const BackendConfig& b : config_.backends) {
+      served.insert(b.models.begin(), b.models.end());
+      if (!b.default_model.empty()) served.insert(b.default_model);
+    }
+    for (const auto& [model, price] : config_.prices) {
+      if (!served.contains(model)) {
+        Warn("prices." + model, "no backend serves model '" + model + "' (its price is unused)");
       }
     }
   }

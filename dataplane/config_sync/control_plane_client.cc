@@ -33,10 +33,12 @@ std::optional<uint64_t> TestRejectVersion() {
 }  // namespace
 
 ControlPlaneClient::ControlPlaneClient(ControlPlaneClientOptions opts, TableStore& store,
-                                       std::function<v1::LoadReport()> report)
+                                       std::function<v1::LoadReport()> report,
+                                       std::function<void(const v1::LoadReport&)> lost)
     : opts_(std::move(opts)),
       store_(store),
       report_(std::move(report)),
+      lost_(std::move(lost)),
       reject_version_(TestRejectVersion()) {}
 
 ControlPlaneClient::~ControlPlaneClient() { Stop(); }
@@ -131,6 +133,7 @@ bool ControlPlaneClient::RunSession() {
         v1::SyncRequest req;
         if (report_) *req.mutable_report() = report_();
         bool ok = write(req);
+        if (!ok && lost_ && req.has_report()) lost_(req.report());
         lock.lock();
         if (!ok) break;
       }

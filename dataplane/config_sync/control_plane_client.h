@@ -45,9 +45,11 @@ struct ControlPlaneClientOptions {
 class ControlPlaneClient {
  public:
   // `report` is called on the client's thread every report_interval; it must be
-  // thread-safe.
+  // thread-safe. `lost`, when set, gets back a report whose write failed (the stream
+  // broke), so what it carried (usage sums) can go out in the next one.
   ControlPlaneClient(ControlPlaneClientOptions opts, TableStore& store,
-                     std::function<v1::LoadReport()> report);
+                     std::function<v1::LoadReport()> report,
+                     std::function<void(const v1::LoadReport&)> lost = {});
   ~ControlPlaneClient();  // stops
 
   ControlPlaneClient(const ControlPlaneClient&) = delete;
@@ -71,6 +73,7 @@ class ControlPlaneClient {
   ControlPlaneClientOptions opts_;
   TableStore& store_;
   std::function<v1::LoadReport()> report_;
+  std::function<void(const v1::LoadReport&)> lost_;
   std::optional<uint64_t> reject_version_;  // LLMPROXY_TEST_REJECT_VERSION (tests only)
   // The snapshot last applied (client thread only), announced in the next Hello so a
   // control plane that already sent it does not resend it.

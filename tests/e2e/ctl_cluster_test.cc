@@ -426,6 +426,58 @@ TEST_F(CtlCluster, StoredKeysReachEveryWorkerWithinOneSecondAndSurviveARestart) 
   EXPECT_NE(code, 0);  // a file key is removed in the file
 }
 
+TEST_F(CtlCluster, UsageOfEveryWorkerReachesTheLedgerAndSurvivesARestart) {
+  WriteConfig({"m1"},
+              "auth:\n  keys:\n    - {name: team-a, key: secret-a}\n"
+              "    - {name: team-b, key: secret-b}\n"
+              "prices:\n  m1: {prompt: 2, completion: 10}\n");
+  StartCtl(2);
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, 1); }, 20s));
+  Workers();
+  // Fresh connections: the kernel spreads them over both workers.
+  for (int i = 0; i < 12; ++i) {
+    ASSERT_EQ(HttpRequest(port_, "POST", "/v1/chat/completions", kChat,
+                          {{"Authorization", i % 3 == 0 ? "Bearer secret-b" : "Bearer secret-a"}})
+                  .status,
+              200);
+  }
+  // The ledger sums what the workers report every few seconds.
+  auto totals = [&](const std::string& key) {
+    nlohmann::json t = nlohmann::json::parse(Admin({"--json", "usage", "--key", key}));
+    nlohmann::json sum = {
+        {"requests", 0}, {"prompt_tokens", 0}, {"completion_tokens", 0}, {"cost_usd", 0.0}};
+    for (const auto& row : t["totals"]) {
+      for (const char* f : {"requests", "prompt_tokens", "completion_tokens"}) {
+        sum[f] = sum[f].get<uint64_t>() + row[f].get<uint64_t>();
+      }
+      sum["cost_usd"] = sum["cost_usd"].get<double>() + row["cost_usd"].get<double>();
+    }
+    return sum;
+  };
+  ASSERT_TRUE(WaitUntil([&] { return totals("team-a")["requests"] == 8; }, 15s))
+      << totals("team-a").dump();
+  ASSERT_TRUE(WaitUntil([&] { return totals("team-b")["requests"] == 4; }, 15s))
+      << totals("team-b").dump();
+  // Tokens and cost as the mock's usage says: the mocks answer 5 completion tokens each.
+  const nlohmann::json a = totals("team-a");
+  const uint64_t prompt = a["prompt_tokens"];
+  const uint64_t completion = a["completion_tokens"];
+  EXPECT_EQ(completion, 8u * 5);
+  EXPECT_GT(prompt, 0u);
+  EXPECT_NEAR(a["cost_usd"].get<double>(), (prompt * 2.0 + completion * 10.0) / 1e6, 1e-12);
+  const std::string text = Admin({"usage"});
+  EXPECT_NE(text.find("team-a"), std::string::npos) << text;
+  EXPECT_NE(text.find("team-b"), std::string::npos) << text;
+
+  // A restarted control plane reads the same ledger.
+  ctl_->Signal(SIGKILL);
+  ctl_->Wait(5s);
+  StartCtl(0);
+  ASSERT_TRUE(WaitUntil([&] { return Version() > 0; }, 10s));
+  EXPECT_EQ(totals("team-a")["requests"], 8);
+  EXPECT_EQ(totals("team-b")["requests"], 4);
+}
+
 TEST_F(CtlCluster, SigtermDrainsAnInFlightStreamToItsEnd) {
   StartCtl(1);
   ASSERT_TRUE(WaitUntil([&] { return AllAcked(1, 1); }, 20s));

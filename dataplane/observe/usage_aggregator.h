@@ -1,0 +1,41 @@
+// Usage by client key, model and backend, summed between two load reports: what the
+// control plane's usage ledger records (controlplane/usage_ledger.h). Only requests that
+// carried a configured key count. Take() hands over and clears the sums; Restore() puts
+// back what could not be sent, so a broken stream loses nothing. Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "dataplane/observe/request_record.h"
+
+namespace llmproxy {
+
+struct KeyUsageDelta {
+  std::string key, model, backend;
+  uint64_t requests = 0, prompt_tokens = 0, completion_tokens = 0;
+  bool operator==(const KeyUsageDelta&) const = default;
+};
+
+class UsageAggregator : public RequestObserver {
+ public:
+  void OnRequestDone(const RequestRecord& r) override;
+
+  std::vector<KeyUsageDelta> Take();
+  void Restore(const std::vector<KeyUsageDelta>& deltas);
+
+  // Distinct (key, model, backend) sums kept at most; beyond it new ones fold into the
+  // key's "(other)" model, so memory stays bounded whatever the traffic.
+  static constexpr size_t kMaxEntries = 4096;
+
+ private:
+  void AddLocked(const KeyUsageDelta& d);
+  std::mutex mu_;
+  std::map<std::tuple<std::string, std::string, std::string>, KeyUsageDelta> sums_;
+};
+
+}  // namespace llmproxy
