@@ -13,6 +13,7 @@
 #include <optional>
 #include <sstream>
 
+#include "common/config/config_loader.h"  // ParseDuration
 #include "llmproxy/v1/admin.grpc.pb.h"
 
 namespace llmproxy {
@@ -342,40 +343,20 @@ int KeysCmd(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::o
   return 0;
 }
 
-// "36h", "7d", "90m" -> seconds; nullopt when not one of those.
-std::optional<int64_t> SinceSeconds(const std::string& text) {
-  if (text.size() < 2) return std::nullopt;
-  const char unit = text.back();
-  const std::string digits = text.substr(0, text.size() - 1);
-  if (digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 6) {
-    return std::nullopt;
-  }
-  const int64_t n = std::stoll(digits);
-  switch (unit) {
-    case 'm':
-      return n * 60;
-    case 'h':
-      return n * 3600;
-    case 'd':
-      return n * 86400;
-    default:
-      return std::nullopt;
-  }
-}
-
 int UsageCmd(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::ostream& err) {
   v1::UsageRequest req;
   req.set_key(a.key);
-  const std::optional<int64_t> back = SinceSeconds(a.since.empty() ? "30d" : a.since);
+  // A duration as the config spells them (ParseDuration: 90m, 36h, 168h); 30 days by default.
+  const std::optional<Millis> back = ParseDuration(a.since.empty() ? "720h" : a.since);
   if (!back) {
-    err << "--since takes a number of minutes, hours or days (90m, 36h, 7d), got \"" << a.since
-        << "\"\n";
+    err << "--since takes a duration (90m, 36h, 168h), got \"" << a.since << "\"\n";
     return 2;
   }
   const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
                           std::chrono::system_clock::now().time_since_epoch())
                           .count();
-  req.mutable_since()->set_seconds(now - *back);
+  req.mutable_since()->set_seconds(now -
+                                   std::chrono::duration_cast<std::chrono::seconds>(*back).count());
   grpc::ClientContext ctx;
   SetUp(ctx, a);
   v1::UsageResponse resp;
@@ -448,9 +429,9 @@ void PrintAdminUsage(std::ostream& out) {
          "                  a new stored client key; prints the key once (stdout)\n"
          "  keys rotate NAME  a new secret for a stored key (printed once); the old one stops\n"
          "  keys revoke NAME  stop accepting a stored key (within a second on every worker)\n"
-         "  usage [--key K] [--since 7d]\n"
+         "  usage [--key K] [--since 168h]\n"
          "                  requests, tokens and cost per key and model from the ledger\n"
-         "                  (--since: 90m, 36h, 7d; default 30d; --json adds hours, backends)\n"
+         "                  (--since: a duration, default 720h; --json adds hours, backends)\n"
          "\n"
          "  --addr      control plane address (default $LLMPROXY_ADMIN_ADDR or "
          "127.0.0.1:50051)\n"

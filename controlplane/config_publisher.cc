@@ -1,13 +1,13 @@
 #include "controlplane/config_publisher.h"
 
 #include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <set>
 #include <utility>
 
 #include "common/config/config_proto.h"
+#include "common/config/config_validator.h"
 #include "common/config/key_hash.h"
 #include "common/log/logging.h"
 
@@ -24,19 +24,19 @@ int64_t UnixNow() {
       .count();
 }
 
-// The names a key's `models` may hold: served models and aliases.
-std::set<std::string> ModelNames(const Config& c) {
-  std::set<std::string> names;
-  for (const BackendConfig& b : c.backends) names.insert(b.models.begin(), b.models.end());
-  for (const ModelAlias& a : c.model_aliases) names.insert(a.name);
-  return names;
+ConfigPublisher::KeyOutcome KeyFailure(ConfigPublisher::KeyOutcome::Code code, std::string error) {
+  ConfigPublisher::KeyOutcome out;
+  out.code = code;
+  out.error = std::move(error);
+  return out;
 }
+
 }  // namespace
 
 Config ConfigPublisher::EffectiveLocked() const {
   Config next = overrides_.Apply(*file_);
   if (!keys_) return next;
-  const std::set<std::string> models = ModelNames(next);
+  const auto models = RequestableModelNames(next);
   std::set<std::string> names, digests;
   for (const ClientKey& k : next.auth_keys) {
     names.insert(k.name);
@@ -201,47 +201,43 @@ ConfigPublisher::StateOutcome ConfigPublisher::SetBackendState(const std::string
 }
 
 ConfigPublisher::KeyOutcome ConfigPublisher::StoreReadyLocked() const {
-  KeyOutcome out;
-  if (!file_ || !keys_) {
-    out.code = KeyOutcome::Code::kUnavailable;
-    out.error = "no state database (control_plane.state_path is empty or not writable)";
+  if (file_ && keys_) return {};
+  return KeyFailure(KeyOutcome::Code::kUnavailable,
+                    "no state database (control_plane.state_path is empty or not writable)");
+}
+
+ConfigPublisher::KeyOutcome ConfigPublisher::NewSecretLocked(const std::string& name,
+                                                             std::string& digest) const {
+  KeyOutcome out = StoreReadyLocked();
+  if (out.code != KeyOutcome::Code::kOk) return out;
+  out.key = NewClientKeySecret();
+  if (out.key.empty()) {
+    return KeyFailure(KeyOutcome::Code::kUnavailable,
+                      "no random bytes for a new key '" + name + "'");
   }
+  digest = Sha256Hex(out.key);
   return out;
 }
 
 ConfigPublisher::KeyOutcome ConfigPublisher::CreateKey(const std::string& name,
                                                        const std::vector<std::string>& models) {
   std::lock_guard lock(mu_);
-  KeyOutcome out = StoreReadyLocked();
+  std::string digest;
+  KeyOutcome out = NewSecretLocked(name, digest);
   if (out.code != KeyOutcome::Code::kOk) return out;
-  if (!IsClientKeyName(name)) {
-    out.code = KeyOutcome::Code::kInvalid;
-    out.error = "a key name is 1 to 64 of A-Z a-z 0-9 . _ -";
-    return out;
+  // The table it would join, through the validator every table passes: a bad name, one the
+  // file or another key has, a model nobody serves, are its messages.
+  Config next = EffectiveLocked();
+  next.auth_keys.push_back(ClientKey{name, digest, models});
+  if (std::vector<std::string> problems = ValidateConfig(next); !problems.empty()) {
+    std::string error;
+    for (const std::string& p : problems) error += (error.empty() ? "" : "; ") + p;
+    return KeyFailure(KeyOutcome::Code::kInvalid, std::move(error));
   }
-  for (const ClientKey& k : file_->auth_keys) {
-    if (k.name == name) {
-      out.code = KeyOutcome::Code::kExists;
-      out.error = "the config file has a key named '" + name + "'";
-      return out;
-    }
-  }
-  const std::set<std::string> known = ModelNames(*file_);
-  for (const std::string& m : models) {
-    if (!known.contains(m)) {
-      out.code = KeyOutcome::Code::kInvalid;
-      out.error = "no backend serves model '" + m + "' and no alias names it";
-      return out;
-    }
-  }
-  KeyStore::Created created = keys_->Create(name, models, UnixNow());
-  if (created.key.empty()) {
-    out.code = KeyOutcome::Code::kExists;
-    out.error = created.error;
-    return out;
+  if (std::string error = keys_->Create(name, digest, models, UnixNow()); !error.empty()) {
+    return KeyFailure(KeyOutcome::Code::kExists, std::move(error));
   }
   PublishLocked();
-  out.key = std::move(created.key);
   out.version = hub_.version();
   LogInfo(
       "client key created by admin",
@@ -251,16 +247,13 @@ ConfigPublisher::KeyOutcome ConfigPublisher::CreateKey(const std::string& name,
 
 ConfigPublisher::KeyOutcome ConfigPublisher::RotateKey(const std::string& name) {
   std::lock_guard lock(mu_);
-  KeyOutcome out = StoreReadyLocked();
+  std::string digest;
+  KeyOutcome out = NewSecretLocked(name, digest);
   if (out.code != KeyOutcome::Code::kOk) return out;
-  KeyStore::Created rotated = keys_->Rotate(name, UnixNow());
-  if (rotated.key.empty()) {
-    out.code = KeyOutcome::Code::kNotFound;
-    out.error = rotated.error;
-    return out;
+  if (std::string error = keys_->Rotate(name, digest, UnixNow()); !error.empty()) {
+    return KeyFailure(KeyOutcome::Code::kNotFound, std::move(error));
   }
   PublishLocked();
-  out.key = std::move(rotated.key);
   out.version = hub_.version();
   LogInfo("client key rotated by admin", {{"key", name}, {"version", out.version}});
   return out;
@@ -287,13 +280,30 @@ ConfigPublisher::KeyOutcome ConfigPublisher::RevokeKey(const std::string& name) 
 void ConfigPublisher::RecordUsage(const v1::LoadReport& report) {
   if (report.usage_size() == 0) return;
   std::vector<UsageRow> rows;
+  uint64_t refused = 0;
   UsageLedger* ledger = nullptr;
   {
     std::lock_guard lock(mu_);
-    if (!ledger_ || !file_) return;
+    if (!ledger_ || !file_ || !effective_) return;
     ledger = ledger_.get();  // lives as long as the publisher; it locks itself
+    // Rows name what the configuration names (a key revoked since still counts): anything
+    // else is a confused or hostile reporter, kept out of the ledger and its labels.
+    std::set<std::string, std::less<>> models = RequestableModelNames(*effective_), keys, backends;
+    for (const ClientKey& k : effective_->auth_keys) keys.insert(k.name);
+    for (const StoredKey& k : keys_->List()) keys.insert(k.key.name);
+    for (const BackendConfig& b : effective_->backends) {
+      backends.insert(b.name);
+      if (!b.default_model.empty()) models.insert(b.default_model);
+    }
+    models.insert({"(unknown)", "(other)"});
+    backends.insert({"(none)", "(other)"});
     const int64_t now = UnixNow();
     for (const v1::KeyUsage& u : report.usage()) {
+      if (!keys.contains(u.key()) || !models.contains(u.model()) ||
+          !backends.contains(u.backend())) {
+        ++refused;
+        continue;
+      }
       UsageRow r{now,
                  u.key(),
                  u.model(),
@@ -309,6 +319,10 @@ void ConfigPublisher::RecordUsage(const v1::LoadReport& report) {
       }
       rows.push_back(std::move(r));
     }
+  }
+  if (refused > 0) {
+    LogWarn("usage rows naming no configured key, model or backend were not recorded",
+            {{"rows", refused}});
   }
   if (!ledger->Add(rows)) {
     LogError("usage ledger write failed; this report's usage is lost",

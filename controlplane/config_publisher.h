@@ -60,7 +60,8 @@ class ConfigPublisher {
 
   // Stored client keys (key_store.h), merged into every published table beside the file's
   // keys. The store opens at the first good load (control_plane.state_path, relative to
-  // the config file's directory); a store that cannot open fails that load.
+  // the config file's directory); a damaged one fails that load, a missing one that cannot
+  // be created leaves the store off (OpenStoreLocked).
   struct KeyOutcome {
     enum class Code { kOk, kNotFound, kInvalid, kExists, kUnavailable } code = Code::kOk;
     std::string key;  // Create: the secret, shown once
@@ -89,7 +90,9 @@ class ConfigPublisher {
   // force.
   bool PublishLocked();
   Config EffectiveLocked() const;
-  KeyOutcome StoreReadyLocked() const;                // kUnavailable without a store
+  KeyOutcome StoreReadyLocked() const;  // kUnavailable without a store
+  // StoreReadyLocked, then a new secret in `key` and its SHA-256 in `digest`.
+  KeyOutcome NewSecretLocked(const std::string& name, std::string& digest) const;
   std::string OpenStoreLocked(const Config& config);  // "" or why it cannot
 
   std::string path_;

@@ -1,11 +1,9 @@
 #include "controlplane/key_store.h"
 
-#include <openssl/rand.h>
 #include <sqlite3.h>
 
 #include <nlohmann/json.hpp>
 
-#include "common/config/key_hash.h"
 #include "controlplane/state_db.h"
 
 namespace llmproxy {
@@ -13,53 +11,6 @@ namespace llmproxy {
 namespace {
 
 constexpr int kSchemaVersion = 1;
-
-// One prepared statement, finalized on every path.
-class Statement {
- public:
-  Statement(sqlite3* db, const char* sql) { sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr); }
-  ~Statement() { sqlite3_finalize(stmt_); }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-  bool ok() const { return stmt_ != nullptr; }
-  void Bind(int i, const std::string& s) {
-    sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
-  }
-  void Bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
-  int Step() { return sqlite3_step(stmt_); }
-  std::string Text(int col) const {
-    const unsigned char* t = sqlite3_column_text(stmt_, col);
-    return t == nullptr ? std::string()
-                        : std::string(reinterpret_cast<const char*>(t),
-                                      static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
-  }
-  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
-  bool Null(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
-
- private:
-  sqlite3_stmt* stmt_ = nullptr;
-};
-
-std::string NewSecret() {
-  unsigned char bytes[32];
-  if (RAND_bytes(bytes, sizeof(bytes)) != 1) return {};
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out = "sk-llmp-";
-  // base64url without padding: 32 bytes -> 43 characters.
-  uint32_t acc = 0;
-  int bits = 0;
-  for (unsigned char b : bytes) {
-    acc = (acc << 8) | b;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out += kAlphabet[(acc >> bits) & 0x3f];
-    }
-  }
-  if (bits > 0) out += kAlphabet[(acc << (6 - bits)) & 0x3f];
-  return out;
-}
 
 std::vector<std::string> ModelsFrom(const std::string& json) {
   nlohmann::json j = nlohmann::json::parse(json, nullptr, false);
@@ -99,48 +50,34 @@ std::unique_ptr<KeyStore> KeyStore::Open(const std::string& path, std::string& e
 
 KeyStore::~KeyStore() { sqlite3_close(db_); }
 
-KeyStore::Created KeyStore::Create(const std::string& name, const std::vector<std::string>& models,
-                                   int64_t now) {
-  Created out;
-  const std::string secret = NewSecret();
-  if (secret.empty()) return {.key = {}, .error = "no random bytes for a new key"};
+std::string KeyStore::Create(const std::string& name, const std::string& sha256,
+                             const std::vector<std::string>& models, int64_t now) {
   std::lock_guard lock(mu_);
   Statement s(db_,
               "INSERT INTO client_keys (name, sha256, models, created_at) VALUES (?, ?, ?, ?)");
   s.Bind(1, name);
-  s.Bind(2, Sha256Hex(secret));
+  s.Bind(2, sha256);
   s.Bind(3, nlohmann::json(models).dump());
   s.Bind(4, now);
   const int rc = s.Step();
   if (rc == SQLITE_CONSTRAINT) {
-    out.error = "a stored key named '" + name + "' exists (revoked keys keep their name)";
-  } else if (rc != SQLITE_DONE) {
-    out.error = std::string("cannot store the key: ") + sqlite3_errmsg(db_);
-  } else {
-    out.key = secret;
+    return "a stored key named '" + name + "' exists (revoked keys keep their name)";
   }
-  return out;
+  if (rc != SQLITE_DONE) return std::string("cannot store the key: ") + sqlite3_errmsg(db_);
+  return {};
 }
 
-KeyStore::Created KeyStore::Rotate(const std::string& name, int64_t now) {
-  Created out;
-  const std::string secret = NewSecret();
-  if (secret.empty()) return {.key = {}, .error = "no random bytes for a new key"};
+std::string KeyStore::Rotate(const std::string& name, const std::string& sha256, int64_t now) {
   std::lock_guard lock(mu_);
   Statement s(db_,
               "UPDATE client_keys SET sha256 = ?, created_at = ? WHERE name = ? AND revoked_at IS "
               "NULL");
-  s.Bind(1, Sha256Hex(secret));
+  s.Bind(1, sha256);
   s.Bind(2, now);
   s.Bind(3, name);
-  if (s.Step() != SQLITE_DONE) {
-    out.error = std::string("cannot store the key: ") + sqlite3_errmsg(db_);
-  } else if (sqlite3_changes(db_) != 1) {
-    out.error = "no active stored key named '" + name + "'";
-  } else {
-    out.key = secret;
-  }
-  return out;
+  if (s.Step() != SQLITE_DONE) return std::string("cannot store the key: ") + sqlite3_errmsg(db_);
+  if (sqlite3_changes(db_) != 1) return "no active stored key named '" + name + "'";
+  return {};
 }
 
 bool KeyStore::Revoke(const std::string& name, int64_t now) {

@@ -1,7 +1,7 @@
 // Client keys created at runtime (`llmproxy-ctl admin keys create`), kept in the control
 // plane's SQLite state database (control_plane.state_path, WAL mode) so a restart forgets
 // none: name, SHA-256 of the key, allowed models, when created and when revoked. The key
-// itself is returned once, by Create, and stored nowhere. Thread-safe (one connection
+// itself (NewClientKeySecret, key_hash.h) never reaches the store. Thread-safe (one connection
 // behind a mutex; the calls are rare and small).
 #pragma once
 
@@ -33,17 +33,13 @@ class KeyStore {
   KeyStore(const KeyStore&) = delete;
   KeyStore& operator=(const KeyStore&) = delete;
 
-  struct Created {
-    std::string key;    // the secret, shown once; empty on error
-    std::string error;  // e.g. a name already in use
-  };
-  // A new random key (sk-llmp- and 43 base64url characters, 256 bits) named `name`.
-  // `name` must be free among stored keys, revoked ones included (names stay unique in the
-  // ledger); the caller checks it against the file's keys.
-  Created Create(const std::string& name, const std::vector<std::string>& models, int64_t now);
-  // A new secret for the active key `name` (models kept); the old one stops at once.
-  // Empty key with `error` when there is no such active key.
-  Created Rotate(const std::string& name, int64_t now);
+  // Stores key `name` by its digest; "" or why not. `name` must be free among stored keys,
+  // revoked ones included (names stay unique in the ledger); the caller validates the rest.
+  std::string Create(const std::string& name, const std::string& sha256,
+                     const std::vector<std::string>& models, int64_t now);
+  // A new digest for the active key `name` (models kept): the old key stops at once.
+  // "" or why not (no such active key).
+  std::string Rotate(const std::string& name, const std::string& sha256, int64_t now);
   // false: no such active key.
   bool Revoke(const std::string& name, int64_t now);
   std::vector<StoredKey> List() const;    // every stored key, revoked ones included, by name

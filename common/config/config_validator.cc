@@ -187,9 +187,7 @@ class Checker {
 
   // auth.keys: distinct names and keys, digests well formed, models that exist.
   void CheckKeys() {
-    std::set<std::string> served;
-    for (const BackendConfig& b : config_.backends) served.insert(b.models.begin(), b.models.end());
-    for (const ModelAlias& alias : config_.model_aliases) served.insert(alias.name);
+    const std::set<std::string, std::less<>> served = RequestableModelNames(config_);
     std::set<std::string> names, digests;
     for (std::size_t i = 0; i < config_.auth_keys.size(); ++i) {
       const ClientKey& key = config_.auth_keys[i];
@@ -232,6 +230,13 @@ class Checker {
 };
 
 }  // namespace
+
+std::set<std::string, std::less<>> RequestableModelNames(const Config& config) {
+  std::set<std::string, std::less<>> names;
+  for (const BackendConfig& b : config.backends) names.insert(b.models.begin(), b.models.end());
+  for (const ModelAlias& a : config.model_aliases) names.insert(a.name);
+  return names;
+}
 
 void NormalizeConfig(Config& config) {
   for (BackendConfig& b : config.backends) {

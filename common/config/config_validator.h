@@ -3,6 +3,7 @@
 // Messages never contain a key, url or header value: only names and field paths.
 #pragma once
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,10 @@ struct ConfigIssue {
 // Fills derived defaults the original program applied: default_model = models[0];
 // a backend with only default_model serves exactly that model.
 void NormalizeConfig(Config& config);
+
+// The names a client may ask for: every model a backend lists, and every alias. What a
+// key's `models` may hold (auth.keys, stored keys).
+std::set<std::string, std::less<>> RequestableModelNames(const Config& config);
 
 // Every semantic problem (errors and warnings) in path order of the config.
 std::vector<ConfigIssue> CheckConfig(const Config& config);

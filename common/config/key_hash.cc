@@ -1,24 +1,31 @@
 #include "common/config/key_hash.h"
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include <cctype>
 
 namespace llmproxy {
 
-std::string Sha256Hex(std::string_view key) {
+std::array<char, 64> Sha256HexDigits(std::string_view key) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int size = 0;
-  // EVP_Digest with SHA-256 cannot fail on a valid pointer and length; a zero size would
-  // mean a broken libcrypto, and then no key matches (the digest is empty).
-  if (EVP_Digest(key.data(), key.size(), digest, &size, EVP_sha256(), nullptr) != 1) return {};
+  std::array<char, 64> out;
+  out.fill('-');  // not a hex digit: a failed digest (a broken libcrypto) matches no key
+  if (EVP_Digest(key.data(), key.size(), digest, &size, EVP_sha256(), nullptr) != 1 || size != 32) {
+    return out;
+  }
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(size * 2, '0');
   for (unsigned int i = 0; i < size; ++i) {
     out[2 * i] = kHex[digest[i] >> 4];
     out[2 * i + 1] = kHex[digest[i] & 0xf];
   }
   return out;
+}
+
+std::string Sha256Hex(std::string_view key) {
+  const std::array<char, 64> digits = Sha256HexDigits(key);
+  return std::string(digits.data(), digits.size());
 }
 
 std::string NormalizeSha256Hex(std::string_view text) {
@@ -28,6 +35,27 @@ std::string NormalizeSha256Hex(std::string_view text) {
     if (!std::isxdigit(static_cast<unsigned char>(c))) return {};
     c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   }
+  return out;
+}
+
+std::string NewClientKeySecret() {
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) return {};
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out = "sk-llmp-";
+  // base64url without padding: 32 bytes -> 43 characters.
+  uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char b : bytes) {
+    acc = (acc << 8) | b;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out += kAlphabet[(acc >> bits) & 0x3f];
+    }
+  }
+  if (bits > 0) out += kAlphabet[(acc << (6 - bits)) & 0x3f];
   return out;
 }
 

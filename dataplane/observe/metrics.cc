@@ -111,8 +111,11 @@ struct ThreadCache {
   uint64_t table_version = 0;
   size_t names = 0;
   std::unordered_map<std::string, BackendChildren, StringHash, std::equal_to<>> backends;
-  // "<key name>\x1f<model>" -> prompt and completion counters of llmproxy_key_tokens_total.
-  std::unordered_map<std::string, std::array<prometheus::Counter*, 2>, StringHash, std::equal_to<>>
+  // key name -> model -> prompt and completion counters of llmproxy_key_tokens_total.
+  std::unordered_map<std::string,
+                     std::unordered_map<std::string, std::array<prometheus::Counter*, 2>,
+                                        StringHash, std::equal_to<>>,
+                     StringHash, std::equal_to<>>
       keys;
 };
 
@@ -278,18 +281,17 @@ struct Metrics::Impl {
 
   std::array<prometheus::Counter*, 2>& KeyTokens(ThreadCache& c, std::string_view key,
                                                  std::string_view model) {
-    std::string id(key);
-    id += '\x1f';
-    id += model;
-    auto it = c.keys.find(id);
-    if (it != c.keys.end()) return it->second;
+    auto k = c.keys.find(key);
+    if (k == c.keys.end()) k = c.keys.emplace(std::string(key), decltype(k->second){}).first;
+    auto it = k->second.find(model);
+    if (it != k->second.end()) return it->second;
     ++c.names;
     const std::string model_label = Sanitize(model, false);
     std::array<prometheus::Counter*, 2> counters{
         &key_tokens.Add({{"key", std::string(key)}, {"model", model_label}, {"type", "prompt"}}),
         &key_tokens.Add(
             {{"key", std::string(key)}, {"model", model_label}, {"type", "completion"}})};
-    return c.keys.emplace(std::move(id), counters).first->second;
+    return k->second.emplace(std::string(model), counters).first->second;
   }
 
   prometheus::Counter& RequestCounter(RouteChildren& route, std::string_view backend,

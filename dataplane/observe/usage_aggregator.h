@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -33,9 +34,15 @@ class UsageAggregator : public RequestObserver {
   static constexpr size_t kMaxEntries = 4096;
 
  private:
-  void AddLocked(const KeyUsageDelta& d);
+  struct Sums {
+    uint64_t requests = 0, prompt_tokens = 0, completion_tokens = 0;
+  };
+  using Id = std::tuple<std::string, std::string, std::string>;  // key, model, backend
+  // Looked up by views: a request that adds to an existing sum allocates nothing.
+  void AddLocked(std::string_view key, std::string_view model, std::string_view backend,
+                 const Sums& add);
   std::mutex mu_;
-  std::map<std::tuple<std::string, std::string, std::string>, KeyUsageDelta> sums_;
+  std::map<Id, Sums, std::less<>> sums_;
 };
 
 }  // namespace llmproxy

@@ -674,7 +674,6 @@ bool ProxyRequest::ParseBody() {
   return true;
 }
 
-// Phase 4: the model plan (auto, alias, served, unknown).
 // A key with `models` asks by name for one of them: a served model (or alias) it lists.
 // "auto", no model and unknown names (which fall back to backends' default models) would
 // reach models it does not list, and so would the last step cross_model_fallback adds: the
@@ -687,6 +686,7 @@ bool ProxyRequest::KeyMayUse(const ClientKey* key, ModelPlan& plan) const {
   return !plan.steps.empty();
 }
 
+// Phase 4: the model plan (auto, alias, served, unknown).
 bool ProxyRequest::ResolvePlan(ModelPlan& plan) {
   plan = ResolveModel(*table_, peek_.model);
   if (plan.rejected()) return false;

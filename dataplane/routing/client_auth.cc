@@ -1,6 +1,7 @@
 #include "dataplane/routing/client_auth.h"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <string>
 
@@ -39,7 +40,8 @@ std::string_view BearerToken(std::string_view authorization) {
 
 const ClientKey* Match(const std::vector<ClientKey>& keys, std::string_view presented) {
   if (presented.empty()) return nullptr;
-  const std::string digest = Sha256Hex(presented);
+  const std::array<char, 64> digits = Sha256HexDigits(presented);
+  const std::string_view digest(digits.data(), digits.size());
   const ClientKey* found = nullptr;
   for (const ClientKey& key : keys) {
     if (ConstantTimeEquals(key.sha256, digest) && found == nullptr) found = &key;

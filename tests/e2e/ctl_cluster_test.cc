@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "llmproxy/v1/admin.grpc.pb.h"
+#include "llmproxy/v1/discovery.grpc.pb.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/mockllm/mock_llm.h"
 
@@ -476,6 +477,44 @@ TEST_F(CtlCluster, UsageOfEveryWorkerReachesTheLedgerAndSurvivesARestart) {
   ASSERT_TRUE(WaitUntil([&] { return Version() > 0; }, 10s));
   EXPECT_EQ(totals("team-a")["requests"], 8);
   EXPECT_EQ(totals("team-b")["requests"], 4);
+}
+
+TEST_F(CtlCluster, AHostileReporterCannotWriteUnknownNamesIntoTheLedger) {
+  WriteConfig({"m1"}, "auth:\n  keys:\n    - {name: team-a, key: secret-a}\n");
+  StartCtl(0);
+  ASSERT_TRUE(WaitUntil([&] { return Version() == 1; }, 10s));
+  // Anything that reaches the sync port can speak the worker's protocol.
+  auto sync = v1::ConfigDiscovery::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(ctl_port_), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  auto stream = sync->Sync(&ctx);
+  v1::SyncRequest hello;
+  hello.mutable_hello()->set_id("not-a-worker");
+  ASSERT_TRUE(stream->Write(hello));
+  v1::SyncRequest req;
+  auto add = [&](const std::string& key, const std::string& model, const std::string& backend) {
+    v1::KeyUsage* u = req.mutable_report()->add_usage();
+    u->set_key(key);
+    u->set_model(model);
+    u->set_backend(backend);
+    u->set_requests(1);
+    u->set_prompt_tokens(7);
+  };
+  add("team-a", "m1", "a");                       // the one real row
+  add("team-a", "m1", std::string(100000, 'b'));  // a backend the config does not have
+  add("someone", "m1", "a");                      // no such key
+  add("team-a", "no-such-model", "a");
+  add(std::string("team-a\0x", 8), "m1", "a");
+  for (int i = 0; i < 1000; ++i) add("k" + std::to_string(i), "m" + std::to_string(i), "a");
+  ASSERT_TRUE(stream->Write(req));
+  stream->WritesDone();
+  auto rows = [&] { return nlohmann::json::parse(Admin({"--json", "usage"}))["rows"]; };
+  ASSERT_TRUE(WaitUntil([&] { return rows().size() == 1; }, 5s)) << rows().dump();
+  EXPECT_EQ(rows()[0]["key"], "team-a");
+  EXPECT_EQ(rows()[0]["backend"], "a");
+  EXPECT_EQ(rows()[0]["prompt_tokens"], 7);
+  EXPECT_TRUE(ctl_->running());
+  EXPECT_NE(ctl_->Log().find("were not recorded"), std::string::npos);
 }
 
 TEST_F(CtlCluster, SigtermDrainsAnInFlightStreamToItsEnd) {

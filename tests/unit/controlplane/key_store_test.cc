@@ -16,6 +16,23 @@
 namespace llmproxy {
 namespace {
 
+// What the control plane does with the store: a new secret, stored by its digest.
+struct Made {
+  std::string key;  // the secret; empty on error
+  std::string error;
+};
+Made Create(KeyStore& store, const std::string& name, const std::vector<std::string>& models,
+            int64_t now) {
+  const std::string key = NewClientKeySecret();
+  std::string error = store.Create(name, Sha256Hex(key), models, now);
+  return error.empty() ? Made{key, ""} : Made{"", std::move(error)};
+}
+Made Rotate(KeyStore& store, const std::string& name, int64_t now) {
+  const std::string key = NewClientKeySecret();
+  std::string error = store.Rotate(name, Sha256Hex(key), now);
+  return error.empty() ? Made{key, ""} : Made{"", std::move(error)};
+}
+
 class KeyStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -44,8 +61,8 @@ TEST_F(KeyStoreTest, CreatedKeysAreRandomStoredHashedAndSurviveReopen) {
   {
     auto store = Open();
     ASSERT_NE(store, nullptr);
-    KeyStore::Created a = store->Create("team-a", {"m1", "fast"}, 1000);
-    KeyStore::Created b = store->Create("team-b", {}, 1001);
+    Made a = Create(*store, "team-a", {"m1", "fast"}, 1000);
+    Made b = Create(*store, "team-b", {}, 1001);
     ASSERT_EQ(a.error, "");
     ASSERT_EQ(b.error, "");
     secret_a = a.key;
@@ -76,8 +93,8 @@ TEST_F(KeyStoreTest, CreatedKeysAreRandomStoredHashedAndSurviveReopen) {
 TEST_F(KeyStoreTest, NamesAreUniqueAndRevokedKeysKeepThem) {
   auto store = Open();
   ASSERT_NE(store, nullptr);
-  ASSERT_EQ(store->Create("k", {}, 1).error, "");
-  KeyStore::Created again = store->Create("k", {}, 2);
+  ASSERT_EQ(Create(*store, "k", {}, 1).error, "");
+  Made again = Create(*store, "k", {}, 2);
   EXPECT_EQ(again.key, "");
   EXPECT_NE(again.error.find("exists"), std::string::npos) << again.error;
   EXPECT_TRUE(store->Revoke("k", 5));
@@ -86,9 +103,9 @@ TEST_F(KeyStoreTest, NamesAreUniqueAndRevokedKeysKeepThem) {
   EXPECT_TRUE(store->Active().empty());
   ASSERT_EQ(store->List().size(), 1u);
   EXPECT_EQ(store->List()[0].revoked_at, 5);
-  EXPECT_NE(store->Create("k", {}, 7).error, "");  // the ledger keeps the name
+  EXPECT_NE(Create(*store, "k", {}, 7).error, "");  // the ledger keeps the name
   // Hostile names are data, not SQL.
-  ASSERT_EQ(store->Create("x'); DROP TABLE client_keys; --", {"a\"b"}, 8).error, "");
+  ASSERT_EQ(Create(*store, "x'); DROP TABLE client_keys; --", {"a\"b"}, 8).error, "");
   EXPECT_EQ(store->List().size(), 2u);
   EXPECT_EQ(store->Active()[0].models, std::vector<std::string>{"a\"b"});
 }
@@ -96,17 +113,17 @@ TEST_F(KeyStoreTest, NamesAreUniqueAndRevokedKeysKeepThem) {
 TEST_F(KeyStoreTest, RotateReplacesTheSecretOfAnActiveKeyOnly) {
   auto store = Open();
   ASSERT_NE(store, nullptr);
-  const KeyStore::Created first = store->Create("k", {"m1"}, 1);
+  const Made first = Create(*store, "k", {"m1"}, 1);
   ASSERT_EQ(first.error, "");
-  const KeyStore::Created second = store->Rotate("k", 9);
+  const Made second = Rotate(*store, "k", 9);
   ASSERT_EQ(second.error, "");
   EXPECT_NE(second.key, first.key);
   ASSERT_EQ(store->Active().size(), 1u);
   EXPECT_EQ(store->Active()[0], (ClientKey{"k", Sha256Hex(second.key), {"m1"}}));
   EXPECT_EQ(store->List()[0].created_at, 9);
-  EXPECT_NE(store->Rotate("nope", 10).error, "");
+  EXPECT_NE(Rotate(*store, "nope", 10).error, "");
   ASSERT_TRUE(store->Revoke("k", 11));
-  const KeyStore::Created after = store->Rotate("k", 12);
+  const Made after = Rotate(*store, "k", 12);
   EXPECT_EQ(after.key, "");
   EXPECT_NE(after.error.find("no active stored key"), std::string::npos) << after.error;
 }
