@@ -4,6 +4,7 @@
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <ctime>
@@ -12,8 +13,10 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
+#include <tuple>
 
-#include "common/config/config_loader.h"  // ParseDuration
+#include "common/config/config_loader.h"     // ParseDuration
+#include "common/config/config_validator.h"  // the bounds of key limits
 #include "llmproxy/v1/admin.grpc.pb.h"
 
 namespace llmproxy {
@@ -26,6 +29,7 @@ struct AdminArgs {
   std::string token;
   bool json = false;
   std::vector<std::string> models;  // keys create --models a,b
+  KeyLimitFlags limits;             // keys create --rpm N ...
   std::string key;                  // usage --key K
   std::string since;                // usage --since 7d
   std::vector<std::string> words;
@@ -72,6 +76,21 @@ json BackendHealthJson(const v1::BackendHealth& h) {
           {"outstanding", h.outstanding()},
           {"ewma_latency_seconds", h.ewma_latency_seconds()},
           {"consecutive_failures", h.consecutive_failures()}};
+}
+
+// The flag `w` (as "--rpm" or "--rpm=N") names among the limit flags; null when none.
+std::optional<std::string>* LimitFlag(const std::string& w, KeyLimitFlags& flags) {
+  for (const auto& [name, field] : {std::pair{"--rpm", &flags.rpm}, std::pair{"--tpm", &flags.tpm},
+                                    std::pair{"--max-parallel", &flags.max_parallel},
+                                    std::pair{"--budget-usd", &flags.budget_usd},
+                                    std::pair{"--budget-tokens", &flags.budget_tokens},
+                                    std::pair{"--budget-period", &flags.budget_period}}) {
+    const std::string_view n(name);
+    if (w == n || (w.size() > n.size() && w.compare(0, n.size(), n) == 0 && w[n.size()] == '=')) {
+      return field;
+    }
+  }
+  return nullptr;
 }
 
 int Fail(std::ostream& err, const grpc::Status& s) {
@@ -266,6 +285,51 @@ std::string IsoTime(const google::protobuf::Timestamp& t) {
   return buf;
 }
 
+// A budget period as people write it: "30d", "36h", "90m", else FormatDuration's.
+std::string Period(const google::protobuf::Duration& d) {
+  const int64_t ms = d.seconds() * 1000 + d.nanos() / 1'000'000;
+  for (const auto& [unit, size] :
+       {std::pair{"d", int64_t{86'400'000}}, std::pair{"h", int64_t{3'600'000}},
+        std::pair{"m", int64_t{60'000}}}) {
+    if (ms > 0 && ms % size == 0) return std::to_string(ms / size) + unit;
+  }
+  return FormatDuration(Millis(ms));
+}
+
+// USD without trailing zeros: 12.5, 0.001, 1000000000.
+std::string Usd(double v) {
+  std::string s = Fixed(v, 6);
+  while (s.back() == '0') s.pop_back();
+  if (s.back() == '.') s.pop_back();
+  return s;
+}
+
+// "rpm 600, tpm 90000, parallel 4, $12.5/30d" or "-".
+std::string LimitsText(const v1::KeyInfo& k) {
+  std::string out;
+  auto add = [&out](const std::string& part) { out += (out.empty() ? "" : ", ") + part; };
+  if (k.rpm() != 0) add("rpm " + std::to_string(k.rpm()));
+  if (k.tpm() != 0) add("tpm " + std::to_string(k.tpm()));
+  if (k.max_parallel() != 0) add("parallel " + std::to_string(k.max_parallel()));
+  if (k.has_budget()) {
+    const v1::KeyBudget& b = k.budget();
+    add((b.has_usd() ? "$" + Usd(b.usd()) : std::to_string(b.tokens()) + " tokens") + "/" +
+        Period(b.period()));
+  }
+  return out.empty() ? "-" : out;
+}
+
+json LimitJson(uint64_t v) { return v == 0 ? json(nullptr) : json(v); }
+
+json BudgetJson(const v1::KeyInfo& k) {
+  if (!k.has_budget()) return nullptr;
+  const v1::KeyBudget& b = k.budget();
+  json out = b.has_usd() ? json{{"usd", b.usd()}} : json{{"tokens", b.tokens()}};
+  out["period"] = Period(b.period());
+  out["period_seconds"] = b.period().seconds();
+  return out;
+}
+
 std::string Joined(const google::protobuf::RepeatedPtrField<std::string>& v) {
   std::string out;
   for (const std::string& s : v) out += (out.empty() ? "" : ",") + s;
@@ -283,6 +347,8 @@ int KeysCmd(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::o
       v1::CreateKeyRequest req;
       req.set_name(a.words[2]);
       for (const std::string& m : a.models) req.add_models(m);
+      // Checked before any call (RunAdminCli): cannot fail here.
+      (void)ApplyKeyLimitFlags(a.limits, req);
       s = stub.CreateKey(&ctx, req, &resp);
     } else {
       v1::RotateKeyRequest req;
@@ -326,17 +392,21 @@ int KeysCmd(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::o
            {"models", std::vector<std::string>(k.models().begin(), k.models().end())},
            {"created_at", k.has_created_at() ? json(IsoTime(k.created_at())) : json(nullptr)},
            {"revoked_at", k.has_revoked_at() ? json(IsoTime(k.revoked_at())) : json(nullptr)},
-           {"sha256_prefix", k.sha256_prefix()}});
+           {"sha256_prefix", k.sha256_prefix()},
+           {"rpm", LimitJson(k.rpm())},
+           {"tpm", LimitJson(k.tpm())},
+           {"max_parallel", LimitJson(k.max_parallel())},
+           {"budget", BudgetJson(k)}});
     }
     out << json{{"keys", keys}}.dump(2) << "\n";
     return 0;
   }
   std::vector<std::vector<std::string>> rows = {
-      {"NAME", "SOURCE", "STATE", "MODELS", "CREATED", "SHA256"}};
+      {"NAME", "SOURCE", "STATE", "MODELS", "LIMITS", "CREATED", "SHA256"}};
   for (const v1::KeyInfo& k : resp.keys()) {
     rows.push_back({k.name(), k.source(),
                     k.has_revoked_at() ? "revoked " + IsoTime(k.revoked_at()) : "active",
-                    k.models_size() > 0 ? Joined(k.models()) : "(any)",
+                    k.models_size() > 0 ? Joined(k.models()) : "(any)", LimitsText(k),
                     k.has_created_at() ? IsoTime(k.created_at()) : "-", k.sha256_prefix() + "..."});
   }
   PrintTable(out, rows);
@@ -364,7 +434,7 @@ int UsageCmd(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::
   if (!s.ok()) return Fail(err, s);
   // Summed over the period per key and model (the hours and backends are in --json).
   struct Sum {
-    uint64_t requests = 0, prompt = 0, completion = 0;
+    uint64_t requests = 0, prompt = 0, cached = 0, completion = 0;
     double cost = 0;
   };
   std::map<std::pair<std::string, std::string>, Sum> sums;
@@ -373,6 +443,7 @@ int UsageCmd(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::
     Sum& sum = sums[{r.key(), r.model()}];
     sum.requests += r.requests();
     sum.prompt += r.prompt_tokens();
+    sum.cached += r.cached_prompt_tokens();
     sum.completion += r.completion_tokens();
     sum.cost += r.cost_usd();
     rows.push_back({{"hour", IsoTime(r.hour())},
@@ -381,6 +452,7 @@ int UsageCmd(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::
                     {"backend", r.backend()},
                     {"requests", r.requests()},
                     {"prompt_tokens", r.prompt_tokens()},
+                    {"cached_prompt_tokens", r.cached_prompt_tokens()},
                     {"completion_tokens", r.completion_tokens()},
                     {"cost_usd", r.cost_usd()}});
   }
@@ -391,6 +463,7 @@ int UsageCmd(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::
                         {"model", id.second},
                         {"requests", sum.requests},
                         {"prompt_tokens", sum.prompt},
+                        {"cached_prompt_tokens", sum.cached},
                         {"completion_tokens", sum.completion},
                         {"cost_usd", sum.cost}});
     }
@@ -399,12 +472,12 @@ int UsageCmd(v1::Admin::Stub& stub, const AdminArgs& a, std::ostream& out, std::
     return 0;
   }
   std::vector<std::vector<std::string>> table = {
-      {"KEY", "MODEL", "REQUESTS", "PROMPT", "COMPLETION", "COST USD"}};
+      {"KEY", "MODEL", "REQUESTS", "PROMPT", "CACHED", "COMPLETION", "COST USD"}};
   for (const auto& [id, sum] : sums) {
     std::ostringstream cost;
     cost << std::fixed << std::setprecision(6) << sum.cost;
     table.push_back({id.first, id.second, std::to_string(sum.requests), std::to_string(sum.prompt),
-                     std::to_string(sum.completion), cost.str()});
+                     std::to_string(sum.cached), std::to_string(sum.completion), cost.str()});
   }
   out << "since " << IsoTime(req.since()) << "\n";
   PrintTable(out, table);
@@ -424,19 +497,87 @@ void PrintAdminUsage(std::ostream& out) {
          "  drain B         stop sending new traffic to backend B\n"
          "  enable B        undo a drain\n"
          "  weight B W      override backend B's weight (W = the file's weight clears it)\n"
-         "  keys list       client keys: the file's and the stored ones (name, state, models)\n"
-         "  keys create NAME [--models M1,M2]\n"
-         "                  a new stored client key; prints the key once (stdout)\n"
+         "  keys list       client keys: the file's and the stored ones (name, state, models,\n"
+         "                  limits)\n"
+         "  keys create NAME [--models M1,M2] [--rpm N] [--tpm N] [--max-parallel N]\n"
+         "                  [--budget-usd X | --budget-tokens N] [--budget-period 30d]\n"
+         "                  a new stored client key; prints the key once (stdout). Limits\n"
+         "                  are held across all workers: requests and tokens (prompt +\n"
+         "                  completion) per minute, requests in flight, and a budget over\n"
+         "                  a period (default 30d); left out: no limit\n"
          "  keys rotate NAME  a new secret for a stored key (printed once); the old one stops\n"
          "  keys revoke NAME  stop accepting a stored key (within a second on every worker)\n"
          "  usage [--key K] [--since 168h]\n"
-         "                  requests, tokens and cost per key and model from the ledger\n"
+         "                  requests, tokens (cached prompt tokens apart) and cost per key\n"
+         "                  and model from the ledger\n"
          "                  (--since: a duration, default 720h; --json adds hours, backends)\n"
          "\n"
          "  --addr      control plane address (default $LLMPROXY_ADMIN_ADDR or "
          "127.0.0.1:50051)\n"
          "  --token     admin token for mutating commands (default $LLMPROXY_ADMIN_TOKEN)\n"
          "  --json      machine-readable output\n";
+}
+
+std::string ApplyKeyLimitFlags(const KeyLimitFlags& flags, v1::CreateKeyRequest& req) {
+  // A whole number from 1 to `max`, digits only.
+  auto whole = [](const std::string& text, uint64_t max) -> std::optional<uint64_t> {
+    uint64_t v = 0;
+    const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (text.empty() || ec != std::errc() || ptr != text.data() + text.size() || v < 1 || v > max) {
+      return std::nullopt;
+    }
+    return v;
+  };
+  const std::string rate = " takes a whole number from 1 to " + std::to_string(kMaxKeyRate) +
+                           " (leave it out for no limit), got \"";
+  for (const auto& [given, name, set] :
+       {std::tuple{&flags.rpm, "--rpm", &v1::CreateKeyRequest::set_rpm},
+        std::tuple{&flags.tpm, "--tpm", &v1::CreateKeyRequest::set_tpm},
+        std::tuple{&flags.max_parallel, "--max-parallel",
+                   &v1::CreateKeyRequest::set_max_parallel}}) {
+    if (!*given) continue;
+    const std::optional<uint64_t> v = whole(**given, kMaxKeyRate);
+    if (!v) return name + rate + **given + "\"";
+    (req.*set)(*v);
+  }
+  if (flags.budget_usd && flags.budget_tokens) {
+    return "give --budget-usd or --budget-tokens, not both";
+  }
+  if (!flags.budget_usd && !flags.budget_tokens) {
+    if (flags.budget_period) return "--budget-period goes with --budget-usd or --budget-tokens";
+    return {};
+  }
+  v1::KeyBudget* budget = req.mutable_budget();
+  if (flags.budget_usd) {
+    const std::string& text = *flags.budget_usd;
+    double usd = -1;
+    const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), usd);
+    if (text.empty() || ec != std::errc() || ptr != text.data() + text.size() ||
+        !(usd > 0 && usd <= kMaxBudgetUsd)) {
+      req.clear_budget();
+      return "--budget-usd takes USD, more than 0 and at most 1000000000, got \"" + text + "\"";
+    }
+    budget->set_usd(usd);
+  } else {
+    const std::optional<uint64_t> tokens = whole(*flags.budget_tokens, kMaxBudgetTokens);
+    if (!tokens) {
+      req.clear_budget();
+      return "--budget-tokens takes a whole number of tokens from 1 to " +
+             std::to_string(kMaxBudgetTokens) + ", got \"" + *flags.budget_tokens + "\"";
+    }
+    budget->set_tokens(*tokens);
+  }
+  const std::string period_text = flags.budget_period.value_or("30d");
+  const std::optional<Millis> period = ParseDuration(period_text);
+  if (!period || period->count() <= 0 || *period > kMaxBudgetPeriod) {
+    req.clear_budget();
+    return "--budget-period takes a duration longer than 0 and at most 366d (e.g. 30d, 7d, "
+           "24h), got \"" +
+           period_text + "\"";
+  }
+  budget->mutable_period()->set_seconds(period->count() / 1000);
+  budget->mutable_period()->set_nanos(static_cast<int32_t>(period->count() % 1000 * 1'000'000));
+  return {};
 }
 
 int RunAdminCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
@@ -477,6 +618,15 @@ int RunAdminCli(const std::vector<std::string>& args, std::ostream& out, std::os
         if (comma > start) a.models.push_back(list.substr(start, comma - start));
         start = comma + 1;
       }
+    } else if (auto* limit = LimitFlag(w, a.limits)) {
+      const size_t eq = w.find('=');
+      if (eq != std::string::npos) {
+        *limit = w.substr(eq + 1);
+      } else if (std::string v; value(v)) {
+        *limit = std::move(v);
+      } else {
+        return err << w << " needs a value\n", 2;
+      }
     } else if (w == "-h" || w == "--help") {
       PrintAdminUsage(out);
       return 0;
@@ -505,6 +655,18 @@ int RunAdminCli(const std::vector<std::string>& args, std::ostream& out, std::os
     err << (known ? "wrong number of arguments for " : "unknown admin command: ") << cmd << "\n";
     PrintAdminUsage(err);
     return 2;
+  }
+  if (a.limits.any()) {
+    // Bad limits are usage errors, found before any call is made.
+    if (cmd != "keys" || a.words[1] != "create") {
+      err << "--rpm, --tpm, --max-parallel and --budget-* go only with keys create\n";
+      return 2;
+    }
+    v1::CreateKeyRequest check;
+    if (std::string e = ApplyKeyLimitFlags(a.limits, check); !e.empty()) {
+      err << e << "\n";
+      return 2;
+    }
   }
 
   auto channel = grpc::CreateChannel(a.addr, grpc::InsecureChannelCredentials());

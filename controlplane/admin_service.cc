@@ -193,8 +193,19 @@ void SetTime(int64_t unix_seconds, google::protobuf::Timestamp* t) { t->set_seco
 grpc::Status AdminService::CreateKey(grpc::ServerContext* ctx, const v1::CreateKeyRequest* req,
                                      v1::CreateKeyResponse* resp) {
   if (grpc::Status s = Authorize(*ctx); !s.ok()) return s;
-  const ConfigPublisher::KeyOutcome out = publisher_.CreateKey(
-      req->name(), std::vector<std::string>(req->models().begin(), req->models().end()));
+  ClientKey key;
+  key.name = req->name();
+  key.models.assign(req->models().begin(), req->models().end());
+  key.rpm = req->rpm();
+  key.tpm = req->tpm();
+  key.max_parallel = req->max_parallel();
+  if (req->has_budget()) {
+    std::string error;
+    key.budget = BudgetFromProto(req->budget(), error);
+    if (!key.budget) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "budget: " + error);
+  }
+  // The limits' bounds are the validator's, as for the file's keys.
+  const ConfigPublisher::KeyOutcome out = publisher_.CreateKey(std::move(key));
   if (out.code != ConfigPublisher::KeyOutcome::Code::kOk) return KeyStatus(out);
   resp->set_name(req->name());
   resp->set_key(out.key);
@@ -213,6 +224,10 @@ grpc::Status AdminService::ListKeys(grpc::ServerContext* ctx, const v1::ListKeys
     if (k.stored) SetTime(k.created_at, info->mutable_created_at());
     if (k.revoked_at) SetTime(*k.revoked_at, info->mutable_revoked_at());
     info->set_sha256_prefix(k.key.sha256.substr(0, 8));
+    info->set_rpm(k.key.rpm);
+    info->set_tpm(k.key.tpm);
+    info->set_max_parallel(k.key.max_parallel);
+    if (k.key.budget) BudgetToProto(*k.key.budget, info->mutable_budget());
   }
   return grpc::Status::OK;
 }
@@ -254,6 +269,7 @@ grpc::Status AdminService::Usage(grpc::ServerContext* ctx, const v1::UsageReques
     out->set_prompt_tokens(r.prompt_tokens);
     out->set_completion_tokens(r.completion_tokens);
     out->set_cost_usd(r.cost_usd);
+    out->set_cached_prompt_tokens(r.cached_prompt_tokens);
   }
   return grpc::Status::OK;
 }

@@ -1,8 +1,9 @@
 // Client keys created at runtime (`llmproxy-ctl admin keys create`), kept in the control
 // plane's SQLite state database (control_plane.state_path, WAL mode) so a restart forgets
-// none: name, SHA-256 of the key, allowed models, when created and when revoked. The key
-// itself (NewClientKeySecret, key_hash.h) never reaches the store. Thread-safe (one connection
-// behind a mutex; the calls are rare and small).
+// none: name, SHA-256 of the key, allowed models, limits (rpm, tpm, max_parallel, budget),
+// when created and when revoked. The key itself (NewClientKeySecret, key_hash.h) never
+// reaches the store. A database of the previous schema (no limit columns) gets them when
+// opened. Thread-safe (one connection behind a mutex; the calls are rare and small).
 #pragma once
 
 #include <cstdint>
@@ -33,11 +34,12 @@ class KeyStore {
   KeyStore(const KeyStore&) = delete;
   KeyStore& operator=(const KeyStore&) = delete;
 
-  // Stores key `name` by its digest; "" or why not. `name` must be free among stored keys,
-  // revoked ones included (names stay unique in the ledger); the caller validates the rest.
-  std::string Create(const std::string& name, const std::string& sha256,
-                     const std::vector<std::string>& models, int64_t now);
-  // A new digest for the active key `name` (models kept): the old key stops at once.
+  // Stores `key` (name, digest, models, limits); "" or why not. Its name must be free among
+  // stored keys, revoked ones included (names stay unique in the ledger); the caller
+  // validates the rest (ValidateConfig).
+  std::string Create(const ClientKey& key, int64_t now);
+  // A new digest for the active key `name` (models and limits kept): the old key stops at
+  // once.
   // "" or why not (no such active key).
   std::string Rotate(const std::string& name, const std::string& sha256, int64_t now);
   // false: no such active key.

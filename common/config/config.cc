@@ -19,6 +19,10 @@ std::string_view ToString(StreamUsage usage) {
   return usage == StreamUsage::kRequest ? "request" : "passthrough";
 }
 
+std::string_view ToString(ControlPlaneLoss policy) {
+  return policy == ControlPlaneLoss::kDeny ? "deny" : "allow";
+}
+
 std::string_view ToString(BackendApi api) {
   return api == BackendApi::kAnthropic ? "anthropic" : "openai";
 }

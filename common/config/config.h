@@ -72,6 +72,17 @@ struct HedgeAfter {
   bool operator==(const HedgeAfter&) const = default;
 };
 
+// A key's budget (auth.keys[].budget): spending over a sliding period, in USD (priced by
+// `prices:`) or in tokens (prompt + completion).
+struct KeyBudget {
+  enum class Unit { kUsd, kTokens };
+  Unit unit = Unit::kUsd;
+  double amount = 0;  // USD, or tokens (a whole number)
+  Millis period{0};   // > 0, e.g. 30d
+
+  bool operator==(const KeyBudget&) const = default;
+};
+
 // One entry of auth.keys (docs/config.md "auth"). The key itself is never kept: only its
 // SHA-256, which is what workers receive and compare a presented key's digest against.
 struct ClientKey {
@@ -79,15 +90,36 @@ struct ClientKey {
   std::string sha256;  // 64 lowercase hex digits (key_hash.h)
   // The model names (served models or aliases) this key may ask for; empty = any.
   std::vector<std::string> models;
+  // Limits held across every worker by leases (docs/limits.md); 0 / unset = no limit.
+  uint64_t rpm = 0;           // requests per minute (sliding)
+  uint64_t tpm = 0;           // tokens per minute, prompt + completion (sliding)
+  uint64_t max_parallel = 0;  // requests in flight
+  std::optional<KeyBudget> budget = std::nullopt;
 
+  bool limited() const { return rpm != 0 || tpm != 0 || max_parallel != 0 || budget.has_value(); }
   bool operator==(const ClientKey&) const = default;
 };
 
-// USD per million tokens of one model (prices:), for the usage ledger's cost.
+// USD per million tokens of one model (prices:), for the usage ledger's cost and budgets.
 struct ModelPrice {
   double prompt = 0;
   double completion = 0;
+  // Prompt tokens read from the provider's cache; unset: priced as prompt tokens.
+  std::optional<double> cached_prompt = std::nullopt;
   bool operator==(const ModelPrice&) const = default;
+};
+
+// What a worker does when a key's lease is spent and the control plane cannot be reached
+// (docs/limits.md "Losing the control plane").
+enum class ControlPlaneLoss { kAllow, kDeny };
+std::string_view ToString(ControlPlaneLoss policy);  // "allow" | "deny"
+
+struct LimitsConfig {
+  ControlPlaneLoss on_control_plane_loss = ControlPlaneLoss::kAllow;
+  // A request's completion estimate when it sets no max_tokens / max_output_tokens.
+  uint64_t default_max_tokens = 4096;
+
+  bool operator==(const LimitsConfig&) const = default;
 };
 
 struct ModelAlias {
@@ -155,8 +187,10 @@ struct Config {
   Millis max_retry_wait = std::chrono::seconds(10);
   BalanceMode mode = BalanceMode::kRandom;
   std::vector<ClientKey> auth_keys;  // empty: open
-  // By model name as resolved (what the backend was asked for); the control plane's only.
+  // By model name as resolved (what the backend was asked for); workers use them to
+  // reserve a budget in USD.
   std::map<std::string, ModelPrice> prices;
+  LimitsConfig limits;
   std::vector<ModelAlias> model_aliases;
   HealthConfig health;
   UnknownModelPolicy unknown_model = UnknownModelPolicy::kFallback;

@@ -42,16 +42,18 @@ const Keys kTopKeys = {"server",
                        "max_retry_wait",
                        "first_token_timeout",
                        "hedge_budget",
-                       "prices"};
+                       "prices",
+                       "limits"};
 const Keys kPriceKeys = {"prompt", "completion", "cached_prompt"};
 const Keys kServerKeys = {
     "port", "host", "metrics_port", "max_body_bytes", "max_buffered_bytes", "max_response_bytes"};
 const Keys kControlPlaneKeys = {"listen", "metrics_port", "admin_token", "state_path"};
 const Keys kAuthKeys = {"keys"};
-// The object form of an auth.keys entry. The limit fields are recognised so that a config
-// written for them gets a clear error, not a silent "unlimited" (ReadClientKey).
+// The object form of an auth.keys entry.
 const Keys kClientKeyKeys = {"name", "key", "key_sha256",   "models",
                              "rpm",  "tpm", "max_parallel", "budget"};
+const Keys kBudgetKeys = {"usd", "tokens", "period"};
+const Keys kLimitsKeys = {"on_control_plane_loss", "default_max_tokens"};
 const Keys kHealthKeys = {"failure_threshold", "cooldown", "max_cooldown", "probe_interval"};
 const Keys kBackendKeys = {"name",
                            "url",
@@ -311,16 +313,19 @@ class YamlLoader {
     }
   }
 
+  // A bare integer is seconds: the original may have had `timeout: 180`.
+  static std::optional<Millis> DurationValue(const std::string& text) {
+    if (int64_t seconds = 0; AllDigits(text) && ParseInt(text, seconds)) {
+      if (seconds <= int64_t{10} * 365 * 24 * 3600) return std::chrono::seconds(seconds);
+      return std::nullopt;
+    }
+    return ParseDuration(text);
+  }
+
   void ReadDuration(const YAML::Node& node, const std::string& path, Millis& out) {
     auto text = Text(node, path, "a duration");
     if (!text) return;
-    // A bare integer is seconds: the original may have had `timeout: 180`.
-    if (int64_t seconds = 0; AllDigits(*text) && ParseInt(*text, seconds)) {
-      if (seconds <= int64_t{10} * 365 * 24 * 3600) {
-        out = std::chrono::seconds(seconds);
-        return;
-      }
-    } else if (auto d = ParseDuration(*text)) {
+    if (auto d = DurationValue(*text)) {
       out = *d;
       return;
     }
@@ -478,6 +483,7 @@ class YamlLoader {
                           "random, round-robin or least-busy", config_.mode);
     ReadAuth(Child(root, "auth"));
     ReadPrices(Child(root, "prices"));
+    ReadLimits(Child(root, "limits"));
     ReadAliases(Child(root, "model_aliases"));
     ReadHealth(Child(root, "health"));
     ReadEnum<UnknownModelPolicy>(
@@ -563,10 +569,11 @@ class YamlLoader {
       ModelPrice price;
       ReadPrice(Child(value, "prompt"), path + ".prompt", price.prompt);
       ReadPrice(Child(value, "completion"), path + ".completion", price.completion);
-      if (!Unset(Child(value, "cached_prompt"))) {
-        FieldError(Child(value, "cached_prompt"), path + ".cached_prompt",
-                   "cached prompt tokens are not counted apart by this version yet; remove it "
-                   "(they are priced as prompt tokens)");
+      // Prompt tokens served from the provider's cache; absent: priced as prompt tokens.
+      if (const YAML::Node cached = Child(value, "cached_prompt"); !Unset(cached)) {
+        double cached_price = -1;
+        ReadPrice(cached, path + ".cached_prompt", cached_price);
+        if (cached_price >= 0) price.cached_prompt = cached_price;
       }
       if (!config_.prices.emplace(model, price).second) {
         Error(ToPos(key.Mark()), "prices: duplicate model " + Quote(model));
@@ -619,12 +626,10 @@ class YamlLoader {
         }
       }
       ReadStringList(Child(node, "models"), path + ".models", key.models, true);
-      for (const char* limit : {"rpm", "tpm", "max_parallel", "budget"}) {
-        if (Unset(Child(node, limit))) continue;
-        FieldError(Child(node, limit), path + "." + limit,
-                   "per-key limits and budgets are not enforced by this version yet; remove "
-                   "it rather than run without the limit (docs/config.md \"auth\")");
-      }
+      ReadKeyLimit(Child(node, "rpm"), path + ".rpm", key.rpm);
+      ReadKeyLimit(Child(node, "tpm"), path + ".tpm", key.tpm);
+      ReadKeyLimit(Child(node, "max_parallel"), path + ".max_parallel", key.max_parallel);
+      ReadBudget(Child(node, "budget"), path + ".budget", key.budget);
       if (has_digest || !secret) {
         if (!key.sha256.empty()) config_.auth_keys.push_back(std::move(key));
         return;
@@ -640,6 +645,103 @@ class YamlLoader {
     }
     key.sha256 = Sha256Hex(*secret);
     config_.auth_keys.push_back(std::move(key));
+  }
+
+  // rpm, tpm, max_parallel: a whole number from 1 up. Absent is no limit; 0 or a negative
+  // number is refused rather than read as "none" (a typo must not lift a limit).
+  void ReadKeyLimit(const YAML::Node& node, const std::string& path, uint64_t& out) {
+    auto text = Text(node, path, "a whole number");
+    if (!text) return;
+    int64_t value = 0;
+    if (!ParseInt(*text, value) || value < 1 || static_cast<uint64_t>(value) > kMaxKeyRate) {
+      FieldError(node, path,
+                 "must be a whole number from 1 to " + std::to_string(kMaxKeyRate) +
+                     " (omit the field for no limit), got " + Quote(*text));
+      return;
+    }
+    out = static_cast<uint64_t>(value);
+  }
+
+  // budget: {usd: X, period: D} or {tokens: N, period: D}; set only when all of it is valid.
+  void ReadBudget(const YAML::Node& node, const std::string& path, std::optional<KeyBudget>& out) {
+    if (Unset(node)) return;
+    Remember(path, node);
+    if (!node.IsMap()) {
+      FieldError(node, path, "must be {usd: X, period: 30d} or {tokens: N, period: 30d}");
+      return;
+    }
+    CheckMap(node, path, kBudgetKeys);
+    const YAML::Node usd = Child(node, "usd");
+    const YAML::Node tokens = Child(node, "tokens");
+    const YAML::Node period = Child(node, "period");
+    KeyBudget budget;
+    bool ok = true;
+    if (!Unset(usd) && !Unset(tokens)) {
+      FieldError(node, path, "give usd or tokens, not both");
+      ok = false;
+    } else if (Unset(usd) && Unset(tokens)) {
+      FieldError(node, path,
+                 "needs usd (USD per period) or tokens (prompt + completion tokens per period)");
+      ok = false;
+    } else if (!Unset(usd)) {
+      budget.unit = KeyBudget::Unit::kUsd;
+      auto text = Text(usd, path + ".usd", "a number");
+      double value = -1;
+      if (text) {
+        const auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
+        if (ec != std::errc() || ptr != text->data() + text->size()) value = -1;
+      }
+      if (!(value > 0 && value <= kMaxBudgetUsd)) {
+        if (text) {
+          FieldError(usd, path + ".usd",
+                     "must be USD, more than 0 and at most 1000000000, got " + Quote(*text));
+        }
+        ok = false;
+      }
+      budget.amount = value;
+    } else {
+      budget.unit = KeyBudget::Unit::kTokens;
+      auto text = Text(tokens, path + ".tokens", "a whole number");
+      int64_t value = 0;
+      if (!text || !ParseInt(*text, value) || value < 1 ||
+          static_cast<uint64_t>(value) > kMaxBudgetTokens) {
+        if (text) {
+          FieldError(tokens, path + ".tokens",
+                     "must be a whole number of tokens from 1 to " +
+                         std::to_string(kMaxBudgetTokens) + ", got " + Quote(*text));
+        }
+        ok = false;
+      }
+      budget.amount = static_cast<double>(value);
+    }
+    if (Unset(period)) {
+      FieldError(node, path, "needs period, the window the budget is spent over (e.g. 30d)");
+      ok = false;
+    } else if (auto text = Text(period, path + ".period", "a duration")) {
+      const std::optional<Millis> d = DurationValue(*text);
+      if (!d || d->count() <= 0 || *d > kMaxBudgetPeriod) {
+        FieldError(period, path + ".period",
+                   "must be a duration longer than 0 and at most 366d (e.g. 30d, 7d, 24h), got " +
+                       Quote(*text));
+        ok = false;
+      } else {
+        budget.period = *d;
+      }
+    } else {
+      ok = false;
+    }
+    if (ok) out = budget;
+  }
+
+  void ReadLimits(const YAML::Node& node) {
+    if (!CheckMap(node, "limits", kLimitsKeys)) return;
+    Remember("limits", node);
+    ReadEnum<ControlPlaneLoss>(
+        Child(node, "on_control_plane_loss"), "limits.on_control_plane_loss",
+        {{"allow", ControlPlaneLoss::kAllow}, {"deny", ControlPlaneLoss::kDeny}}, "allow or deny",
+        config_.limits.on_control_plane_loss);
+    ReadInt(Child(node, "default_max_tokens"), "limits.default_max_tokens", 1,
+            static_cast<int64_t>(kMaxKeyRate), config_.limits.default_max_tokens);
   }
 
   void ReadHealth(const YAML::Node& node) {

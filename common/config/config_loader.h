@@ -48,7 +48,7 @@ std::vector<std::string> ValidateConfig(const Config& config);
 // One line for `llmproxy-ctl --check` and logs; never contains a key.
 std::string Summarize(const Config& config);
 
-// "180s", "500ms", "1m30s", "2h" -> milliseconds; nullopt when malformed.
+// "180s", "500ms", "1m30s", "2h", "30d" -> milliseconds; nullopt when malformed.
 std::optional<Millis> ParseDuration(std::string_view s);
 std::string FormatDuration(Millis d);
 // "10MiB", "512KiB", "1MB", "1048576" -> bytes; nullopt when malformed.

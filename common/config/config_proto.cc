@@ -31,6 +31,37 @@ v1::BalanceMode ToProto(BalanceMode mode) {
 
 }  // namespace
 
+void BudgetToProto(const KeyBudget& budget, v1::KeyBudget* out) {
+  if (budget.unit == KeyBudget::Unit::kUsd) {
+    out->set_usd(budget.amount);
+  } else {
+    out->set_tokens(static_cast<uint64_t>(budget.amount));
+  }
+  SetDuration(budget.period, out->mutable_period());
+}
+
+std::optional<KeyBudget> BudgetFromProto(const v1::KeyBudget& in, std::string& error) {
+  KeyBudget budget;
+  switch (in.amount_case()) {
+    case v1::KeyBudget::kUsd:
+      budget.amount = in.usd();
+      break;
+    case v1::KeyBudget::kTokens:
+      budget.unit = KeyBudget::Unit::kTokens;
+      budget.amount = static_cast<double>(in.tokens());
+      break;
+    case v1::KeyBudget::AMOUNT_NOT_SET:
+      error = "needs usd or tokens";
+      return std::nullopt;
+  }
+  if (in.period().seconds() < 0 || in.period().nanos() < 0) {
+    error = "period must not be negative";
+    return std::nullopt;
+  }
+  budget.period = FromDuration(in.period());
+  return budget;
+}
+
 v1::RoutingTable ToProto(const Config& config) {
   v1::RoutingTable table;
   v1::ServerSettings* server = table.mutable_server();
@@ -54,7 +85,24 @@ v1::RoutingTable ToProto(const Config& config) {
     out->set_name(key.name);
     out->set_sha256(key.sha256);
     for (const std::string& m : key.models) out->add_models(m);
+    out->set_rpm(key.rpm);
+    out->set_tpm(key.tpm);
+    out->set_max_parallel(key.max_parallel);
+    if (key.budget) BudgetToProto(*key.budget, out->mutable_budget());
   }
+  // By model name (a std::map), so equal configs give equal tables.
+  for (const auto& [model, price] : config.prices) {
+    v1::ModelPrice* out = table.add_prices();
+    out->set_model(model);
+    out->set_prompt(price.prompt);
+    out->set_completion(price.completion);
+    if (price.cached_prompt) out->set_cached_prompt(*price.cached_prompt);
+  }
+  v1::Limits* limits = table.mutable_limits();
+  limits->set_on_control_plane_loss(config.limits.on_control_plane_loss == ControlPlaneLoss::kDeny
+                                        ? v1::CONTROL_PLANE_LOSS_DENY
+                                        : v1::CONTROL_PLANE_LOSS_ALLOW);
+  limits->set_default_max_tokens(config.limits.default_max_tokens);
   for (const ModelAlias& alias : config.model_aliases) {
     v1::ModelAlias* out = table.add_model_aliases();
     out->set_name(alias.name);
@@ -170,10 +218,39 @@ FromProtoResult FromProto(const v1::RoutingTable& table) {
       config.mode = BalanceMode::kRandom;
       break;
   }
-  for (const v1::ClientKey& key : table.client_keys()) {
-    config.auth_keys.push_back(
-        ClientKey{key.name(), key.sha256(),
-                  std::vector<std::string>(key.models().begin(), key.models().end())});
+  for (int i = 0; i < table.client_keys_size(); ++i) {
+    const v1::ClientKey& in = table.client_keys(i);
+    ClientKey key;
+    key.name = in.name();
+    key.sha256 = in.sha256();
+    key.models.assign(in.models().begin(), in.models().end());
+    key.rpm = in.rpm();
+    key.tpm = in.tpm();
+    key.max_parallel = in.max_parallel();
+    if (in.has_budget()) {
+      // Ranges are the validator's (CheckConfig), as for a loaded file.
+      std::string error;
+      key.budget = BudgetFromProto(in.budget(), error);
+      if (!key.budget) errors.push_back("auth.keys[" + std::to_string(i) + "].budget: " + error);
+    }
+    config.auth_keys.push_back(std::move(key));
+  }
+  for (const v1::ModelPrice& p : table.prices()) {
+    ModelPrice price{p.prompt(), p.completion()};
+    if (p.has_cached_prompt()) price.cached_prompt = p.cached_prompt();
+    if (!config.prices.emplace(p.model(), price).second) {
+      errors.push_back("prices: duplicate model '" + p.model() + "'");
+    }
+  }
+  if (table.has_limits()) {
+    config.limits.on_control_plane_loss =
+        table.limits().on_control_plane_loss() == v1::CONTROL_PLANE_LOSS_DENY
+            ? ControlPlaneLoss::kDeny
+            : ControlPlaneLoss::kAllow;
+    // 0 (or a table from a control plane without limits): the default.
+    if (table.limits().default_max_tokens() != 0) {
+      config.limits.default_max_tokens = table.limits().default_max_tokens();
+    }
   }
   auto optional_duration = [&duration](const google::protobuf::Duration& d, const std::string& path,
                                        std::optional<Millis>& out) {

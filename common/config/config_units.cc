@@ -1,6 +1,6 @@
-// Durations ("180s", "1m30s", "500ms") and byte sizes ("10MiB", "1MB") of config values,
-// declared in config_loader.h. Go's time.ParseDuration spelling, since the original
-// program was written in Go.
+// Durations ("180s", "1m30s", "500ms", "30d") and byte sizes ("10MiB", "1MB") of config
+// values, declared in config_loader.h. Go's time.ParseDuration spelling, since the original
+// program was written in Go, plus days ("d", 24h) for budget periods.
 #include <charconv>
 #include <cstdint>
 #include <limits>
@@ -61,6 +61,8 @@ std::optional<Millis> ParseDuration(std::string_view s) {
       unit_ms = 60'000;
     } else if (unit == "h") {
       unit_ms = 3'600'000;
+    } else if (unit == "d") {
+      unit_ms = 86'400'000;
     } else {
       return std::nullopt;
     }

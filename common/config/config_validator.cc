@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <set>
 
 #include "common/config/key_hash.h"
@@ -11,6 +12,8 @@ namespace {
 
 constexpr uint32_t kMaxWeight = 1'000'000;
 constexpr uint32_t kMaxRetry = 100;
+constexpr double kMaxPrice = 1e6;           // USD per million tokens (the loader's bound)
+constexpr std::size_t kMaxNamesShown = 10;  // in one warning
 
 bool IsHttpUrl(const std::string& url) {
   for (std::string_view scheme : {"http://", "https://"}) {
@@ -46,6 +49,7 @@ class Checker {
     CheckAliases();
     CheckKeys();
     CheckPrices();
+    CheckLimits();
     return std::move(issues_);
   }
 
@@ -209,7 +213,71 @@ class Checker {
                     "' that no backend serves and no alias names");
         }
       }
+      CheckKeyLimits(key, path);
     }
+  }
+
+  // The loader refuses these at their place in the file; a pushed table or a stored key
+  // gets the same bounds here. 0 is "no limit" in the model, so only the tops are checked.
+  void CheckKeyLimits(const ClientKey& key, const std::string& path) {
+    for (const auto& [value, field] : {std::pair{key.rpm, ".rpm"}, std::pair{key.tpm, ".tpm"},
+                                       std::pair{key.max_parallel, ".max_parallel"}}) {
+      if (value > kMaxKeyRate) {
+        Error(path + field, "must be at most " + std::to_string(kMaxKeyRate));
+      }
+    }
+    if (!key.budget) return;
+    const KeyBudget& b = *key.budget;
+    if (b.unit == KeyBudget::Unit::kUsd) {
+      if (!(b.amount > 0 && b.amount <= kMaxBudgetUsd)) {
+        Error(path + ".budget.usd", "must be more than 0 and at most 1000000000");
+      }
+    } else if (!(b.amount >= 1 && b.amount <= static_cast<double>(kMaxBudgetTokens)) ||
+               b.amount != std::floor(b.amount)) {
+      Error(path + ".budget.tokens",
+            "must be a whole number from 1 to " + std::to_string(kMaxBudgetTokens));
+    }
+    if (b.period.count() <= 0 || b.period > kMaxBudgetPeriod) {
+      Error(path + ".budget.period", "must be longer than 0 and at most 366d");
+    }
+    if (b.unit == KeyBudget::Unit::kUsd) WarnUnpriced(key, path + ".budget");
+  }
+
+  // A budget in USD counts what `prices:` says each model as sent upstream costs; a model
+  // the key can reach without a price costs nothing against it.
+  void WarnUnpriced(const ClientKey& key, const std::string& path) {
+    std::set<std::string> reached;
+    if (key.models.empty()) {
+      for (const BackendConfig& b : config_.backends) {
+        reached.insert(b.models.begin(), b.models.end());
+        if (!b.default_model.empty()) reached.insert(b.default_model);
+      }
+    } else {
+      for (const std::string& name : key.models) {
+        // An alias wins over a served model of its name (model_resolver.h).
+        auto alias = std::find_if(config_.model_aliases.begin(), config_.model_aliases.end(),
+                                  [&](const ModelAlias& a) { return a.name == name; });
+        if (alias != config_.model_aliases.end()) {
+          reached.insert(alias->models.begin(), alias->models.end());
+        } else {
+          reached.insert(name);
+        }
+      }
+    }
+    std::string unpriced;
+    std::size_t count = 0;
+    for (const std::string& model : reached) {
+      if (config_.prices.contains(model)) continue;
+      if (++count <= kMaxNamesShown) unpriced += (unpriced.empty() ? "'" : ", '") + model + "'";
+    }
+    if (count == 0) return;
+    if (count > kMaxNamesShown) {
+      unpriced += " and " + std::to_string(count - kMaxNamesShown) + " more";
+    }
+    Warn(path, "key '" + key.name + "' has a budget in USD but " +
+                   (count == 1 ? "model " : "models ") + unpriced +
+                   (count == 1 ? " has" : " have") +
+                   " no price in prices: (they count 0 USD against the budget)");
   }
 
   void CheckPrices() {
@@ -219,9 +287,25 @@ class Checker {
       if (!b.default_model.empty()) served.insert(b.default_model);
     }
     for (const auto& [model, price] : config_.prices) {
+      // The loader refuses these at their place; a pushed table gets the same bounds.
+      const std::string path = "prices." + model;
+      for (const auto& [value, field] :
+           {std::pair{price.prompt, ".prompt"}, std::pair{price.completion, ".completion"},
+            std::pair{price.cached_prompt.value_or(0), ".cached_prompt"}}) {
+        if (!(value >= 0 && value <= kMaxPrice)) {
+          Error(path + field, "must be USD per million tokens, 0 or more");
+        }
+      }
+      if (model.empty()) Error("prices", "a price names no model");
       if (!served.contains(model)) {
         Warn("prices." + model, "no backend serves model '" + model + "' (its price is unused)");
       }
+    }
+  }
+
+  void CheckLimits() {
+    if (config_.limits.default_max_tokens == 0 || config_.limits.default_max_tokens > kMaxKeyRate) {
+      Error("limits.default_max_tokens", "must be between 1 and " + std::to_string(kMaxKeyRate));
     }
   }
 

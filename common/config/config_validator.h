@@ -11,6 +11,14 @@
 
 namespace llmproxy {
 
+// Bounds of a key's limits (auth.keys[].rpm, tpm, max_parallel, budget; docs/config.md
+// "auth"): the loader refuses values outside them at their place in the file, the checks
+// below refuse them in a pushed table or a stored key, and `admin keys create` before sending.
+inline constexpr uint64_t kMaxKeyRate = 1'000'000'000'000;  // rpm, tpm, max_parallel
+inline constexpr double kMaxBudgetUsd = 1e9;
+inline constexpr uint64_t kMaxBudgetTokens = 1'000'000'000'000'000;
+inline constexpr Millis kMaxBudgetPeriod = std::chrono::hours(24 * 366);
+
 struct ConfigIssue {
   bool warning = false;
   // Field path such as "backends[1].name" or "model_aliases.gpt-4o[0]"; "" = whole file.

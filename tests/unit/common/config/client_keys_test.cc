@@ -106,17 +106,102 @@ TEST(ClientKeys, BadEntriesAreReportedAtTheirPlace) {
               ElementsAre(HasSubstr("auth.keys[0]: must be a mapping")));
 }
 
-TEST(ClientKeys, LimitsAreRefusedRatherThanIgnored) {
-  // Limits are not enforced yet: a file that sets one must not run as if unlimited.
-  const std::vector<std::string> errors = Errors(
-      "auth:\n  keys:\n    - {name: a, key: s, rpm: 600, tpm: 1000, max_parallel: 2,"
-      " budget: {usd: 5, period: 30d}}\n");
-  ASSERT_EQ(errors.size(), 4u);
-  for (const char* field : {"rpm", "tpm", "max_parallel", "budget"}) {
-    EXPECT_THAT(errors, testing::Contains(HasSubstr(std::string("auth.keys[0].") + field +
-                                                    ": per-key limits and budgets are not "
-                                                    "enforced by this version yet")));
+TEST(ClientKeys, LimitsLoadOnObjectKeysAndStringKeysStayUnlimited) {
+  const LoadResult r = Load(
+      "prices:\n  m1: {prompt: 1, completion: 2}\n  m2: {prompt: 1}\n"
+      "auth:\n  keys:\n"
+      "    - {name: a, key: s, rpm: 600, tpm: 100000, max_parallel: 4,"
+      " budget: {usd: 12.5, period: 30d}}\n"
+      "    - name: b\n      key: t\n      budget: {tokens: 2000000, period: 86400}\n"
+      "    - plain-secret\n"
+      "    - {name: d, key: u, rpm: +7, tpm: 1000000000000}\n");
+  ASSERT_TRUE(r.ok()) << testing::PrintToString(r.FormattedErrors());
+  EXPECT_TRUE(r.diagnostics.empty());  // every model the USD key reaches has a price
+  const std::vector<ClientKey>& keys = r.config->auth_keys;
+  ASSERT_EQ(keys.size(), 4u);
+  EXPECT_EQ(keys[0].rpm, 600u);
+  EXPECT_EQ(keys[0].tpm, 100000u);
+  EXPECT_EQ(keys[0].max_parallel, 4u);
+  EXPECT_EQ(keys[0].budget, (KeyBudget{KeyBudget::Unit::kUsd, 12.5, Millis(30LL * 86'400'000)}));
+  EXPECT_TRUE(keys[0].limited());
+  EXPECT_EQ(keys[1].rpm, 0u);
+  EXPECT_EQ(keys[1].budget, (KeyBudget{KeyBudget::Unit::kTokens, 2e6, Millis(86'400'000)}));
+  EXPECT_EQ(keys[2], (ClientKey{"key-3", Sha256Hex("plain-secret"), {}}));
+  EXPECT_FALSE(keys[2].limited());
+  EXPECT_EQ(keys[3].rpm, 7u);
+  EXPECT_EQ(keys[3].tpm, 1'000'000'000'000u);
+  EXPECT_FALSE(keys[3].budget.has_value());
+  // An empty value keeps the default: no limit.
+  const LoadResult empty = Load("auth:\n  keys:\n    - name: e\n      key: v\n      rpm:\n");
+  ASSERT_TRUE(empty.ok());
+  EXPECT_FALSE(empty.config->auth_keys[0].limited());
+}
+
+TEST(ClientKeys, BadLimitsAreErrorsThatSayHowToHaveNone) {
+  const std::string none = " (omit the field for no limit), got ";
+  EXPECT_THAT(Errors("auth:\n  keys:\n    - {name: a, key: s, rpm: 0}\n"),
+              ElementsAre("c.yaml:3:30: auth.keys[0].rpm: must be a whole number from 1 to "
+                          "1000000000000" +
+                          none + "'0'"));
+  EXPECT_THAT(Errors("auth:\n  keys:\n    - {name: a, key: s, tpm: -5}\n"),
+              ElementsAre(HasSubstr("auth.keys[0].tpm: must be a whole number from 1 to "
+                                    "1000000000000" +
+                                    none + "'-5'")));
+  EXPECT_THAT(Errors("auth:\n  keys:\n    - {name: a, key: s, max_parallel: 1.5}\n"),
+              ElementsAre(HasSubstr("auth.keys[0].max_parallel: must be a whole number from 1 "
+                                    "to 1000000000000" +
+                                    none + "'1.5'")));
+  EXPECT_THAT(Errors("auth:\n  keys:\n    - {name: a, key: s, rpm: 1000000000001}\n"),
+              ElementsAre(HasSubstr(none + "'1000000000001'")));
+  EXPECT_THAT(Errors("auth:\n  keys:\n    - {name: a, key: s, rpm: lots}\n"),
+              ElementsAre(HasSubstr(none + "'lots'")));
+  EXPECT_THAT(Errors("auth:\n  keys:\n    - {name: a, key: s, rpm: [1]}\n"),
+              ElementsAre(HasSubstr("auth.keys[0].rpm: must be a whole number, not a list")));
+  EXPECT_THAT(Errors("auth:\n  keys:\n    - {name: a, key: s, rmp: 5}\n"),
+              ElementsAre(HasSubstr("unknown key 'rmp' in auth.keys[0] (did you mean 'rpm'?)")));
+}
+
+TEST(ClientKeys, BadBudgetsAreErrorsAtTheirPlace) {
+  auto budget = [](const std::string& value) {
+    return Errors("auth:\n  keys:\n    - name: a\n      key: s\n      budget: " + value + "\n");
+  };
+  EXPECT_THAT(budget("5"), ElementsAre("c.yaml:5:15: auth.keys[0].budget: must be {usd: X, "
+                                       "period: 30d} or {tokens: N, period: 30d}"));
+  EXPECT_THAT(budget("{usd: 0, period: 30d}"),
+              ElementsAre("c.yaml:5:21: auth.keys[0].budget.usd: must be USD, more than 0 and "
+                          "at most 1000000000, got '0'"));
+  EXPECT_THAT(budget("{usd: 1e10, period: 30d}"),
+              ElementsAre(HasSubstr("auth.keys[0].budget.usd: must be USD, more than 0 and at "
+                                    "most 1000000000, got '1e10'")));
+  EXPECT_THAT(budget("{usd: -1, period: 30d}"), ElementsAre(HasSubstr("got '-1'")));
+  EXPECT_THAT(budget("{usd: nan, period: 30d}"), ElementsAre(HasSubstr("got 'nan'")));
+  EXPECT_THAT(budget("{tokens: 1.5, period: 30d}"),
+              ElementsAre(HasSubstr("auth.keys[0].budget.tokens: must be a whole number of "
+                                    "tokens from 1 to 1000000000000000, got '1.5'")));
+  EXPECT_THAT(budget("{tokens: 0, period: 30d}"), ElementsAre(HasSubstr("got '0'")));
+  EXPECT_THAT(budget("{usd: 1, tokens: 2, period: 30d}"),
+              ElementsAre("c.yaml:5:15: auth.keys[0].budget: give usd or tokens, not both"));
+  EXPECT_THAT(budget("{period: 30d}"),
+              ElementsAre("c.yaml:5:15: auth.keys[0].budget: needs usd (USD per period) or "
+                          "tokens (prompt + completion tokens per period)"));
+  EXPECT_THAT(budget("{usd: 5}"),
+              ElementsAre("c.yaml:5:15: auth.keys[0].budget: needs period, the window the "
+                          "budget is spent over (e.g. 30d)"));
+  for (const char* period : {"367d", "0s", "0", "soon", "-1d"}) {
+    EXPECT_THAT(budget(std::string("{usd: 5, period: ") + period + "}"),
+                ElementsAre(HasSubstr("auth.keys[0].budget.period: must be a duration longer "
+                                      "than 0 and at most 366d (e.g. 30d, 7d, 24h), got '" +
+                                      std::string(period) + "'")))
+        << period;
   }
+  EXPECT_THAT(budget("{usd: 5, period: 30d, perod: 1d}"),
+              ElementsAre(HasSubstr("unknown key 'perod' in auth.keys[0].budget (did you mean "
+                                    "'period'?)")));
+  // The longest period, and a bare integer (seconds) as everywhere in the file.
+  EXPECT_TRUE(
+      Load("auth:\n  keys:\n    - {name: a, key: s, budget: {tokens: 9, period: 366d}}\n").ok());
+  EXPECT_TRUE(
+      Load("auth:\n  keys:\n    - {name: a, key: s, budget: {tokens: 9, period: 3600}}\n").ok());
 }
 
 TEST(ClientKeys, ValidatorChecksNamesDigestsAndModels) {

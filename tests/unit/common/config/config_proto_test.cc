@@ -13,6 +13,8 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using namespace std::chrono_literals;
 
+constexpr uint64_t kMaxKeyRateForTest = 1'000'000'000'000;
+
 Config FullConfig() {
   const EnvLookup env = [](std::string_view name) -> std::optional<std::string> {
     return "secret-" + std::string(name);
@@ -42,6 +44,86 @@ TEST(ConfigProtoTest, RoundTripOfOriginalSample) {
   const FromProtoResult back = FromProto(ToProto(*r.config));
   ASSERT_TRUE(back.config.has_value()) << back.error;
   EXPECT_EQ(*back.config, *r.config);
+}
+
+TEST(ConfigProtoTest, KeyLimitsPricesAndLimitsRoundTrip) {
+  LoadResult r = LoadConfigString(
+      "auth:\n  keys:\n"
+      "    - {name: a, key: s, rpm: 600, tpm: 90000, max_parallel: 3,"
+      " budget: {usd: 12.5, period: 30d}}\n"
+      "    - {name: b, key: t, models: [m2], budget: {tokens: 2000000, period: 36h}}\n"
+      "    - plain\n"
+      "prices:\n  m2: {prompt: 3, completion: 15, cached_prompt: 0.3}\n"
+      "  m1: {prompt: 0.27, completion: 1.1}\n"
+      "limits: {on_control_plane_loss: deny, default_max_tokens: 512}\n"
+      "backends:\n  - {name: x, url: 'http://x', models: [m1, m2]}\n",
+      "c.yaml", [](std::string_view) { return std::nullopt; });
+  ASSERT_TRUE(r.ok()) << testing::PrintToString(r.FormattedErrors());
+  const v1::RoutingTable t = ToProto(*r.config);
+  ASSERT_EQ(t.client_keys_size(), 3);
+  EXPECT_EQ(t.client_keys(0).rpm(), 600u);
+  EXPECT_EQ(t.client_keys(0).tpm(), 90000u);
+  EXPECT_EQ(t.client_keys(0).max_parallel(), 3u);
+  EXPECT_DOUBLE_EQ(t.client_keys(0).budget().usd(), 12.5);
+  EXPECT_EQ(t.client_keys(0).budget().period().seconds(), 30 * 86400);
+  EXPECT_EQ(t.client_keys(1).budget().tokens(), 2'000'000u);
+  EXPECT_EQ(t.client_keys(1).budget().period().seconds(), 36 * 3600);
+  EXPECT_FALSE(t.client_keys(2).has_budget());
+  EXPECT_EQ(t.client_keys(2).rpm(), 0u);
+  // Prices by model name, whatever the file's order: equal configs give equal tables.
+  ASSERT_EQ(t.prices_size(), 2);
+  EXPECT_EQ(t.prices(0).model(), "m1");
+  EXPECT_FALSE(t.prices(0).has_cached_prompt());
+  EXPECT_EQ(t.prices(1).model(), "m2");
+  EXPECT_DOUBLE_EQ(t.prices(1).cached_prompt(), 0.3);
+  EXPECT_EQ(t.limits().on_control_plane_loss(), v1::CONTROL_PLANE_LOSS_DENY);
+  EXPECT_EQ(t.limits().default_max_tokens(), 512u);
+
+  Config c = *r.config;
+  c.control_plane = ControlPlaneConfig{};
+  const FromProtoResult back = FromProto(t);
+  ASSERT_TRUE(back.config.has_value()) << back.error;
+  EXPECT_EQ(*back.config, c);
+  EXPECT_EQ(back.config->auth_keys[0].budget,
+            (KeyBudget{KeyBudget::Unit::kUsd, 12.5, Millis(30LL * 86'400'000)}));
+  EXPECT_EQ(back.config->prices.at("m2"), (ModelPrice{3, 15, 0.3}));
+  EXPECT_EQ(back.config->limits, (LimitsConfig{ControlPlaneLoss::kDeny, 512}));
+}
+
+TEST(ConfigProtoTest, TableWithoutLimitsGetsTheDefaultsAndBadLimitsAreRefused) {
+  Config c = FullConfig();
+  c.control_plane = ControlPlaneConfig{};
+  v1::RoutingTable old = ToProto(c);
+  old.clear_limits();  // a control plane that predates them
+  old.clear_prices();
+  FromProtoResult r = FromProto(old);
+  ASSERT_TRUE(r.config.has_value()) << r.error;
+  EXPECT_EQ(r.config->limits, LimitsConfig{});
+  EXPECT_TRUE(r.config->prices.empty());
+  old.mutable_limits()->set_default_max_tokens(0);  // 0: the default
+  r = FromProto(old);
+  ASSERT_TRUE(r.config.has_value()) << r.error;
+  EXPECT_EQ(r.config->limits.default_max_tokens, 4096u);
+
+  v1::RoutingTable bad = ToProto(c);
+  v1::ClientKey* k = bad.mutable_client_keys(0);
+  k->set_rpm(kMaxKeyRateForTest + 1);
+  k->mutable_budget()->mutable_period()->set_seconds(3600);  // no usd, no tokens
+  bad.mutable_client_keys(1)->mutable_budget()->set_usd(-1);
+  for (int i = 0; i < 2; ++i) {
+    v1::ModelPrice* p = bad.add_prices();
+    p->set_model("deepseek-chat");
+    p->set_prompt(1);
+  }
+  r = FromProto(bad);
+  EXPECT_FALSE(r.config.has_value());
+  EXPECT_THAT(r.error, HasSubstr("auth.keys[0].budget: needs usd or tokens"));
+  EXPECT_THAT(r.error, HasSubstr("prices: duplicate model 'deepseek-chat'"));
+  EXPECT_THAT(r.error, HasSubstr("auth.keys[0].rpm: must be at most 1000000000000"));
+  EXPECT_THAT(r.error,
+              HasSubstr("auth.keys[1].budget.usd: must be more than 0 and at most 1000000000"));
+  EXPECT_THAT(r.error,
+              HasSubstr("auth.keys[1].budget.period: must be longer than 0 and at most 366d"));
 }
 
 TEST(ConfigProtoTest, DurationsUseProtobufDuration) {

@@ -25,9 +25,22 @@ TEST(ConfigUnitsTest, ParsesGoStyleDurations) {
   EXPECT_EQ(ParseDuration("0s"), Millis(0));
 }
 
+TEST(ConfigUnitsTest, ParsesDaysForBudgetPeriods) {
+  EXPECT_EQ(ParseDuration("1d"), Millis(24h));
+  EXPECT_EQ(ParseDuration("30d"), Millis(720h));
+  EXPECT_EQ(ParseDuration("366d"), Millis(366 * 24h));
+  EXPECT_EQ(ParseDuration("1d12h"), Millis(36h));
+  EXPECT_EQ(ParseDuration("1.5d"), Millis(36h));
+  EXPECT_EQ(ParseDuration("3650d"), Millis(3650 * 24h));
+  EXPECT_EQ(ParseDuration("3651d"), std::nullopt);  // past the ten-year bound
+  for (const char* bad : {"1D", "5days", "d", "1dd"}) {
+    EXPECT_EQ(ParseDuration(bad), std::nullopt) << bad;
+  }
+}
+
 TEST(ConfigUnitsTest, RejectsMalformedDurations) {
   for (const char* bad :
-       {"", "180", "s", "10 s", "-5s", "5x", "1.s", ".s", "5sec", "1d", "99999999999h", "1m 30s"}) {
+       {"", "180", "s", "10 s", "-5s", "5x", "1.s", ".s", "5sec", "1w", "99999999999h", "1m 30s"}) {
     EXPECT_EQ(ParseDuration(bad), std::nullopt) << bad;
   }
 }
