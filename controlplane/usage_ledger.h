@@ -1,7 +1,9 @@
-// The usage ledger: per client key, model, backend and hour, the requests, tokens and cost
-// (prices:, USD per million tokens) the workers reported (LoadReport.usage), in the
-// control plane's SQLite state database beside the stored keys, so a restart forgets
-// nothing. `llmproxy-ctl admin usage` reads it. Thread-safe.
+// The usage ledger: per client key, model, backend and hour, the requests, tokens (cached
+// prompt tokens among them) and cost (prices:, USD per million tokens) the workers reported
+// (LoadReport.usage), in the control plane's SQLite state database beside the stored keys,
+// so a restart forgets nothing. `llmproxy-ctl admin usage` reads it. A ledger of the
+// previous schema (no cached_prompt_tokens column) gets the column, 0 in its rows, when
+// opened. Thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +22,7 @@ struct UsageRow {
   std::string key, model, backend;
   uint64_t requests = 0, prompt_tokens = 0, completion_tokens = 0;
   double cost_usd = 0;
+  uint64_t cached_prompt_tokens = 0;  // of prompt_tokens
 };
 
 class UsageLedger {

@@ -19,6 +19,7 @@ namespace llmproxy {
 struct KeyUsageDelta {
   std::string key, model, backend;
   uint64_t requests = 0, prompt_tokens = 0, completion_tokens = 0;
+  uint64_t cached_prompt_tokens = 0;  // of prompt_tokens
   bool operator==(const KeyUsageDelta&) const = default;
 };
 
@@ -35,7 +36,7 @@ class UsageAggregator : public RequestObserver {
 
  private:
   struct Sums {
-    uint64_t requests = 0, prompt_tokens = 0, completion_tokens = 0;
+    uint64_t requests = 0, prompt_tokens = 0, completion_tokens = 0, cached_prompt_tokens = 0;
   };
   using Id = std::tuple<std::string, std::string, std::string>;  // key, model, backend
   // Looked up by views: a request that adds to an existing sum allocates nothing.

@@ -1416,6 +1416,7 @@ void ChatStreamToMessages::OnChunk(std::string_view data, std::string& out) {
         pd && pd->get_object().get(details) == SUCCESS) {
       cached_ = CountOr0(details, "cached_tokens");
     }
+    usage_.cached_prompt_tokens = std::min(cached_, usage_.prompt_tokens);
     usage_seen_ = usage_now = true;
   }
   Start(out);
@@ -1524,6 +1525,7 @@ void MessagesStreamToChat::EndChunk(std::string& out) {
 void MessagesStreamToChat::UpdateUsage() {
   usage_.prompt_tokens = input_ + cache_read_ + cache_creation_;
   usage_.completion_tokens = output_;
+  usage_.cached_prompt_tokens = cache_read_;  // written to the cache (creation): not cached
 }
 
 void MessagesStreamToChat::OnEvent(std::string_view event, std::string_view data,

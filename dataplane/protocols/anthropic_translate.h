@@ -146,7 +146,8 @@ class MessagesStreamToChat {
 
   bool done() const { return done_; }    // message_stop came and [DONE] went out
   bool error() const { return error_; }  // an error event came
-  // prompt_tokens = input_tokens + cache_read + cache_creation; completion = output_tokens.
+  // prompt_tokens = input_tokens + cache_read + cache_creation; completion = output_tokens;
+  // cached_prompt_tokens = cache_read (Anthropic's input_tokens leaves cached ones out).
   const TokenUsage& usage() const { return usage_; }
   uint64_t cached_tokens() const { return cache_read_; }
   uint64_t skipped() const { return skipped_; }

@@ -2,6 +2,7 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
@@ -270,20 +271,39 @@ error_code ReadCount(od::value value, Count* out) {
   return simdjson::SUCCESS;
 }
 
-// A "usage" value: nullopt in *usage when it is not a usable usage object.
+// "prompt_tokens_details": its "cached_tokens" into `cached` (the last duplicate wins; not
+// an object: none). Malformed JSON is an error; anything else only leaves no count.
+error_code ReadPromptDetails(od::value value, Count* cached) {
+  *cached = Count{};
+  od::json_type type;
+  LLMPROXY_JSON_TRY(value.type().get(type));
+  if (type != od::json_type::object) return Validate(value, 2);
+  return ForEachMember(value, [&](std::string_view key, od::value member) {
+    if (key == "cached_tokens") return ReadCount(member, cached);
+    return Validate(member, 3);
+  });
+}
+
+// A "usage" value: nullopt in *usage when it is not a usable usage object. The cached
+// count is a detail: unusable (a string, a fraction) it reads as 0 and the usage stays.
 error_code ReadUsageObject(od::value value, std::optional<TokenUsage>* usage) {
   usage->reset();
   od::json_type type;
   LLMPROXY_JSON_TRY(value.type().get(type));
   if (type != od::json_type::object) return Validate(value, 1);
-  Count prompt, completion;
+  Count prompt, completion, cached, cache_hit;
   LLMPROXY_JSON_TRY(ForEachMember(value, [&](std::string_view key, od::value member) {
     if (key == "prompt_tokens") return ReadCount(member, &prompt);
     if (key == "completion_tokens") return ReadCount(member, &completion);
+    if (key == "prompt_tokens_details") return ReadPromptDetails(member, &cached);
+    if (key == "prompt_cache_hit_tokens") return ReadCount(member, &cache_hit);  // DeepSeek
     return Validate(member, 2);
   }));
   if ((prompt.present || completion.present) && prompt.valid && completion.valid) {
-    *usage = TokenUsage{prompt.value, completion.value};
+    uint64_t from_cache = cached.valid ? cached.value : 0;
+    if (from_cache == 0 && cache_hit.valid) from_cache = cache_hit.value;
+    // Part of the prompt tokens: never more than they are.
+    *usage = TokenUsage{prompt.value, completion.value, std::min(from_cache, prompt.value)};
   }
   return simdjson::SUCCESS;
 }
@@ -349,6 +369,18 @@ BodyPeek ReadRequestJson(std::string_view body, size_t readable_after) {
       return Fail(std::move(peek), AmbiguousKey(key, "model"));
     } else if (FoldEquals(key, "stream")) {
       return Fail(std::move(peek), AmbiguousKey(key, "stream"));
+    } else if (key == "max_tokens" || key == "max_completion_tokens" ||
+               key == "max_output_tokens") {
+      // The completion's cap, for a key's token reservation (docs/limits.md); any other
+      // type is the upstream's to reject. Several caps: the largest counts.
+      uint64_t cap = 0;
+      od::json_type type;
+      if (value.type().get(type)) return Fail(std::move(peek), std::string(kBadJson));
+      if (type == od::json_type::number && value.get_uint64().get(cap) == simdjson::SUCCESS) {
+        peek.max_output_tokens = std::max(peek.max_output_tokens.value_or(0), cap);
+      } else if (Validate(value, 1)) {
+        return Fail(std::move(peek), std::string(kBadJson));
+      }
     } else if (key == "stream_options") {
       peek.has_stream_options = true;
       if (ReadStreamOptions(value, &peek.client_include_usage)) {

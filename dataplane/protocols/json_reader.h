@@ -28,6 +28,9 @@ inline constexpr size_t kMaxJsonDepth = 256;
 struct TokenUsage {
   uint64_t prompt_tokens = 0;
   uint64_t completion_tokens = 0;
+  // Of prompt_tokens, those read from the provider's prompt cache (OpenAI
+  // prompt_tokens_details.cached_tokens, Anthropic cache_read_input_tokens).
+  uint64_t cached_prompt_tokens = 0;
   bool operator==(const TokenUsage&) const = default;
 };
 
@@ -47,6 +50,10 @@ struct BodyPeek {
   // proxy must not hide it).
   bool has_stream_options = false;
   bool client_include_usage = false;
+
+  // The largest of top-level "max_tokens", "max_completion_tokens", "max_output_tokens"
+  // given as a non-negative integer (the completion's cap); nullopt when none is.
+  std::optional<uint64_t> max_output_tokens;
 
   // Byte offsets into the body: the model value token including its quotes
   // [model_begin, model_end) when has_model; the '{' and the closing '}' of the top-level
@@ -80,6 +87,10 @@ struct UsageRead {
 // as 0) or null/absent (0), at least one present; a fraction, an exponent, another type,
 // an integer outside uint64 (or below -2^63), or malformed JSON inside usage makes the
 // whole usage unusable. Duplicate keys: the last one wins.
+// cached_prompt_tokens is "prompt_tokens_details": {"cached_tokens": N} (OpenAI), else
+// DeepSeek's "prompt_cache_hit_tokens"; both count among prompt_tokens, so the count is cut
+// to prompt_tokens. An unusable one (another type, a fraction, negative, out of range, a
+// details value that is not an object) reads as 0 and never spoils the usage.
 std::optional<UsageRead> ReadUsageJson(std::string_view json, size_t readable_after);
 
 }  // namespace llmproxy

@@ -5,9 +5,12 @@
 // document both can judge.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -252,6 +255,17 @@ inline void CheckBody(std::string_view body) {
       const auto stream = ref.doc.find("stream");
       FUZZ_CHECK(peek.stream == (stream != ref.doc.end() && *stream == true), body);
       FUZZ_CHECK(peek.has_stream_options == ref.doc.contains("stream_options"), body);
+      // The completion cap: the largest of the three keys that holds an unsigned integer
+      // (signed numbers are left out: "-0" is a matter of taste between the parsers).
+      std::optional<uint64_t> cap;
+      bool judged = true;
+      for (const char* key : {"max_tokens", "max_completion_tokens", "max_output_tokens"}) {
+        const auto v = ref.doc.find(key);
+        if (v == ref.doc.end()) continue;
+        if (v->is_number_unsigned()) cap = std::max(cap.value_or(0), v->get<uint64_t>());
+        if (v->is_number_integer() && !v->is_number_unsigned()) judged = false;
+      }
+      if (judged) FUZZ_CHECK(peek.max_output_tokens == cap, body);
     }
   } else if (ref.object && ref.plain_keys && ref.max_depth <= kMaxJsonDepth) {
     // Valid by RFC 8259 and unambiguous: only the documented field-type rules may refuse.

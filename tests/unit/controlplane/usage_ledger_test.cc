@@ -3,6 +3,7 @@
 #include "controlplane/usage_ledger.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -65,6 +66,55 @@ TEST_F(UsageLedgerTest, RowsOfOneHourKeyModelAndBackendAddUp) {
   EXPECT_EQ(ledger->Query(std::string("a"), kHour + 3700).size(), 1u);
   EXPECT_TRUE(ledger->Query(std::string("nobody"), kHour).empty());
   EXPECT_TRUE(ledger->Add({}));
+}
+
+TEST_F(UsageLedgerTest, CachedPromptTokensAddUpBesideTheOthers) {
+  {
+    auto ledger = Open();
+    ASSERT_NE(ledger, nullptr);
+    ASSERT_TRUE(ledger->Add({{kHour, "a", "m", "b", 1, 100, 10, 0.5, 80},
+                             {kHour + 60, "a", "m", "b", 2, 50, 5, 0.25, 20},
+                             {kHour, "a", "m2", "b", 1, 7, 1, 0}}));
+  }
+  auto ledger = Open();
+  ASSERT_NE(ledger, nullptr);
+  const std::vector<UsageRow> rows = ledger->Query(std::string("a"), kHour);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].model, "m");
+  EXPECT_EQ(rows[0].requests, 3u);
+  EXPECT_EQ(rows[0].prompt_tokens, 150u);
+  EXPECT_EQ(rows[0].cached_prompt_tokens, 100u);
+  EXPECT_EQ(rows[0].completion_tokens, 15u);
+  EXPECT_DOUBLE_EQ(rows[0].cost_usd, 0.75);
+  EXPECT_EQ(rows[1].cached_prompt_tokens, 0u);
+}
+
+TEST_F(UsageLedgerTest, ALedgerOfThePreviousVersionGetsTheCachedColumn) {
+  {
+    // The table and a row as the previous llmproxy-ctl wrote them.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "CREATE TABLE usage (hour INTEGER NOT NULL, key TEXT NOT NULL,"
+                           " model TEXT NOT NULL, backend TEXT NOT NULL, requests INTEGER NOT NULL,"
+                           " prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,"
+                           " cost_usd REAL NOT NULL, PRIMARY KEY (hour, key, model, backend));"
+                           "INSERT INTO usage VALUES (1764000000, 'a', 'm', 'b', 4, 40, 8, 1.5);",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  for (int open = 0; open < 2; ++open) {  // migrated once, then opened as is
+    auto ledger = Open();
+    ASSERT_NE(ledger, nullptr);
+    ASSERT_TRUE(ledger->Add({{kHour, "a", "m", "b", 1, 10, 2, 0.5, 6}}));
+    const std::vector<UsageRow> rows = ledger->Query(std::nullopt, kHour);
+    ASSERT_EQ(rows.size(), 1u);
+    EXPECT_EQ(rows[0].requests, 5u + open);
+    EXPECT_EQ(rows[0].prompt_tokens, 50u + 10 * open);
+    EXPECT_EQ(rows[0].cached_prompt_tokens, 6u * (open + 1));  // the old row counted 0
+    EXPECT_DOUBLE_EQ(rows[0].cost_usd, 2.0 + 0.5 * open);
+  }
 }
 
 TEST_F(UsageLedgerTest, HostileNamesAreData) {

@@ -44,6 +44,25 @@ TEST(UsageAggregator, SumsByKeyModelAndBackendUntilTaken) {
   EXPECT_EQ(got[1], (KeyUsageDelta{"a", "m", "b1", 3, 12, 7}));
 }
 
+TEST(UsageAggregator, CachedPromptTokensAreSummedAndRestored) {
+  UsageAggregator u;
+  RequestRecord a = Done("k", "m", "b", 100, 10);
+  a.cached_prompt_tokens = 80;
+  RequestRecord b = Done("k", "m", "b", 50, 5);
+  b.cached_prompt_tokens = 0;
+  u.OnRequestDone(a);
+  u.OnRequestDone(b);
+  u.OnRequestDone(Done("k", "m", "b", 1, 1));  // no cached count in its usage
+  std::vector<KeyUsageDelta> got = u.Take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], (KeyUsageDelta{"k", "m", "b", 3, 151, 16, 80}));
+  u.Restore(got);
+  u.OnRequestDone(a);
+  got = u.Take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], (KeyUsageDelta{"k", "m", "b", 4, 251, 26, 160}));
+}
+
 TEST(UsageAggregator, EntriesAreBoundedAndNothingIsLostBeyondTheBound) {
   UsageAggregator u;
   const size_t n = UsageAggregator::kMaxEntries + 100;

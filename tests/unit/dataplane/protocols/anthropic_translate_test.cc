@@ -682,6 +682,9 @@ TEST(MessagesResponseToChat, ThinkingTextToolUseAndUsage) {
         {"total_tokens", 72},
         {"prompt_tokens_details", {{"cached_tokens", 50}}}}}};
   EXPECT_EQ(Parse(*c), expected);
+  // What the proxy records for an Anthropic answer: the usage of its chat translation,
+  // prompt = input + cache read + cache write, cached = the cache read.
+  EXPECT_EQ(ExtractUsageFromJson(*c), (TokenUsage{65, 7, 50}));
 }
 
 TEST(MessagesResponseToChat, StopReasonsAndNonAnswers) {
@@ -1034,7 +1037,7 @@ TEST(ChatStreamToMessages, ThinkingTextAndToolCallsEventByEvent) {
   ASSERT_EQ(events.size(), expected.size()) << out;
   for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(events[i].data, expected[i]) << i;
   EXPECT_TRUE(t.done());
-  EXPECT_EQ(t.usage(), (TokenUsage{120, 30}));
+  EXPECT_EQ(t.usage(), (TokenUsage{120, 30, 100}));
   EXPECT_EQ(t.cached_tokens(), 100u);
   EXPECT_EQ(t.skipped(), 0u);
 }
@@ -1315,7 +1318,9 @@ TEST(MessagesStreamToChat, TextThinkingToolUseAndUsage) {
   for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(events[i], expected[i]) << i;
   EXPECT_TRUE(t.done());
   EXPECT_FALSE(t.error());
-  EXPECT_EQ(t.usage(), (TokenUsage{580, 89}));
+  // Anthropic's input_tokens (472) leaves out the cache read (100) and write (8): the
+  // prompt tokens are all three, the cached ones the read.
+  EXPECT_EQ(t.usage(), (TokenUsage{580, 89, 100}));
   EXPECT_EQ(t.cached_tokens(), 100u);
   EXPECT_EQ(t.skipped(), 0u);
 }

@@ -27,6 +27,27 @@ TEST(BodyPeek, ReadsTopLevelModelAndStream) {
   EXPECT_FALSE(peek.has_stream_options);
 }
 
+// The completion's cap, for a limited key's token reservation (docs/limits.md).
+TEST(BodyPeek, ReadsTheLargestCompletionCap) {
+  EXPECT_EQ(PeekRequestBody(R"({"model":"m","max_tokens":256})").max_output_tokens, 256u);
+  EXPECT_EQ(PeekRequestBody(R"({"max_tokens":10,"max_completion_tokens":900})").max_output_tokens,
+            900u);
+  EXPECT_EQ(PeekRequestBody(R"({"input":"x","max_output_tokens":0})").max_output_tokens, 0u);
+  EXPECT_FALSE(PeekRequestBody(R"({"model":"m"})").max_output_tokens);
+  // Nested caps are not the request's.
+  EXPECT_FALSE(PeekRequestBody(R"({"tools":[{"max_tokens":5}]})").max_output_tokens);
+  // Another type is the upstream's to refuse: no cap, and still a valid body.
+  for (const char* body : {R"({"max_tokens":-1})", R"({"max_tokens":1.5})", R"({"max_tokens":"9"})",
+                           R"({"max_tokens":null})", R"({"max_tokens":[1]})",
+                           R"({"max_tokens":99999999999999999999999})"}) {
+    const BodyPeek peek = PeekRequestBody(body);
+    EXPECT_TRUE(peek.ok()) << body << ": " << peek.error;
+    EXPECT_FALSE(peek.max_output_tokens) << body;
+  }
+  // Malformed JSON inside the value still fails the body.
+  EXPECT_FALSE(PeekRequestBody(R"({"max_tokens":[1,}})").ok());
+}
+
 TEST(BodyPeek, MissingModelAndStreamDefaults) {
   const BodyPeek peek = PeekRequestBody(R"({"messages":[]})");
   ASSERT_TRUE(peek.ok());

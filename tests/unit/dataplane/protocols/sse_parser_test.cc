@@ -2,10 +2,12 @@
 // usage-only chunk that stream_usage: request hides.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,6 +15,13 @@
 #include "dataplane/protocols/sse_parser.h"
 
 namespace llmproxy {
+
+// Readable failures: {prompt, completion, cached} instead of bytes.
+void PrintTo(const TokenUsage& u, std::ostream* os) {
+  *os << "{" << u.prompt_tokens << ", " << u.completion_tokens << ", " << u.cached_prompt_tokens
+      << "}";
+}
+
 namespace {
 
 const std::string kChunk1 =
@@ -230,7 +239,11 @@ TEST(Usage, KeyInsideStringsOrNestedObjectsIsNotTheUsage) {
   EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens_details":{"cached_tokens":7,"prompt_tokens":99},)"
                   R"("completion_tokens_details":{"reasoning_tokens":2,"completion_tokens":98},)"
                   R"("prompt_tokens":11,"completion_tokens":12,"total_tokens":23}})"),
-            (TokenUsage{11, 12}));
+            (TokenUsage{11, 12, 7}));
+  // cached_tokens outside prompt_tokens_details is not the cached count.
+  EXPECT_EQ(Usage(R"({"usage":{"cached_tokens":5,"completion_tokens_details":{"cached_tokens":4},)"
+                  R"("prompt_tokens":9}})"),
+            (TokenUsage{9, 0, 0}));
   EXPECT_EQ(Usage(R"({"usage":{"extra":[1,{"prompt_tokens":5},[[]],"]}",null,true,-1.5e3],)"
                   R"("completion_tokens":6}})"),
             (TokenUsage{0, 6}));
@@ -274,6 +287,72 @@ TEST(Usage, CountValues) {
                           R"({"usage":"{\"prompt_tokens\":1}"})"}) {
     EXPECT_FALSE(Usage(bad).has_value()) << bad;
   }
+}
+
+TEST(Usage, CachedPromptTokensOfOpenAIAndDeepSeek) {
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":2006,"completion_tokens":300,)"
+                  R"("prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0}}})"),
+            (TokenUsage{2006, 300, 1920}));
+  // DeepSeek's own field, when the OpenAI one is absent or 0.
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":50,"completion_tokens":1,)"
+                  R"("prompt_cache_hit_tokens":32,"prompt_cache_miss_tokens":18}})"),
+            (TokenUsage{50, 1, 32}));
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":50,"prompt_cache_hit_tokens":32,)"
+                  R"("prompt_tokens_details":{"cached_tokens":0}}})"),
+            (TokenUsage{50, 0, 32}));
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":50,"prompt_cache_hit_tokens":32,)"
+                  R"("prompt_tokens_details":{"cached_tokens":16}}})"),
+            (TokenUsage{50, 0, 16}));
+  // Duplicates: the last details object, and the last count inside it, win.
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":50,"prompt_tokens_details":{"cached_tokens":9},)"
+                  R"("prompt_tokens_details":{"cached_tokens":3,"cached_tokens":4}}})"),
+            (TokenUsage{50, 0, 4}));
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":50,"prompt_tokens_details":{"cached_tokens":9},)"
+                  R"("prompt_tokens_details":{}}})"),
+            (TokenUsage{50, 0, 0}));
+}
+
+// A hostile or confused upstream's cached count never makes the usage unusable and never
+// exceeds the prompt tokens it is part of.
+TEST(Usage, HostileCachedCountsReadAsZeroAndKeepTheUsage) {
+  for (const char* details :
+       {R"("x")", "7", "null", "true", "[1]", R"({"cached_tokens":"7"})",
+        R"({"cached_tokens":1.5})", R"({"cached_tokens":1e3})", R"({"cached_tokens":-3})",
+        R"({"cached_tokens":null})", R"({"cached_tokens":[7]})", R"({"cached_tokens":{"n":7}})",
+        R"({"cached_tokens":18446744073709551616})", R"({"cached_tokens":-9223372036854775809})",
+        R"({"other":7})"}) {
+    const std::string body = std::string(R"({"usage":{"prompt_tokens":10,"completion_tokens":2,)") +
+                             R"("prompt_tokens_details":)" + details + "}}";
+    EXPECT_EQ(Usage(body), (TokenUsage{10, 2, 0})) << body;
+  }
+  for (const char* count :
+       {R"("7")", "1.5", "-3", "null", "[7]", R"({"n":7})", "1e3", "18446744073709551616"}) {
+    const std::string hit =
+        std::string(R"({"usage":{"prompt_tokens":10,"prompt_cache_hit_tokens":)") + count + "}}";
+    EXPECT_EQ(Usage(hit), (TokenUsage{10, 0, 0})) << hit;
+  }
+  // More cached than prompt tokens: cut to the prompt tokens.
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":99}}})"),
+            (TokenUsage{10, 0, 10}));
+  EXPECT_EQ(Usage(R"({"usage":{"completion_tokens":3,"prompt_cache_hit_tokens":5}})"),
+            (TokenUsage{0, 3, 0}));
+  // Malformed JSON inside the details is malformed usage, as anywhere inside usage.
+  for (const char* bad :
+       {R"({"usage":{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":}}})",
+        R"({"usage":{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":1,}}})",
+        R"({"usage":{"prompt_tokens":1,"prompt_tokens_details":[1,]}})",
+        R"({"usage":{"prompt_tokens":1,"prompt_tokens_details":{"a":tru}}})"}) {
+    EXPECT_FALSE(Usage(bad).has_value()) << bad;
+  }
+  // Deep nesting inside the details: skipped up to the limit, refused beyond it.
+  const std::string deep = std::string(200, '[') + std::string(200, ']');
+  EXPECT_EQ(Usage(R"({"usage":{"prompt_tokens":4,"prompt_tokens_details":{"x":)" + deep +
+                  R"(,"cached_tokens":2}}})"),
+            (TokenUsage{4, 0, 2}));
+  const std::string too_deep = std::string(100000, '[') + std::string(100000, ']');
+  EXPECT_FALSE(
+      Usage(R"({"usage":{"prompt_tokens":4,"prompt_tokens_details":{"x":)" + too_deep + R"(}}})")
+          .has_value());
 }
 
 // Huge numbers: counts up to 2^64-1 are read exactly; beyond that (or a negative below
@@ -320,6 +399,19 @@ std::optional<TokenUsage> DomUsage(std::string_view body) {
       return std::nullopt;
     }
   }
+  // Cached: a non-negative integer or 0; OpenAI's field, else DeepSeek's; at most prompt.
+  auto count = [](const nlohmann::json& v) -> uint64_t {
+    return v.is_number_unsigned() ? v.get<uint64_t>() : 0;
+  };
+  if (const auto d = usage->find("prompt_tokens_details"); d != usage->end() && d->is_object()) {
+    if (const auto c = d->find("cached_tokens"); c != d->end())
+      out.cached_prompt_tokens = count(*c);
+  }
+  if (const auto hit = usage->find("prompt_cache_hit_tokens");
+      out.cached_prompt_tokens == 0 && hit != usage->end()) {
+    out.cached_prompt_tokens = count(*hit);
+  }
+  out.cached_prompt_tokens = std::min(out.cached_prompt_tokens, out.prompt_tokens);
   return out;
 }
 
@@ -335,6 +427,12 @@ const std::vector<GoldenUsage>& Goldens() {
       // OpenAI, stream_options.include_usage final chunk.
       {R"({"id":"chatcmpl-B9","object":"chat.completion.chunk","created":1727,"model":"gpt-4o-mini-2024-07-18","system_fingerprint":"fp_f85bea6784","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":9,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}})",
        TokenUsage{20, 9}, true},
+      // OpenAI, a cache hit (prompt caching: cached_tokens are part of prompt_tokens).
+      {R"({"id":"chatcmpl-C1","object":"chat.completion","created":1730,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}})",
+       TokenUsage{2006, 300, 1920}, false},
+      // DeepSeek, a cache hit reported its own way.
+      {R"({"id":"a1","object":"chat.completion.chunk","model":"deepseek-chat","choices":[],"usage":{"prompt_tokens":64,"completion_tokens":5,"total_tokens":69,"prompt_cache_hit_tokens":48,"prompt_cache_miss_tokens":16}})",
+       TokenUsage{64, 5, 48}, true},
       // OpenAI content chunk with "usage":null.
       {R"({"id":"chatcmpl-B9","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hello"},"logprobs":null,"finish_reason":null}],"usage":null})",
        std::nullopt},
@@ -393,6 +491,12 @@ TEST(Usage, AgreesWithADomParser) {
       R"({"usage":{"prompt_tokens":{"n":1}}})",
       R"({"usage":{"prompt\u005ftokens":6}})",
       R"({"usage":{"prompt_tokens_details":{"cached_tokens":1},"completion_tokens":3}})",
+      R"({"usage":{"prompt_tokens":8,"prompt_tokens_details":{"cached_tokens":5}}})",
+      R"({"usage":{"prompt_tokens":8,"prompt_tokens_details":{"cached_tokens":-5}}})",
+      R"({"usage":{"prompt_tokens":8,"prompt_tokens_details":{"cached_tokens":"5"}}})",
+      R"({"usage":{"prompt_tokens":8,"prompt_tokens_details":5}})",
+      R"({"usage":{"prompt_tokens":8,"prompt_cache_hit_tokens":6}})",
+      R"({"usage":{"prompt_tokens":8,"prompt_cache_hit_tokens":60}})",
       R"({"usage":{"total_tokens":3}})",
       R"({"usage":{}})",
       R"({"usage":[]})",
