@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <set>
 #include <utility>
@@ -9,6 +10,7 @@
 #include "common/config/config_proto.h"
 #include "common/config/config_validator.h"
 #include "common/config/key_hash.h"
+#include "common/config/price.h"
 #include "common/log/logging.h"
 
 namespace llmproxy {
@@ -18,6 +20,12 @@ ConfigPublisher::ConfigPublisher(std::string path, SnapshotHub& hub, CtlMetrics&
     : path_(std::move(path)), hub_(hub), metrics_(metrics), env_(std::move(env)) {}
 
 namespace {
+int64_t UnixNowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 int64_t UnixNow() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -79,8 +87,10 @@ std::string ConfigPublisher::OpenStoreLocked(const Config& config) {
   }
   if (!keys_) return error;
   ledger_ = UsageLedger::Open(p.string(), error);
-  if (!ledger_) {
+  if (ledger_) lease_store_ = LeaseStore::Open(p.string(), error);
+  if (!ledger_ || !lease_store_) {
     keys_.reset();
+    ledger_.reset();
     return error;
   }
   LogInfo("state database open",
@@ -92,8 +102,64 @@ bool ConfigPublisher::PublishLocked() {
   Config next = EffectiveLocked();
   if (effective_ && *effective_ == next) return false;
   effective_ = next;
+  SetLimitsLocked();
   hub_.Publish(ToProto(next));
   return true;
+}
+
+void ConfigPublisher::SetLimitsLocked() {
+  std::map<std::string, KeyLimits> limits;
+  for (const ClientKey& k : effective_->auth_keys) {
+    if (auto l = LimitsOf(k)) limits[k.name] = *l;
+  }
+  const int64_t now_ms = UnixNowMs();
+  const UsageLedger* ledger = ledger_.get();
+  // A budget's past spending: the ledger's hours within its period.
+  leases_.SetLimits(
+      limits,
+      [ledger, now_ms](const std::string& key, const KeyLimits& l) {
+        std::map<int64_t, uint64_t> hours;
+        if (ledger == nullptr) return hours;
+        const int64_t since = (now_ms - l.budget_period_ms) / 1000 - 3600;
+        for (const UsageRow& r : ledger->Query(key, since)) {
+          hours[r.hour * 1000] += l.usd ? static_cast<uint64_t>(std::llround(r.cost_usd * 1e6))
+                                        : r.prompt_tokens + r.completion_tokens;
+        }
+        return hours;
+      },
+      now_ms);
+  if (!leases_loaded_) {
+    leases_loaded_ = true;
+    if (lease_store_) {
+      if (std::optional<std::string> saved = lease_store_->Load();
+          saved && !leases_.Load(*saved, now_ms)) {
+        LogWarn("saved lease state unreadable; starting without it");
+      }
+    }
+  }
+}
+
+std::optional<v1::LeaseGrant> ConfigPublisher::OnReport(const std::string& worker, uint64_t session,
+                                                        const v1::LoadReport& report) {
+  RecordUsage(report);
+  return leases_.OnReport(worker, session, report, UnixNowMs());
+}
+
+void ConfigPublisher::SaveLeases() {
+  LeaseStore* store;
+  {
+    std::lock_guard lock(mu_);
+    store = lease_store_.get();
+  }
+  if (store == nullptr) return;
+  const int64_t now_ms = UnixNowMs();
+  std::string state = leases_.Save(now_ms);
+  if (state == last_saved_leases_) return;  // an idle gateway writes nothing
+  if (store->Save(state, now_ms)) {
+    last_saved_leases_ = std::move(state);
+  } else {
+    LogWarn("lease state could not be saved");
+  }
 }
 
 ConfigPublisher::ReloadOutcome ConfigPublisher::Reload(std::string_view trigger) {
@@ -219,29 +285,34 @@ ConfigPublisher::KeyOutcome ConfigPublisher::NewSecretLocked(const std::string& 
   return out;
 }
 
-ConfigPublisher::KeyOutcome ConfigPublisher::CreateKey(const std::string& name,
-                                                       const std::vector<std::string>& models) {
+ConfigPublisher::KeyOutcome ConfigPublisher::CreateKey(ClientKey key) {
   std::lock_guard lock(mu_);
-  std::string digest;
-  KeyOutcome out = NewSecretLocked(name, digest);
+  KeyOutcome out = NewSecretLocked(key.name, key.sha256);
   if (out.code != KeyOutcome::Code::kOk) return out;
   // The table it would join, through the validator every table passes: a bad name, one the
-  // file or another key has, a model nobody serves, are its messages.
+  // file or another key has, a model nobody serves, a limit out of bounds, are its messages.
   Config next = EffectiveLocked();
-  next.auth_keys.push_back(ClientKey{name, digest, models});
-  if (std::vector<std::string> problems = ValidateConfig(next); !problems.empty()) {
-    std::string error;
-    for (const std::string& p : problems) error += (error.empty() ? "" : "; ") + p;
-    return KeyFailure(KeyOutcome::Code::kInvalid, std::move(error));
+  const std::string path = "auth.keys[" + std::to_string(next.auth_keys.size()) + "]";
+  next.auth_keys.push_back(key);
+  std::string error;
+  for (const ConfigIssue& issue : CheckConfig(next)) {
+    if (!issue.warning) {
+      error += (error.empty() ? "" : "; ") + issue.message;
+    } else if (issue.path.starts_with(path)) {
+      // E.g. a budget in USD over models without a price: allowed, but said.
+      LogWarn("stored key warning", {{"key", key.name}, {"warning", issue.message}});
+    }
   }
-  if (std::string error = keys_->Create(name, digest, models, UnixNow()); !error.empty()) {
-    return KeyFailure(KeyOutcome::Code::kExists, std::move(error));
+  if (!error.empty()) return KeyFailure(KeyOutcome::Code::kInvalid, std::move(error));
+  if (std::string stored = keys_->Create(key, UnixNow()); !stored.empty()) {
+    return KeyFailure(KeyOutcome::Code::kExists, std::move(stored));
   }
   PublishLocked();
   out.version = hub_.version();
-  LogInfo(
-      "client key created by admin",
-      {{"key", name}, {"models", static_cast<uint64_t>(models.size())}, {"version", out.version}});
+  LogInfo("client key created by admin", {{"key", key.name},
+                                          {"models", static_cast<uint64_t>(key.models.size())},
+                                          {"limited", key.limited()},
+                                          {"version", out.version}});
   return out;
 }
 
@@ -312,10 +383,11 @@ void ConfigPublisher::RecordUsage(const v1::LoadReport& report) {
                  u.prompt_tokens(),
                  u.completion_tokens(),
                  0};
+      // Of prompt_tokens: a reporter's larger count is cut to them.
+      r.cached_prompt_tokens = std::min(u.cached_prompt_tokens(), u.prompt_tokens());
       if (auto it = file_->prices.find(u.model()); it != file_->prices.end()) {
-        r.cost_usd = (static_cast<double>(u.prompt_tokens()) * it->second.prompt +
-                      static_cast<double>(u.completion_tokens()) * it->second.completion) /
-                     1e6;
+        r.cost_usd =
+            UsageCostUsd(it->second, r.prompt_tokens, r.completion_tokens, r.cached_prompt_tokens);
       }
       rows.push_back(std::move(r));
     }

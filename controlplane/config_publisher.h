@@ -15,8 +15,10 @@
 #include "common/config/config.h"
 #include "common/config/config_loader.h"
 #include "controlplane/core/backend_overrides.h"
+#include "controlplane/core/lease_authority.h"
 #include "controlplane/ctl_metrics.h"
 #include "controlplane/key_store.h"
+#include "controlplane/lease_store.h"
 #include "controlplane/snapshot_hub.h"
 #include "controlplane/usage_ledger.h"
 #include "llmproxy/v1/discovery.pb.h"
@@ -68,11 +70,13 @@ class ConfigPublisher {
     uint64_t version = 0;
     std::string error;
   };
-  KeyOutcome CreateKey(const std::string& name, const std::vector<std::string>& models);
+  // A new stored key with `key`'s name, models and limits (its sha256 is replaced by the
+  // new secret's digest), validated as part of the table it would join.
+  KeyOutcome CreateKey(ClientKey key);
   KeyOutcome RotateKey(const std::string& name);  // a new secret, the old one refused
   KeyOutcome RevokeKey(const std::string& name);
   struct KeyInfo {
-    ClientKey key;        // sha256 included: callers show what they may
+    ClientKey key;        // sha256 and limits included: callers show what they may
     bool stored = false;  // false: from the file
     int64_t created_at = 0;
     std::optional<int64_t> revoked_at;
@@ -81,6 +85,14 @@ class ConfigPublisher {
 
   // A worker's load report: its usage sums go to the ledger (this hour, cost from prices:).
   void RecordUsage(const v1::LoadReport& report);
+  // The same, then its leases to the lease authority (docs/limits.md); returns the grant
+  // for the worker's stream `session`, if the report holds leases.
+  std::optional<v1::LeaseGrant> OnReport(const std::string& worker, uint64_t session,
+                                         const v1::LoadReport& report);
+  // The authority's state into the state database, when it has one (the control plane
+  // calls this every second and at shutdown), so a restart forgets no lease or window.
+  void SaveLeases();
+  LeaseAuthority& leases() { return leases_; }
   // The ledger's rows since `since` (Unix seconds), of one key or all; nullopt: no ledger.
   std::optional<std::vector<UsageRow>> Usage(const std::optional<std::string>& key,
                                              int64_t since) const;
@@ -94,6 +106,9 @@ class ConfigPublisher {
   // StoreReadyLocked, then a new secret in `key` and its SHA-256 in `digest`.
   KeyOutcome NewSecretLocked(const std::string& name, std::string& digest) const;
   std::string OpenStoreLocked(const Config& config);  // "" or why it cannot
+  // The limits of the keys in effect_ to the authority (after each publish); the first
+  // time, with what the lease store saved.
+  void SetLimitsLocked();
 
   std::string path_;
   SnapshotHub& hub_;
@@ -106,6 +121,10 @@ class ConfigPublisher {
   BackendOverrides overrides_;
   std::unique_ptr<KeyStore> keys_;       // null: control_plane.state_path ""
   std::unique_ptr<UsageLedger> ledger_;  // with keys_, in the same database
+  std::unique_ptr<LeaseStore> lease_store_;  // with keys_ too
+  LeaseAuthority leases_;
+  bool leases_loaded_ = false;
+  std::string last_saved_leases_;  // SaveLeases only (one caller thread)
   uint64_t reloads_ok_ = 0;
   uint64_t reloads_rejected_ = 0;
   std::vector<std::string> last_errors_;

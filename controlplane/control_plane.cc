@@ -124,7 +124,9 @@ int RunControlPlane(const CtlOptions& opts) {
   const std::string listen = opts.listen.empty() ? initial.control_plane.listen : opts.listen;
 
   DiscoveryService discovery(
-      hub, [&publisher](const v1::LoadReport& report) { publisher.RecordUsage(report); });
+      hub, [&publisher](const std::string& worker, uint64_t session, const v1::LoadReport& report) {
+        return publisher.OnReport(worker, session, report);
+      });
   AdminService admin(hub, publisher);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -220,6 +222,9 @@ int RunControlPlane(const CtlOptions& opts) {
 
   bool stopping = false;
   Clock::time_point kill_at{};
+  // Lease state is saved this often (and at shutdown): a crash loses at most this much.
+  constexpr auto kSaveLeasesEvery = std::chrono::seconds(1);
+  Clock::time_point save_at = Clock::now() + kSaveLeasesEvery;
   while (true) {
     Clock::time_point now = Clock::now();
     if (stopping && supervisor.AllExited()) break;
@@ -230,6 +235,7 @@ int RunControlPlane(const CtlOptions& opts) {
     consider(watcher.Deadline());
     consider(supervisor.NextDeadline());
     consider(liveness_at);
+    consider(save_at);
     if (stopping) consider(kill_at);
     int timeout_ms = -1;
     if (next) {
@@ -277,6 +283,10 @@ int RunControlPlane(const CtlOptions& opts) {
     if (!stopping && watcher.Due(now)) publisher.Reload("file change");
     supervisor.Tick(now);
     if (now >= liveness_at) check_liveness(now);
+    if (now >= save_at) {
+      publisher.SaveLeases();
+      save_at = now + kSaveLeasesEvery;
+    }
     if (stopping && now >= kill_at && !supervisor.AllExited()) {
       supervisor.KillAll();
       kill_at = now + std::chrono::seconds(5);
@@ -286,6 +296,7 @@ int RunControlPlane(const CtlOptions& opts) {
   hub.Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();
+  publisher.SaveLeases();  // after the last report was handled
   ::close(sfd);
   LogInfo("control plane stopped");
   return 0;

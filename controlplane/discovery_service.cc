@@ -1,6 +1,7 @@
 #include "controlplane/discovery_service.h"
 
 #include <atomic>
+#include <mutex>
 #include <thread>
 
 #include "common/log/logging.h"
@@ -26,6 +27,9 @@ grpc::Status DiscoveryService::Sync(
                                {"peer", context->peer()}});
 
   std::atomic<bool> done{false};
+  // Snapshots (writer thread) and lease grants (this thread) share the stream: one Write
+  // at a time.
+  std::mutex write_mu;
   std::thread writer([&] {
     while (auto snap = hub_.WaitPending(
                id, session, [&] { return done.load() || context->IsCancelled(); },
@@ -34,7 +38,9 @@ grpc::Status DiscoveryService::Sync(
       msg.set_version(snap->version);
       msg.set_nonce(snap->nonce);
       *msg.mutable_table() = *snap->table;
+      std::unique_lock lock(write_mu);
       if (!stream->Write(msg)) break;
+      lock.unlock();
       LogInfo("sent config snapshot", {{"worker", id}, {"version", snap->version}});
     }
   });
@@ -56,7 +62,14 @@ grpc::Status DiscoveryService::Sync(
         break;
       case v1::SyncRequest::kReport:
         hub_.Report(id, session, req.report());
-        if (on_report_) on_report_(req.report());  // usage is real whatever the session
+        if (on_report_) {  // usage is real whatever the session
+          if (auto grant = on_report_(id, session, req.report())) {
+            v1::ConfigSnapshot msg;
+            *msg.mutable_lease() = std::move(*grant);
+            std::lock_guard lock(write_mu);
+            stream->Write(msg);  // a broken stream ends the Read loop next
+          }
+        }
         break;
       default:
         break;  // a repeated hello or an unknown kind: nothing to do

@@ -7,6 +7,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <functional>
+#include <optional>
+#include <string>
 
 #include "controlplane/snapshot_hub.h"
 #include "llmproxy/v1/discovery.grpc.pb.h"
@@ -15,10 +17,12 @@ namespace llmproxy {
 
 class DiscoveryService final : public v1::ConfigDiscovery::Service {
  public:
-  // `on_report` (optional) also gets every load report of a known worker: its usage goes
-  // to the ledger (ConfigPublisher::RecordUsage).
-  explicit DiscoveryService(SnapshotHub& hub,
-                            std::function<void(const v1::LoadReport&)> on_report = {})
+  // `on_report` (optional) also gets every load report with the worker's id and stream
+  // session: its usage goes to the ledger and its leases to the authority
+  // (ConfigPublisher::OnReport); a grant it returns is sent back on the same stream.
+  using ReportHandler = std::function<std::optional<v1::LeaseGrant>(
+      const std::string& worker, uint64_t session, const v1::LoadReport& report)>;
+  explicit DiscoveryService(SnapshotHub& hub, ReportHandler on_report = {})
       : hub_(hub), on_report_(std::move(on_report)) {}
 
   grpc::Status Sync(grpc::ServerContext* context,
@@ -26,7 +30,7 @@ class DiscoveryService final : public v1::ConfigDiscovery::Service {
 
  private:
   SnapshotHub& hub_;
-  std::function<void(const v1::LoadReport&)> on_report_;
+  ReportHandler on_report_;
 };
 
 }  // namespace llmproxy
