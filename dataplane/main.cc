@@ -19,6 +19,7 @@
 #include "common/config/config_loader.h"
 #include "common/log/logging.h"
 #include "dataplane/config_sync/control_plane_client.h"
+#include "dataplane/config_sync/key_leases.h"
 #include "dataplane/config_sync/table_store.h"
 #include "dataplane/observe/access_log.h"
 #include "dataplane/observe/metrics.h"
@@ -199,6 +200,20 @@ MetricsState CurrentMetricsState(TableStore& store) {
   return state;
 }
 
+// Key limits are held by the control plane's leases (docs/limits.md): a worker on its own
+// would hold them per process, which is the leak this design exists to close.
+std::string NeedsControlPlane(const Config& config) {
+  for (const ClientKey& key : config.auth_keys) {
+    if (key.limited()) {
+      return "auth.keys '" + key.name +
+             "' has limits (rpm, tpm, max_parallel or budget): they are held across workers by "
+             "llmproxy-ctl, so run the worker under the control plane (llmproxy-ctl -c FILE, or "
+             "llmproxy-worker --control-plane HOST:PORT); docs/limits.md";
+    }
+  }
+  return {};
+}
+
 v1::LoadReport MakeLoadReport(TableStore& store, const Worker& worker, UsageAggregator& usage) {
   v1::LoadReport report;
   for (const KeyUsageDelta& d : usage.Take()) {
@@ -209,6 +224,7 @@ v1::LoadReport MakeLoadReport(TableStore& store, const Worker& worker, UsageAggr
     u->set_requests(d.requests);
     u->set_prompt_tokens(d.prompt_tokens);
     u->set_completion_tokens(d.completion_tokens);
+    u->set_cached_prompt_tokens(d.cached_prompt_tokens);
   }
   report.set_in_flight(static_cast<uint64_t>(std::max<int64_t>(0, worker.in_flight())));
   for (const BackendStateSnapshot& s : store.states().Snapshot(std::chrono::steady_clock::now())) {
@@ -241,6 +257,7 @@ int Run(int argc, char** argv) {
   Metrics metrics;
   AccessLog access_log;
   UsageAggregator usage;  // sent to the control plane with each load report
+  KeyLeases leases;       // client keys' limits, held with the control plane
   store.SetOnApplied([&metrics](const RoutingTable& table) {
     metrics.OnConfigApplied(table.config, table.version);
   });
@@ -251,6 +268,10 @@ int Run(int argc, char** argv) {
   if (flags.config) {
     file_config = LoadFile(*flags.config);
     if (!file_config) return 1;
+    if (std::string why = NeedsControlPlane(*file_config); !why.empty()) {
+      std::cerr << *flags.config << ": " << why << "\n";
+      return 1;
+    }
     std::string error = store.Apply(*file_config, ++version);
     if (!error.empty()) {
       std::cerr << *flags.config << ": " << error << "\n";
@@ -271,6 +292,7 @@ int Run(int argc, char** argv) {
   std::optional<uint16_t> metrics_port = flags.metrics_port;
   if (!metrics_port && file_config) metrics_port = file_config->server.metrics_port;
 
+  if (flags.control_plane) options.leases = &leases;
   std::vector<RequestObserver*> observers{&metrics, &access_log};
   if (flags.control_plane) observers.push_back(&usage);  // only a control plane takes it
   worker = std::make_unique<Worker>(options, store, std::move(observers));
@@ -303,10 +325,11 @@ int Run(int argc, char** argv) {
           std::vector<KeyUsageDelta> back;
           for (const v1::KeyUsage& u : lost.usage()) {
             back.push_back({u.key(), u.model(), u.backend(), u.requests(), u.prompt_tokens(),
-                            u.completion_tokens()});
+                            u.completion_tokens(), u.cached_prompt_tokens()});
           }
           usage.Restore(back);
-        });
+        },
+        &leases);
     control_plane->Start();
   }
 
@@ -327,6 +350,12 @@ int Run(int argc, char** argv) {
         continue;
       }
       std::optional<Config> reloaded = LoadFile(*flags.config);
+      if (reloaded) {
+        if (std::string why = NeedsControlPlane(*reloaded); !why.empty()) {
+          LogError("reload rejected", {{"error", why}});
+          reloaded.reset();
+        }
+      }
       if (!reloaded) {
         LogError("reload rejected; keeping the current configuration",
                  {{"version", store.version()}});

@@ -19,6 +19,7 @@ Worker::Worker(WorkerOptions options, TableStore& store, std::vector<RequestObse
   pipeline_options.threads = options_.threads;
   pipeline_options.pool = options_.pool;
   pipeline_options.first_table_wait = options_.first_table_wait;
+  pipeline_options.leases = options_.leases;
   ProberOptions prober_options;
   prober_options.pool = options_.pool;
   prober_ = std::make_unique<Prober>(store_, observers, prober_options);

@@ -17,6 +17,7 @@
 
 namespace llmproxy {
 
+class KeyLeases;
 class Prober;
 class ProxyPipeline;
 class RequestRouter;
@@ -30,6 +31,9 @@ struct WorkerOptions {
   // A proxied request that arrives before the first routing table waits this long for it
   // before its 503 (a worker started by the control plane listens before its table comes).
   std::chrono::milliseconds first_table_wait{3000};
+  // Client keys' limits (docs/limits.md), fed by the control-plane client; must outlive
+  // the worker. Null: limits are not held.
+  KeyLeases* leases = nullptr;
 };
 
 class Worker {

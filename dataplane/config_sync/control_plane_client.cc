@@ -10,6 +10,7 @@
 
 #include "common/config/config_proto.h"
 #include "common/log/logging.h"
+#include "dataplane/config_sync/key_leases.h"
 #include "dataplane/config_sync/table_store.h"
 #include "llmproxy/v1/discovery.grpc.pb.h"
 
@@ -20,6 +21,12 @@ using namespace std::chrono_literals;
 
 constexpr auto kMinBackoff = 200ms;
 constexpr auto kMaxBackoff = 5000ms;
+
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 std::optional<uint64_t> TestRejectVersion() {
   const char* v = std::getenv("LLMPROXY_TEST_REJECT_VERSION");
@@ -34,14 +41,29 @@ std::optional<uint64_t> TestRejectVersion() {
 
 ControlPlaneClient::ControlPlaneClient(ControlPlaneClientOptions opts, TableStore& store,
                                        std::function<v1::LoadReport()> report,
-                                       std::function<void(const v1::LoadReport&)> lost)
+                                       std::function<void(const v1::LoadReport&)> lost,
+                                       KeyLeases* leases)
     : opts_(std::move(opts)),
       store_(store),
       report_(std::move(report)),
       lost_(std::move(lost)),
-      reject_version_(TestRejectVersion()) {}
+      leases_(leases),
+      reject_version_(TestRejectVersion()) {
+  if (leases_ != nullptr) {
+    leases_->SetWake([this] {
+      {
+        std::lock_guard lock(report_mu_);
+        report_wake_ = true;
+      }
+      report_cv_.notify_all();
+    });
+  }
+}
 
-ControlPlaneClient::~ControlPlaneClient() { Stop(); }
+ControlPlaneClient::~ControlPlaneClient() {
+  Stop();
+  if (leases_ != nullptr) leases_->SetWake({});
+}
 
 void ControlPlaneClient::Start() {
   std::lock_guard lock(mu_);
@@ -120,27 +142,38 @@ bool ControlPlaneClient::RunSession() {
   h->set_report_interval_ms(static_cast<uint32_t>(opts_.report_interval.count()));
 
   bool got_snapshot = false;
-  std::mutex report_mu;
-  std::condition_variable report_cv;
-  bool session_over = false;
+  bool session_over = false;  // guarded by report_mu_
   std::thread reporter;
 
   if (write(hello)) {
+    if (leases_ != nullptr) leases_->OnStream(true, SteadyMs());
     reporter = std::thread([&] {
-      std::unique_lock lock(report_mu);
-      while (!report_cv.wait_for(lock, opts_.report_interval, [&] { return session_over; })) {
+      std::unique_lock lock(report_mu_);
+      auto next = std::chrono::steady_clock::now() + opts_.report_interval;
+      while (true) {
+        report_cv_.wait_until(lock, next, [&] { return session_over || report_wake_; });
+        if (session_over) break;
+        report_wake_ = false;
         lock.unlock();
         v1::SyncRequest req;
         if (report_) *req.mutable_report() = report_();
+        if (leases_ != nullptr) leases_->TakeReport(*req.mutable_report(), SteadyMs());
         bool ok = write(req);
-        if (!ok && lost_ && req.has_report()) lost_(req.report());
+        if (!ok && lost_) lost_(req.report());
+        if (!ok && leases_ != nullptr) leases_->Restore(req.report());
         lock.lock();
         if (!ok) break;
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= next) next = now + opts_.report_interval;
       }
     });
 
     v1::ConfigSnapshot snap;
     while (stream->Read(&snap)) {
+      if (snap.has_lease() && !snap.has_table()) {  // a grant, not a snapshot
+        if (leases_ != nullptr) leases_->OnGrant(snap.lease(), SteadyMs());
+        continue;
+      }
       if (!got_snapshot) {
         got_snapshot = true;
         connected_ = true;
@@ -178,10 +211,11 @@ bool ControlPlaneClient::RunSession() {
   }
 
   {
-    std::lock_guard lock(report_mu);
+    std::lock_guard lock(report_mu_);
     session_over = true;
   }
-  report_cv.notify_all();
+  report_cv_.notify_all();
+  if (leases_ != nullptr) leases_->OnStream(false, SteadyMs());
   ctx.TryCancel();  // unblocks a reporter stuck in Write
   if (reporter.joinable()) reporter.join();
   grpc::Status status = stream->Finish();

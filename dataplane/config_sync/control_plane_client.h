@@ -30,6 +30,7 @@ class ClientContext;
 
 namespace llmproxy {
 
+class KeyLeases;
 class TableStore;
 
 struct ControlPlaneClientOptions {
@@ -46,10 +47,13 @@ class ControlPlaneClient {
  public:
   // `report` is called on the client's thread every report_interval; it must be
   // thread-safe. `lost`, when set, gets back a report whose write failed (the stream
-  // broke), so what it carried (usage sums) can go out in the next one.
+  // broke), so what it carried (usage sums) can go out in the next one. `leases`, when
+  // set, rides on the same stream: each report carries its state, asks go out at once
+  // (not at the next interval), and grants are applied as they come.
   ControlPlaneClient(ControlPlaneClientOptions opts, TableStore& store,
                      std::function<v1::LoadReport()> report,
-                     std::function<void(const v1::LoadReport&)> lost = {});
+                     std::function<void(const v1::LoadReport&)> lost = {},
+                     KeyLeases* leases = nullptr);
   ~ControlPlaneClient();  // stops
 
   ControlPlaneClient(const ControlPlaneClient&) = delete;
@@ -74,6 +78,11 @@ class ControlPlaneClient {
   TableStore& store_;
   std::function<v1::LoadReport()> report_;
   std::function<void(const v1::LoadReport&)> lost_;
+  KeyLeases* leases_;
+  // The reporter's wait: the interval, or a wake from the leases.
+  std::mutex report_mu_;
+  std::condition_variable report_cv_;
+  bool report_wake_ = false;
   std::optional<uint64_t> reject_version_;  // LLMPROXY_TEST_REJECT_VERSION (tests only)
   // The snapshot last applied (client thread only), announced in the next Hello so a
   // control plane that already sent it does not resend it.

@@ -117,6 +117,8 @@ struct ThreadCache {
                                         StringHash, std::equal_to<>>,
                      StringHash, std::equal_to<>>
       keys;
+  // key name -> its llmproxy_key_spend_usd_total counter.
+  std::unordered_map<std::string, prometheus::Counter*, StringHash, std::equal_to<>> spend;
 };
 
 thread_local ThreadCache t_cache;
@@ -184,6 +186,25 @@ struct Metrics::Impl {
           .Name("llmproxy_key_tokens_total")
           .Help("Tokens reported in upstream usage, by client key, model and type.")
           .Register(*registry);
+  prometheus::Family<prometheus::Counter>& key_spend =
+      prometheus::BuildCounter()
+          .Name("llmproxy_key_spend_usd_total")
+          .Help("USD spent, by client key: usage priced by prices: (models without a price: 0).")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& ratelimited =
+      prometheus::BuildCounter()
+          .Name("llmproxy_ratelimited_total")
+          .Help(
+              "Requests refused with 429 by a client key's limit (requests, tokens, parallel, "
+              "budget, control_plane).")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& loss_admitted =
+      prometheus::BuildCounter()
+          .Name("llmproxy_limits_unheld_total")
+          .Help(
+              "Requests of a limited key admitted without a lease: the control plane was "
+              "unreachable (limits.on_control_plane_loss: allow).")
+          .Register(*registry);
   prometheus::Gauge& in_flight = prometheus::BuildGauge()
                                      .Name("llmproxy_in_flight_requests")
                                      .Help("Requests being handled now.")
@@ -234,6 +255,7 @@ struct Metrics::Impl {
         c.names > kMaxCachedNames) {
       c.backends.clear();
       c.keys.clear();
+      c.spend.clear();
       c.owner = id;
       c.generation = gen;
       c.table_version = table_version;
@@ -393,6 +415,21 @@ void Metrics::OnRequestDone(const RequestRecord& r) {
     std::array<prometheus::Counter*, 2>& k = impl_->KeyTokens(c, r.key_name, model);
     if (r.prompt_tokens) k[0]->Increment(static_cast<double>(*r.prompt_tokens));
     if (r.completion_tokens) k[1]->Increment(static_cast<double>(*r.completion_tokens));
+  }
+  if (!r.key_name.empty()) {
+    if (r.cost_usd && *r.cost_usd > 0) {
+      auto it = c.spend.find(r.key_name);
+      if (it == c.spend.end()) {
+        it = c.spend.emplace(r.key_name, &impl_->key_spend.Add({{"key", r.key_name}})).first;
+      }
+      it->second->Increment(*r.cost_usd);
+    }
+    // Rare (refusals, a lost control plane): no cache.
+    if (!r.limited_by.empty()) {
+      impl_->ratelimited.Add({{"key", r.key_name}, {"limit", std::string(r.limited_by)}})
+          .Increment();
+    }
+    if (r.loss_admitted) impl_->loss_admitted.Add({{"key", r.key_name}}).Increment();
   }
   impl_->duration.Observe(r.duration_seconds);
   if (r.ttft_seconds) impl_->ttft.Observe(*r.ttft_seconds);

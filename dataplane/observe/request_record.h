@@ -32,10 +32,16 @@ struct RequestRecord {
   double overhead_seconds = 0;                // duration minus time waiting on upstreams
   std::optional<uint64_t> prompt_tokens;      // from `usage`
   std::optional<uint64_t> completion_tokens;  // from `usage`
+  std::optional<uint64_t> cached_prompt_tokens;  // of prompt_tokens, from `usage`
   uint64_t bytes_in = 0;                      // request body
   uint64_t bytes_out = 0;                     // response body
   std::string client_address;
   std::string key_name;  // the client key's configured name (auth.keys), or empty
+  // The key limit that refused the request with 429 ("requests", "tokens", "parallel",
+  // "budget", "control_plane"; docs/limits.md), or empty.
+  std::string_view limited_by;
+  bool loss_admitted = false;      // admitted by limits.on_control_plane_loss: allow
+  std::optional<double> cost_usd;  // the usage priced by `prices:` (a priced model, usage known)
   std::string error;     // the proxy's own error message when it made the response
 };
 

@@ -99,6 +99,15 @@ ProxyError ModelNotAllowedError(std::string_view key_name, std::string_view mode
           "The key '" + Clip(key_name) + "' may not use the model '" + Clip(model) +
               "' (auth.keys models); GET /v1/models lists the ones it may use."};
 }
+ProxyError KeyRateLimitedError(std::string_view type, std::string message) {
+  return {429, type, "rate_limit_exceeded", std::move(message)};
+}
+ProxyError KeyBudgetExceededError(std::string_view key_name) {
+  return {429, "insufficient_quota", "budget_exceeded",
+          "The key '" + Clip(key_name) +
+              "' has spent its budget for the period (auth.keys budget); "
+              "`llmproxy-ctl admin usage` shows its spending."};
+}
 ProxyError MethodNotAllowedError(std::string_view method) {
   return {405, "invalid_request_error", "method_not_allowed",
           "Method " + Clip(method) + " is not allowed on this route."};

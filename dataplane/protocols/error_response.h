@@ -36,6 +36,11 @@ ProxyError RouteNotFoundError(std::string_view path);   // 404 unknown route
 ProxyError ModelNotFoundError(std::string_view model);  // 404 unknown_model: reject
 // 403: the client's key lists `models` and this is not one of them (or not a name at all).
 ProxyError ModelNotAllowedError(std::string_view key_name, std::string_view model);
+// 429: a client key's rpm / tpm / max_parallel (type "requests", "tokens" or
+// "rate_limit_error"; code rate_limit_exceeded), or its budget (code budget_exceeded);
+// docs/limits.md.
+ProxyError KeyRateLimitedError(std::string_view type, std::string message);
+ProxyError KeyBudgetExceededError(std::string_view key_name);
 ProxyError MethodNotAllowedError(std::string_view method);  // 405
 ProxyError BodyTooLargeError(uint64_t limit);               // 413
 ProxyError BufferedBytesLimitError(uint64_t limit);         // 503 server.max_buffered_bytes

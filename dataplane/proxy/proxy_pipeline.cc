@@ -57,6 +57,7 @@
 #include <boost/beast/http/read.hpp>
 
 #include "common/config/config_loader.h"  // FormatDuration
+#include "common/config/price.h"
 #include "common/log/logging.h"
 #include "dataplane/http/cors.h"
 #include "dataplane/http/http_head.h"
@@ -301,6 +302,19 @@ class ProxyRequest {
   bool ParseBody();
   bool ResolvePlan(ModelPlan& plan);
   bool KeyMayUse(const ClientKey* key, ModelPlan& plan) const;
+  // The key's limits (docs/limits.md): reserve from the worker's lease, waiting up to
+  // lease_wait for a grant when it is short; false when the 429 went out.
+  asio::awaitable<bool> Admit(const ClientKey& key);
+  LeaseNeed EstimateNeed(const ClientKey& key) const;
+  asio::awaitable<void> SendLimited(const ClientKey& key, const AdmitResult& result);
+  // The reservation replaced by what the request used (Done).
+  void SettleLease();
+  // Streams ask the upstream for usage (and hide that chunk): stream_usage: request, or a
+  // limited key whose reservation needs the real count.
+  bool RequestStreamUsage() const {
+    return (table_->config.stream_usage == StreamUsage::kRequest || lease_.active) &&
+           peek_.stream && !peek_.has_stream_options;
+  }
   asio::awaitable<void> AttemptLoop(ModelPlan plan);
   // Phase 6 for streams; returns how the attempt ended (its status, broken, cancelled).
   // `sse` is null when the answer is not an event stream; `first_out` goes out with the head.
@@ -365,7 +379,8 @@ class ProxyRequest {
   // line: status line, kept upstream headers, request id, x-llmproxy-*, CORS, Connection.
   template <class Fields>
   std::string& StartResponseHead(unsigned status, const Fields* upstream_head);
-  asio::awaitable<void> SendError(const ProxyError& error);
+  // `extra_head`: whole header lines ("Name: value\r\n") added to the response head.
+  asio::awaitable<void> SendError(const ProxyError& error, std::string_view extra_head = {});
   template <class Fields>
   asio::awaitable<void> SendUpstreamResponse(unsigned status, const Fields& upstream_head,
                                              std::string_view body);
@@ -392,6 +407,8 @@ class ProxyRequest {
   std::unique_ptr<char[]> body_bytes_;  // a Content-Length body, read straight in
   std::string parsed_body_;             // a chunked body, decoded by the parser
   BodyPeek peek_;
+  LeaseTicket lease_;                     // what Admit reserved of the key's limits
+  const ClientKey* lease_key_ = nullptr;  // its key (table_ owns it)
   std::optional<ResponsesEcho> echo_;     // a Responses request's settings, for translated answers
   bool logged_dropped_ = false;           // the translation's dropped fields were logged
   StreamBridge* relay_bridge_ = nullptr;  // the relayed stream's translation, if any
@@ -547,6 +564,11 @@ asio::awaitable<bool> ProxyRequest::Run() {
     Done();
     co_return keep_alive_&& responded_;
   }
+  if (auth.key != nullptr && auth.key->limited() && p_.options_.leases != nullptr &&
+      !co_await Admit(*auth.key)) {
+    Done();
+    co_return keep_alive_&& responded_;
+  }
 
   conn_.fin_is_half_close = !keep_alive_;
   StartClientWatch(conn_, &ProxyRequest::OnClientGone, this);
@@ -686,6 +708,171 @@ bool ProxyRequest::KeyMayUse(const ClientKey* key, ModelPlan& plan) const {
   return !plan.steps.empty();
 }
 
+// Key limits (docs/limits.md). The reservation: the prompt estimated generously from the
+// body (a token is about 4 bytes of English; JSON syntax and other scripts make it
+// fewer, so a third of the bytes rarely falls short), plus the completion's cap. Whatever
+// it misses is still counted when the request settles.
+LeaseNeed ProxyRequest::EstimateNeed(const ClientKey& key) const {
+  const Config& config = table_->config;
+  const bool completes = route_ != ProxyRoute::kEmbeddings && route_ != ProxyRoute::kCountTokens;
+  const uint64_t prompt = route_ == ProxyRoute::kCountTokens ? 0 : body_.size() / 3 + 1;
+  const uint64_t completion =
+      completes ? peek_.max_output_tokens.value_or(config.limits.default_max_tokens) : 0;
+  LeaseNeed need;
+  need.tokens = prompt + completion;
+  if (key.budget && key.budget->unit == KeyBudget::Unit::kTokens) {
+    need.budget = need.tokens;
+  } else if (key.budget) {
+    // Priced at the requested model's prices, or at the highest ones when it has none
+    // (an alias, auto, a fallback may end on any model).
+    ModelPrice price;
+    if (auto it = config.prices.find(peek_.model); it != config.prices.end()) {
+      price = it->second;
+    } else {
+      for (const auto& [model, p] : config.prices) {
+        price.prompt = std::max(price.prompt, p.prompt);
+        price.completion = std::max(price.completion, p.completion);
+      }
+    }
+    need.budget = static_cast<uint64_t>(std::ceil(UsageCostUsd(price, prompt, completion) * 1e6));
+  }
+  return need;
+}
+
+namespace {
+
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             SteadyClockT::now().time_since_epoch())
+      .count();
+}
+
+// OpenAI's x-ratelimit-reset-* form: "20ms", "42s", "6m0s", "1h2m3s".
+std::string ResetText(uint64_t ms) {
+  if (ms < 1000) return std::to_string(ms) + "ms";
+  uint64_t s = (ms + 999) / 1000;
+  std::string out;
+  if (s >= 3600) out += std::to_string(s / 3600) + "h";
+  if (s >= 60) out += std::to_string(s / 60 % 60) + "m";
+  return out + std::to_string(s % 60) + "s";
+}
+
+void AppendLimitHeaders(std::string& head, std::string_view what, const LimitView& v) {
+  if (v.limit == 0) return;
+  const std::string prefix = "x-ratelimit-";
+  AppendField(head, prefix + "limit-" + std::string(what), v.limit);
+  AppendField(head, prefix + "remaining-" + std::string(what), std::min(v.remaining, v.limit));
+  AppendField(head, prefix + "reset-" + std::string(what), ResetText(v.reset_ms));
+}
+
+}  // namespace
+
+asio::awaitable<bool> ProxyRequest::Admit(const ClientKey& key) {
+  KeyLeases& leases = *p_.options_.leases;
+  const LeaseNeed need = EstimateNeed(key);
+  const ControlPlaneLoss policy = table_->config.limits.on_control_plane_loss;
+  const auto deadline = SteadyClockT::now() + p_.options_.lease_wait;
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (true) {
+    const uint64_t generation = leases.generation();
+    const AdmitResult r =
+        leases.TryAdmit(key, need, policy, SteadyMs(), SteadyClockT::now() < deadline);
+    if (r.verdict == AdmitResult::Verdict::kAdmit) {
+      lease_ = r.ticket;
+      lease_key_ = &key;
+      if (r.by_loss_policy) {
+        record_.loss_admitted = true;
+        LogWarn(
+            "key limits not held: control plane unreachable, admitted by "
+            "limits.on_control_plane_loss: allow",
+            {{"key", key.name}, {"request_id", record_.request_id}});
+      }
+      co_return true;
+    }
+    if (r.verdict == AdmitResult::Verdict::kDeny) {
+      co_await SendLimited(key, r);
+      co_return false;
+    }
+    // kWait: the grant comes back on the control plane's stream; polled, since waiting
+    // is the exception (a balance runs out faster than it is refilled).
+    while (leases.generation() == generation && SteadyClockT::now() < deadline) {
+      timer.expires_after(std::chrono::milliseconds(2));
+      boost::system::error_code ignored;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+    }
+  }
+}
+
+asio::awaitable<void> ProxyRequest::SendLimited(const ClientKey& key, const AdmitResult& r) {
+  record_.limited_by = LimitName(r.denied);
+  std::string head;
+  const uint64_t retry_s = std::max<uint64_t>(1, (r.retry_after_ms + 999) / 1000);
+  AppendField(head, "Retry-After", retry_s);
+  AppendLimitHeaders(head, "requests", r.requests);
+  AppendLimitHeaders(head, "tokens", r.tokens);
+  const std::string name = "'" + key.name + "'";
+  const std::string retry = "; retry in " + ResetText(retry_s * 1000) + ".";
+  switch (r.denied) {
+    case LimitKind::kBudget:
+      // The SDKs' own retries cannot help before the period moves on.
+      AppendField(head, "x-should-retry", "false");
+      co_await SendError(KeyBudgetExceededError(key.name), head);
+      co_return;
+    case LimitKind::kRequests:
+      co_await SendError(KeyRateLimitedError("requests", "Rate limit reached for key " + name +
+                                                             ": " + std::to_string(key.rpm) +
+                                                             " requests per minute (rpm)" + retry),
+                         head);
+      co_return;
+    case LimitKind::kTokens:
+      co_await SendError(
+          KeyRateLimitedError("tokens", "Rate limit reached for key " + name + ": " +
+                                            std::to_string(key.tpm) +
+                                            " tokens per minute (tpm); this request reserves " +
+                                            std::to_string(EstimateNeed(key).tokens) +
+                                            " (prompt estimate + max_tokens)" + retry),
+          head);
+      co_return;
+    case LimitKind::kParallel:
+      co_await SendError(
+          KeyRateLimitedError("rate_limit_error",
+                              "Too many requests in flight for key " + name + ": at most " +
+                                  std::to_string(key.max_parallel) + " (max_parallel)" + retry),
+          head);
+      co_return;
+    case LimitKind::kControlPlane:
+      co_await SendError(
+          KeyRateLimitedError("rate_limit_error",
+                              "The key " + name +
+                                  " has limits and the control plane cannot be reached "
+                                  "(limits.on_control_plane_loss: deny)" +
+                                  retry),
+          head);
+      co_return;
+  }
+}
+
+// What the request used replaces what it reserved: the upstream's usage, or, when a 2xx
+// answer reported none, the reservation itself (an answer that was not 2xx is not billed).
+void ProxyRequest::SettleLease() {
+  if (!lease_.active || p_.options_.leases == nullptr) return;
+  uint64_t tokens = 0, budget = 0;
+  if (record_.prompt_tokens || record_.completion_tokens) {
+    tokens = record_.prompt_tokens.value_or(0) + record_.completion_tokens.value_or(0);
+    const ClientKey* key = lease_key_;
+    if (key != nullptr && key->budget) {
+      budget = key->budget->unit == KeyBudget::Unit::kTokens
+                   ? tokens
+                   : static_cast<uint64_t>(std::ceil(record_.cost_usd.value_or(0) * 1e6));
+    }
+  } else if (record_.status >= 200 && record_.status < 300) {
+    tokens = lease_.tokens;
+    budget = lease_.budget;
+  }
+  p_.options_.leases->Settle(lease_, tokens, budget, SteadyMs());
+  lease_.active = false;
+}
+
 // Phase 4: the model plan (auto, alias, served, unknown).
 bool ProxyRequest::ResolvePlan(ModelPlan& plan) {
   plan = ResolveModel(*table_, peek_.model);
@@ -776,10 +963,7 @@ std::string_view ProxyRequest::BuildUpstreamRequest(AttemptRun& run,
   // stream_options is chat's (and legacy completions'): never added to a native Messages
   // or Responses body.
   const bool chat_like = client_wire_ == Wire::kChat || route_ == ProxyRoute::kCompletions;
-  if (chat_like && table_->config.stream_usage == StreamUsage::kRequest && peek_.stream &&
-      !peek_.has_stream_options) {
-    rewrite.add_include_usage = true;
-  }
+  if (chat_like && RequestStreamUsage()) rewrite.add_include_usage = true;
   body = body_;
   if (prefilled) {
     // A continuation: the prefilled body was built from the client's, read it again for
@@ -964,8 +1148,7 @@ asio::awaitable<void> ProxyRequest::PrimeStream(AttemptRun& run,
   run.settings = StreamSettingsFor(table_->config, planner_->plan().alias, run.backend);
   const bool sse = IsEventStream(call.head()[http::field::content_type]);
   SseParserOptions sse_options;
-  sse_options.drop_usage_only_events = table_->config.stream_usage == StreamUsage::kRequest &&
-                                       peek_.stream && !peek_.has_stream_options;
+  sse_options.drop_usage_only_events = RequestStreamUsage();
   const bool wait_for_token = sse && (run.settings.first_token_timeout.count() > 0 || hedging_);
   // A translated stream goes through the bridge; so does a native Messages or Responses
   // one that is watched for its first token (forwarded byte for byte).
@@ -1114,6 +1297,7 @@ asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::Finish(AttemptRun& run) 
     if (auto usage = ExtractUsageFromJson(run.body)) {
       record_.prompt_tokens = usage->prompt_tokens;
       record_.completion_tokens = usage->completion_tokens;
+      record_.cached_prompt_tokens = usage->cached_prompt_tokens;
     }
   }
   record_.backend = run.backend.name;
@@ -1145,6 +1329,7 @@ asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::Finish(AttemptRun& run) 
       if (auto usage = ExtractUsageFromJson(chat ? *chat : *answer)) {
         record_.prompt_tokens = usage->prompt_tokens;
         record_.completion_tokens = usage->completion_tokens;
+        record_.cached_prompt_tokens = usage->cached_prompt_tokens;
       }
     }
     body = std::move(*answer);
@@ -1396,6 +1581,8 @@ asio::awaitable<ProxyRequest::LegEnd> ProxyRequest::RelayLeg(UpstreamCall& call,
     // A continued stream's legs are billed separately: their usage adds up.
     record_.prompt_tokens = record_.prompt_tokens.value_or(0) + usage->prompt_tokens;
     record_.completion_tokens = record_.completion_tokens.value_or(0) + usage->completion_tokens;
+    record_.cached_prompt_tokens =
+        record_.cached_prompt_tokens.value_or(0) + usage->cached_prompt_tokens;
   }
   LegEnd leg;
   leg.client_ok = ok;
@@ -1542,8 +1729,7 @@ asio::awaitable<ProxyRequest::ContinueEnd> ProxyRequest::Continue(ChatStreamTrac
     }
     ContinuationFilter filter(tracker.id(), tracker.created());
     SseParserOptions options;
-    options.drop_usage_only_events =
-        config.stream_usage == StreamUsage::kRequest && peek_.stream && !peek_.has_stream_options;
+    options.drop_usage_only_events = RequestStreamUsage();
     options.tracker = &tracker;
     options.continuation = &filter;
     SseParser sse(options);
@@ -1643,12 +1829,14 @@ asio::awaitable<void> ProxyRequest::SendUpstreamResponse(unsigned status,
   }
 }
 
-asio::awaitable<void> ProxyRequest::SendError(const ProxyError& error) {
+asio::awaitable<void> ProxyRequest::SendError(const ProxyError& error,
+                                              std::string_view extra_head) {
   record_.status = error.status;
   record_.error = error.message;
   const std::string body = ClientErrorBody(client_wire_, error);
   record_.bytes_out = body.size();
   std::string& head = StartResponseHead<http::fields>(static_cast<unsigned>(error.status), nullptr);
+  head += extra_head;
   AppendField(head, "Content-Type", "application/json");
   AppendField(head, "Content-Length", static_cast<uint64_t>(body.size()));
   head += "\r\n";
@@ -1682,6 +1870,15 @@ void ProxyRequest::Done() {
   record_.duration_seconds = SecondsBetween(start_, end);
   record_.overhead_seconds =
       std::max(0.0, record_.duration_seconds - upstream_wait_ - client_wait_);
+  if (table_ && (record_.prompt_tokens || record_.completion_tokens)) {
+    if (auto price = table_->config.prices.find(record_.model_resolved);
+        price != table_->config.prices.end()) {
+      record_.cost_usd = UsageCostUsd(price->second, record_.prompt_tokens.value_or(0),
+                                      record_.completion_tokens.value_or(0),
+                                      record_.cached_prompt_tokens.value_or(0));
+    }
+  }
+  SettleLease();
   for (RequestObserver* o : p_.observers_) o->OnRequestDone(record_);
 }
 

@@ -16,6 +16,7 @@
 #include <memory>
 #include <vector>
 
+#include "dataplane/config_sync/key_leases.h"
 #include "dataplane/config_sync/table_store.h"
 #include "dataplane/observe/request_record.h"
 #include "dataplane/protocols/routes.h"
@@ -31,6 +32,11 @@ struct ProxyPipelineOptions {
   std::chrono::milliseconds body_read_timeout{60000};
   // Before the first routing table: how long a proxied request waits for one (WorkerOptions).
   std::chrono::milliseconds first_table_wait{3000};
+  // Client keys' limits (docs/limits.md): the worker's leases. Null: limits are not held
+  // (in-process tests that do not need them).
+  KeyLeases* leases = nullptr;
+  // A request whose key's lease is short waits this long for the control plane's grant.
+  std::chrono::milliseconds lease_wait{1000};
 };
 
 class ProxyPipeline {

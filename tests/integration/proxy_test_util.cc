@@ -403,7 +403,7 @@ Config TestConfig(std::vector<BackendConfig> backends) {
 }
 
 TestWorker::TestWorker(std::optional<Config> config, unsigned threads,
-                       std::vector<RequestObserver*> observers) {
+                       std::vector<RequestObserver*> observers, KeyLeases* leases) {
   if (config) {
     std::string error = Apply(std::move(*config));
     if (!error.empty()) throw std::runtime_error("test config rejected: " + error);
@@ -414,6 +414,7 @@ TestWorker::TestWorker(std::optional<Config> config, unsigned threads,
   options.threads = threads;
   // Short, so tests of the no-table 503 do not wait the production 3 s.
   options.first_table_wait = std::chrono::milliseconds(500);
+  options.leases = leases;
   worker_ = std::make_unique<Worker>(options, store_, std::move(observers));
   if (std::string error = worker_->Start(); !error.empty()) {
     throw std::runtime_error("worker did not start: " + error);

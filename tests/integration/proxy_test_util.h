@@ -134,8 +134,9 @@ BackendConfig MockBackend(const std::string& name, const std::string& base_url,
 // Worker in-process on 127.0.0.1:0 over its own TableStore.
 class TestWorker {
  public:
+  // `leases`: key limits held by these leases (fed by the test), else not held.
   explicit TestWorker(std::optional<Config> config, unsigned threads = 1,
-                      std::vector<RequestObserver*> observers = {});
+                      std::vector<RequestObserver*> observers = {}, KeyLeases* leases = nullptr);
   ~TestWorker();
   uint16_t port() const { return worker_->port(); }
   TableStore& store() { return store_; }
