@@ -190,7 +190,18 @@ HttpResponse HttpRequest(uint16_t port, const std::string& method, const std::st
                          const std::string& body,
                          const std::vector<std::pair<std::string, std::string>>& headers,
                          std::chrono::milliseconds timeout) {
+  return HttpRequestTo("127.0.0.1", port, method, target, body, headers, timeout);
+}
+
+HttpResponse HttpRequestTo(const std::string& host, uint16_t port, const std::string& method,
+                           const std::string& target, const std::string& body,
+                           const std::vector<std::pair<std::string, std::string>>& headers,
+                           std::chrono::milliseconds timeout) {
   HttpResponse resp;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) return resp;
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return resp;
   timeval tv{};
@@ -198,15 +209,12 @@ HttpResponse HttpRequest(uint16_t port, const std::string& method, const std::st
   tv.tv_usec = (timeout.count() % 1000) * 1000;
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     ::close(fd);
     return resp;
   }
-  std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
+  std::string req =
+      method + " " + target + " HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n";
   for (const auto& [k, v] : headers) req += k + ": " + v + "\r\n";
   if (!body.empty() || method == "POST") {
     req +=

@@ -74,6 +74,12 @@ HttpResponse HttpRequest(uint16_t port, const std::string& method, const std::st
                          const std::string& body = "",
                          const std::vector<std::pair<std::string, std::string>>& headers = {},
                          std::chrono::milliseconds timeout = std::chrono::seconds(10));
+// The same, to `host` (an IPv4 address; HttpRequest uses 127.0.0.1), e.g. a worker in
+// another network namespace reached over a veth.
+HttpResponse HttpRequestTo(const std::string& host, uint16_t port, const std::string& method,
+                           const std::string& target, const std::string& body = "",
+                           const std::vector<std::pair<std::string, std::string>>& headers = {},
+                           std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 bool ProcessAlive(pid_t pid);
 // True when something accepts TCP connections on 127.0.0.1:port.
