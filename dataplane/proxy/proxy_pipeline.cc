@@ -1151,11 +1151,14 @@ asio::awaitable<void> ProxyRequest::PrimeStream(AttemptRun& run,
   sse_options.drop_usage_only_events = RequestStreamUsage();
   const bool wait_for_token = sse && (run.settings.first_token_timeout.count() > 0 || hedging_);
   // A translated stream goes through the bridge; so does a native Messages or Responses
-  // one that is watched for its first token (forwarded byte for byte).
+  // one that is watched for its first token, or a native Messages one whose usage a
+  // limited key's reservation settles with (forwarded byte for byte).
   const bool translated = client_wire_ != run.upstream_wire && client_wire_ != Wire::kPlain &&
                           run.upstream_wire != Wire::kPlain;
-  const bool watched_native = wait_for_token && client_wire_ == run.upstream_wire &&
-                              run.upstream_wire != Wire::kChat && run.upstream_wire != Wire::kPlain;
+  const bool watched_native =
+      (wait_for_token || (lease_.active && run.upstream_wire == Wire::kMessages)) &&
+      client_wire_ == run.upstream_wire && run.upstream_wire != Wire::kChat &&
+      run.upstream_wire != Wire::kPlain;
   run.may_continue = sse && !translated && MayContinue();
   if (sse && (translated || watched_native)) {
     run.bridge.emplace(client_wire_, run.upstream_wire, run.attempt.model,
@@ -1293,8 +1296,13 @@ asio::awaitable<ProxyRequest::AttemptEnd> ProxyRequest::Finish(AttemptRun& run) 
     co_return AttemptEnd::kNext;
   }
   if (success) {
-    // A chat body's usage; an Anthropic one's is read from its chat translation below.
-    if (auto usage = ExtractUsageFromJson(run.body)) {
+    // A chat body's usage; an Anthropic one's from its chat translation (below when the
+    // answer is translated, here when it goes to a Messages client as it came).
+    std::optional<std::string> as_chat;
+    if (!translated && run.upstream_wire == Wire::kMessages) {
+      as_chat = MessagesResponseToChat(run.body, run.attempt.model);
+    }
+    if (auto usage = ExtractUsageFromJson(as_chat ? *as_chat : run.body)) {
       record_.prompt_tokens = usage->prompt_tokens;
       record_.completion_tokens = usage->completion_tokens;
       record_.cached_prompt_tokens = usage->cached_prompt_tokens;

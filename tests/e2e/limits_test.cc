@@ -196,5 +196,52 @@ TEST_F(Limits, ABudgetStopsWithinOneRequestOfItsLimitAcrossAControlPlaneRestart)
   EXPECT_GE(used + reservation, 600u) << "stopped more than one request short of the budget";
 }
 
+TEST_F(Limits, AKeyCreatedWithTheCliHoldsItsLimitOnBothWorkersAndStopsAtRevoke) {
+  WriteConfig({"m1"}, "auth:\n  keys:\n    - {name: file-key, key: file-secret}\n");
+  StartCtl(2);
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, 1); }, 20s));
+  Workers();
+  const auto created = std::chrono::steady_clock::now();
+  int code = -1;
+  const nlohmann::json made =
+      nlohmann::json::parse(Admin({"--json", "keys", "create", "team-x", "--rpm", "4"}, &code));
+  ASSERT_EQ(code, 0) << made.dump();
+  const std::string key = made["key"];
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, made["version"].get<uint64_t>()); }, 5s));
+  EXPECT_LT(std::chrono::steady_clock::now() - created, 1s);
+  const nlohmann::json listed = nlohmann::json::parse(Admin({"--json", "keys", "list"}));
+  bool found = false;
+  for (const auto& k : listed["keys"]) {
+    if (k["name"] != "team-x") continue;
+    found = true;
+    EXPECT_EQ(k["rpm"], 4) << k.dump();
+  }
+  EXPECT_TRUE(found) << listed.dump();
+
+  // 20 requests over both workers: exactly the 4 of its rpm succeed.
+  int ok = 0, limited = 0;
+  for (int i = 0; i < 20; ++i) {
+    const int status = HttpRequest(port_, "POST", "/v1/chat/completions", kChat,
+                                   {{"Authorization", "Bearer " + key}})
+                           .status;
+    ok += status == 200;
+    limited += status == 429;
+  }
+  EXPECT_EQ(ok, 4);
+  EXPECT_EQ(limited, 16);
+
+  const auto revoked = std::chrono::steady_clock::now();
+  const nlohmann::json rv = nlohmann::json::parse(Admin({"--json", "keys", "revoke", "team-x"}, &code));
+  ASSERT_EQ(code, 0) << rv.dump();
+  ASSERT_TRUE(WaitUntil([&] { return AllAcked(2, rv["version"].get<uint64_t>()); }, 5s));
+  EXPECT_LT(std::chrono::steady_clock::now() - revoked, 1s);
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(HttpRequest(port_, "POST", "/v1/chat/completions", kChat,
+                          {{"Authorization", "Bearer " + key}})
+                  .status,
+              401);
+  }
+}
+
 }  // namespace
 }  // namespace llmproxy

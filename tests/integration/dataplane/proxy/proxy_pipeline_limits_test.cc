@@ -170,6 +170,34 @@ TEST_F(ProxyLimits, AStreamAsksForItsUsageAndSettlesItsReservationWithIt) {
       5s));
 }
 
+// A native Anthropic stream (relayed byte for byte) is watched for its usage too.
+TEST_F(ProxyLimits, ANativeMessagesStreamSettlesWithItsUsage) {
+  ClientKey key;
+  key.tpm = 10'000;
+  Config c = WithKey(key);
+  c.backends[0].api = BackendApi::kAnthropic;
+  ASSERT_EQ(worker.Apply(c), "");
+  leases.OnGrant(Grant(1, 0, 5000, 5000, 0), SteadyMs());
+  const std::string stream =
+      R"({"model":"m","stream":true,"max_tokens":50,"messages":[{"role":"user","content":"hi"}]})";
+  HttpResult r = PostJson(worker.port(), "/v1/messages", stream,
+                          {{"x-api-key", "secret-a"}, {"anthropic-version", "2023-06-01"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_EQ(a.RequestCount(), 1u);
+  EXPECT_EQ(a.Requests()[0].body, stream);  // as it came
+  EXPECT_NE(r.body.find("message_stop"), std::string::npos) << r.body;
+  const uint64_t used = stream.size() / 4 + 5;
+  ASSERT_TRUE(test::WaitUntil(
+      [&] {
+        v1::LoadReport report;
+        leases.TakeReport(report, SteadyMs());
+        if (report.leases_size() != 1 || report.leases(0).spent().tokens() == 0) return false;
+        EXPECT_EQ(report.leases(0).spent().tokens(), used);
+        return true;
+      },
+      5s));
+}
+
 TEST_F(ProxyLimits, ASpentBudgetIsRefusedWithBudgetExceededAndNoRetry) {
   ClientKey key;
   key.budget = KeyBudget{KeyBudget::Unit::kTokens, 100, std::chrono::hours(24)};

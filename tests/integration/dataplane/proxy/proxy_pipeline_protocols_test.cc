@@ -50,7 +50,8 @@ struct Matrix {
   MockLlm responses{test::NamedMock("responses")};
   std::unique_ptr<TestWorker> worker;
 
-  explicit Matrix(const std::function<void(Config&)>& edit = {}) {
+  explicit Matrix(const std::function<void(Config&)>& edit = {},
+                  test::RecordingObserver* observer = nullptr) {
     BackendConfig c =
         MockBackend("chat", chat.BaseUrl(), {"chat-x", "claude-x", "gpt-x"}, "sk-chat");
     BackendConfig a =
@@ -62,7 +63,9 @@ struct Matrix {
     Config config = TestConfig({c, a, r});
     config.auth_keys = {ClientKey{"client", Sha256Hex("client-key"), {}}};
     if (edit) edit(config);
-    worker = std::make_unique<TestWorker>(config);
+    std::vector<RequestObserver*> observers;
+    if (observer != nullptr) observers.push_back(observer);
+    worker = std::make_unique<TestWorker>(config, 1, observers);
   }
   uint16_t port() const { return worker->port(); }
 };
@@ -177,6 +180,22 @@ TEST(ProtocolMatrix, MessagesToAnAnthropicBackendGoByteExactButForModelAndKey) {
   const json answer = json::parse(r.body);
   EXPECT_EQ(answer["type"], "message");
   EXPECT_EQ(answer["content"][0]["text"], kWholeAnswer);
+}
+
+// The ledger and a limited key's reservation need the usage of an answer that goes to the
+// client untranslated too.
+TEST(ProtocolMatrix, ANativeMessagesAnswersUsageIsRecorded) {
+  test::RecordingObserver observer;
+  Matrix m({}, &observer);
+  const std::string body = WithModel(kMessagesBody, "claude-x", "claude-native");
+  const auto r = PostJson(m.port(), "/v1/messages", body, kAnthropicHeaders);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json answer = json::parse(r.body);
+  ASSERT_TRUE(observer.WaitForRecords(1, 5s));
+  const RequestRecord record = observer.Records()[0];
+  ASSERT_TRUE(record.prompt_tokens.has_value());
+  EXPECT_EQ(*record.prompt_tokens, answer["usage"]["input_tokens"].get<uint64_t>());
+  EXPECT_EQ(record.completion_tokens, answer["usage"]["output_tokens"].get<uint64_t>());
 }
 
 TEST(ProtocolMatrix, ANativeMessagesStreamIsRelayedAsItCame) {
