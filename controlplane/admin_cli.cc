@@ -507,6 +507,7 @@ void PrintAdminUsage(std::ostream& out) {
          "                  a period (default 30d); left out: no limit\n"
          "  keys rotate NAME  a new secret for a stored key (printed once); the old one stops\n"
          "  keys revoke NAME  stop accepting a stored key (within a second on every worker)\n"
+         "  keys usage [NAME]  the same as usage [--key NAME]\n"
          "  usage [--key K] [--since 168h]\n"
          "                  requests, tokens (cached prompt tokens apart) and cost per key\n"
          "                  and model from the ledger\n"
@@ -647,6 +648,7 @@ int RunAdminCli(const std::vector<std::string>& args, std::ostream& out, std::os
   if (cmd == "keys") {
     const std::string sub = a.words.size() > 1 ? a.words[1] : "";
     want = sub == "list" ? 2 : (sub == "create" || sub == "revoke" || sub == "rotate") ? 3 : 0;
+    if (sub == "usage") want = a.words.size() == 3 ? 3 : 2;  // keys usage [NAME]
   }
   bool known = cmd == "workers" || cmd == "backends" || cmd == "config" || cmd == "reload" ||
                cmd == "drain" || cmd == "enable" || cmd == "weight" || cmd == "keys" ||
@@ -675,6 +677,12 @@ int RunAdminCli(const std::vector<std::string>& args, std::ostream& out, std::os
   if (cmd == "backends") return Backends(*stub, a, out, err);
   if (cmd == "config") return ConfigCmd(*stub, a, out, err);
   if (cmd == "reload") return ReloadCmd(*stub, a, out, err);
+  if (cmd == "keys" && a.words[1] == "usage") {
+    // `keys usage [NAME]`: the usage command, for one key when named.
+    AdminArgs one = a;
+    if (a.words.size() == 3) one.key = a.words[2];
+    return UsageCmd(*stub, one, out, err);
+  }
   if (cmd == "keys") return KeysCmd(*stub, a, out, err);
   if (cmd == "usage") return UsageCmd(*stub, a, out, err);
   v1::SetBackendStateRequest req;

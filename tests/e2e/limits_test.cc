@@ -229,6 +229,18 @@ TEST_F(Limits, AKeyCreatedWithTheCliHoldsItsLimitOnBothWorkersAndStopsAtRevoke) 
   }
   EXPECT_EQ(ok, 4);
   EXPECT_EQ(limited, 16);
+  // `keys usage NAME` reads the ledger like `usage --key NAME`.
+  auto served = [&] {
+    uint64_t n = 0;
+    const nlohmann::json usage =
+        nlohmann::json::parse(Admin({"--json", "keys", "usage", "team-x"}));
+    for (const auto& row : usage["totals"]) {
+      if (row["key"] == "team-x" && row["model"] == "m1") n += row["requests"].get<uint64_t>();
+    }
+    return n;
+  };
+  EXPECT_TRUE(WaitUntil([&] { return served() == 4; }, 15s))
+      << Admin({"--json", "keys", "usage", "team-x"});
 
   const auto revoked = std::chrono::steady_clock::now();
   const nlohmann::json rv = nlohmann::json::parse(Admin({"--json", "keys", "revoke", "team-x"}, &code));
