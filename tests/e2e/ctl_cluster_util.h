@@ -21,6 +21,17 @@ namespace llmproxy {
 
 using namespace std::chrono_literals;
 
+// An Admin stub for a control plane that may still be starting: it retries the connection
+// quickly instead of gRPC's default backoff of a second and more.
+inline std::unique_ptr<v1::Admin::Stub> AdminStub(uint16_t port) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
+  return v1::Admin::NewStub(grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port),
+                                                      grpc::InsecureChannelCredentials(), args));
+}
+
 inline constexpr char kChat[] = R"({"model":"m1","messages":[{"role":"user","content":"hi"}]})";
 
 class CtlCluster : public ::testing::Test {
@@ -80,14 +91,7 @@ class CtlCluster : public ::testing::Test {
     // A channel that fails its first connect backs off for a second or more, so wait for
     // the listener before creating it.
     e2e::WaitUntil([&] { return e2e::PortOpen(ctl_port_) || !ctl_->running(); }, 10s);
-    // Polling a control plane that is still starting: retry the connection quickly
-    // instead of gRPC's default backoff of a second and more.
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
-    stub_ = v1::Admin::NewStub(grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(ctl_port_),
-                                                         grpc::InsecureChannelCredentials(), args));
+    stub_ = AdminStub(ctl_port_);
   }
 
   v1::ListWorkersResponse Workers() {

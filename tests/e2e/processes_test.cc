@@ -20,6 +20,7 @@
 #include <set>
 
 #include "llmproxy/v1/admin.grpc.pb.h"
+#include "tests/e2e/ctl_cluster_util.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/mockllm/mock_llm.h"
 
@@ -83,12 +84,7 @@ class Processes : public ::testing::Test {
 
   void ConnectAdmin() {
     ASSERT_TRUE(WaitUntil([&] { return e2e::PortOpen(ctl_port_) || !ctl_->running(); }, 10s));
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
-    stub_ = v1::Admin::NewStub(grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(ctl_port_),
-                                                         grpc::InsecureChannelCredentials(), args));
+    stub_ = AdminStub(ctl_port_);
   }
 
   v1::ListWorkersResponse Workers() {

@@ -65,6 +65,22 @@ class ProxyLimits : public ::testing::Test {
                     {{"Authorization", "Bearer secret-a"}, {"x-api-key", "secret-a"}});
   }
 
+  // The key's lease once a request settled (the first report spending tokens); the
+  // request's response may reach the client a moment before it settles.
+  v1::KeyLease Settled() {
+    v1::KeyLease lease;
+    EXPECT_TRUE(test::WaitUntil(
+        [&] {
+          v1::LoadReport report;
+          leases.TakeReport(report, SteadyMs());
+          if (report.leases_size() != 1 || report.leases(0).spent().tokens() == 0) return false;
+          lease = report.leases(0);
+          return true;
+        },
+        5s));
+    return lease;
+  }
+
   MockLlm a{test::NamedMock("a")};
   KeyLeases leases;
   TestWorker worker{std::nullopt, 1, {}, &leases};
@@ -158,16 +174,9 @@ TEST_F(ProxyLimits, AStreamAsksForItsUsageAndSettlesItsReservationWithIt) {
   // Settled: spent is the mock's usage (a quarter of the body it got + 5 chunks), and the
   // rest of the reservation is back in the balance.
   const uint64_t used = sent.size() / 4 + 5;
-  ASSERT_TRUE(test::WaitUntil(
-      [&] {
-        v1::LoadReport report;
-        leases.TakeReport(report, SteadyMs());
-        if (report.leases_size() != 1 || report.leases(0).spent().tokens() == 0) return false;
-        EXPECT_EQ(report.leases(0).spent().tokens(), used);
-        EXPECT_EQ(report.leases(0).held().tokens(), 5000 - used);
-        return true;
-      },
-      5s));
+  const v1::KeyLease settled = Settled();
+  EXPECT_EQ(settled.spent().tokens(), used);
+  EXPECT_EQ(settled.held().tokens(), 5000 - used);
 }
 
 // A native Anthropic stream (relayed byte for byte) is watched for its usage too.
@@ -187,15 +196,7 @@ TEST_F(ProxyLimits, ANativeMessagesStreamSettlesWithItsUsage) {
   EXPECT_EQ(a.Requests()[0].body, stream);  // as it came
   EXPECT_NE(r.body.find("message_stop"), std::string::npos) << r.body;
   const uint64_t used = stream.size() / 4 + 5;
-  ASSERT_TRUE(test::WaitUntil(
-      [&] {
-        v1::LoadReport report;
-        leases.TakeReport(report, SteadyMs());
-        if (report.leases_size() != 1 || report.leases(0).spent().tokens() == 0) return false;
-        EXPECT_EQ(report.leases(0).spent().tokens(), used);
-        return true;
-      },
-      5s));
+  EXPECT_EQ(Settled().spent().tokens(), used);
 }
 
 TEST_F(ProxyLimits, ASpentBudgetIsRefusedWithBudgetExceededAndNoRetry) {
