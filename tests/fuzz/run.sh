@@ -12,9 +12,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 work=$(cd "$(dirname "$bin")" && pwd)/fuzz-work
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(request request_body sse_parser chat_stream config_loader
-  anthropic_translate responses_translate)
+  anthropic_translate responses_translate lease_authority)
 declare -A dict=([request]=http [request_body]=json [sse_parser]=sse [chat_stream]=chat
-  [config_loader]=yaml [anthropic_translate]=json [responses_translate]=responses)
+  [config_loader]=yaml [anthropic_translate]=json [responses_translate]=responses
+  [lease_authority]=json)
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
