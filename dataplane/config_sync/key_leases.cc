@@ -50,6 +50,7 @@ bool KeyLeases::ReachableLocked(int64_t now_ms) const {
 
 void KeyLeases::Wake() {
   due_.store(true, std::memory_order_release);
+  std::lock_guard lock(wake_mu_);
   if (wake_) wake_();
 }
 

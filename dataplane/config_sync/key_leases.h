@@ -97,7 +97,10 @@ class KeyLeases {
   void OnStream(bool up, int64_t now_ms);
   // Called (without the lock) when a report should go out now rather than at the next
   // interval: a request waits, or a balance runs low.
-  void SetWake(std::function<void()> wake) { wake_ = std::move(wake); }
+  void SetWake(std::function<void()> wake) {
+    std::lock_guard lock(wake_mu_);
+    wake_ = std::move(wake);
+  }
   // A report is due now (TakeReport clears it).
   bool report_due() const { return due_.load(std::memory_order_acquire); }
 
@@ -124,6 +127,7 @@ class KeyLeases {
   void Wake();
 
   KeyLeasesOptions options_;
+  std::mutex wake_mu_;  // wake_ is set by the control-plane client while requests run
   std::function<void()> wake_;
   mutable std::mutex mu_;
   std::map<std::string, Book, std::less<>> books_;
