@@ -85,15 +85,17 @@ std::vector<std::string> ModelsFrom(const std::string& json) {
 std::unique_ptr<KeyStore> KeyStore::Open(const std::string& path, std::string& error) {
   sqlite3* db = OpenStateDatabase(path, Schema().c_str(), error);
   if (db == nullptr) return nullptr;
-  int64_t version = 0;
+  int64_t version = -1;  // -1: unreadable
   {
+    // Finalized before any close below: sqlite3_close refuses a database with a live
+    // statement (and leaks it).
     Statement v(db, "SELECT value FROM meta WHERE key = 'schema_version'");
-    if (!v.ok() || v.Step() != SQLITE_ROW || v.Int(0) > kSchemaVersion) {
-      error = "the state database " + path + " was written by a newer llmproxy-ctl";
-      sqlite3_close(db);
-      return nullptr;
-    }
-    version = v.Int(0);
+    if (v.ok() && v.Step() == SQLITE_ROW) version = v.Int(0);
+  }
+  if (version < 0 || version > kSchemaVersion) {
+    error = "the state database " + path + " was written by a newer llmproxy-ctl";
+    sqlite3_close(db);
+    return nullptr;
   }
   // Version 1 had no limits. Once migrated, an older llmproxy-ctl refuses the file (it
   // would drop the limits and serve the keys unlimited).
