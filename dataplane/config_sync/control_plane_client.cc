@@ -22,12 +22,6 @@ using namespace std::chrono_literals;
 constexpr auto kMinBackoff = 200ms;
 constexpr auto kMaxBackoff = 5000ms;
 
-int64_t SteadyMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 std::optional<uint64_t> TestRejectVersion() {
   const char* v = std::getenv("LLMPROXY_TEST_REJECT_VERSION");
   if (v == nullptr || *v == '\0') return std::nullopt;
@@ -146,7 +140,7 @@ bool ControlPlaneClient::RunSession() {
   std::thread reporter;
 
   if (write(hello)) {
-    if (leases_ != nullptr) leases_->OnStream(true, SteadyMs());
+    if (leases_ != nullptr) leases_->OnStream(true, LeaseNowMs());
     reporter = std::thread([&] {
       std::unique_lock lock(report_mu_);
       auto next = std::chrono::steady_clock::now() + opts_.report_interval;
@@ -157,7 +151,7 @@ bool ControlPlaneClient::RunSession() {
         lock.unlock();
         v1::SyncRequest req;
         if (report_) *req.mutable_report() = report_();
-        if (leases_ != nullptr) leases_->TakeReport(*req.mutable_report(), SteadyMs());
+        if (leases_ != nullptr) leases_->TakeReport(*req.mutable_report(), LeaseNowMs());
         bool ok = write(req);
         if (!ok && lost_) lost_(req.report());
         if (!ok && leases_ != nullptr) leases_->Restore(req.report());
@@ -171,7 +165,7 @@ bool ControlPlaneClient::RunSession() {
     v1::ConfigSnapshot snap;
     while (stream->Read(&snap)) {
       if (snap.has_lease() && !snap.has_table()) {  // a grant, not a snapshot
-        if (leases_ != nullptr) leases_->OnGrant(snap.lease(), SteadyMs());
+        if (leases_ != nullptr) leases_->OnGrant(snap.lease(), LeaseNowMs());
         continue;
       }
       if (!got_snapshot) {
@@ -215,7 +209,7 @@ bool ControlPlaneClient::RunSession() {
     session_over = true;
   }
   report_cv_.notify_all();
-  if (leases_ != nullptr) leases_->OnStream(false, SteadyMs());
+  if (leases_ != nullptr) leases_->OnStream(false, LeaseNowMs());
   ctx.TryCancel();  // unblocks a reporter stuck in Write
   if (reporter.joinable()) reporter.join();
   grpc::Status status = stream->Finish();

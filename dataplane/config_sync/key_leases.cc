@@ -141,7 +141,6 @@ AdmitResult KeyLeases::TryAdmit(const ClientKey& key, const LeaseNeed& need,
       };
       out.requests = view(key.rpm, &Amounts::requests);
       out.tokens = view(key.tpm, &Amounts::tokens);
-      out.budget = view(key.budget ? 1 : 0, &Amounts::budget);
       const uint64_t reset = Until(b.reset_at.*short_dim->field, now_ms);
       out.retry_after_ms = reset != 0 ? reset : kDefaultRetryMs;
     }

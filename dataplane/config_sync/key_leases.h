@@ -17,6 +17,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -28,6 +29,13 @@
 #include "llmproxy/v1/discovery.pb.h"
 
 namespace llmproxy {
+
+// The clock KeyLeases' times are read from: steady milliseconds.
+inline int64_t LeaseNowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 // Which limit stopped a request, for its 429 and llmproxy_ratelimited_total{limit}.
 enum class LimitKind { kRequests, kTokens, kParallel, kBudget, kControlPlane };
@@ -60,7 +68,7 @@ struct AdmitResult {
   enum class Verdict { kAdmit, kWait, kDeny } verdict = Verdict::kAdmit;
   LeaseTicket ticket;                       // kAdmit
   LimitKind denied = LimitKind::kRequests;  // kDeny: the limit
-  LimitView requests, tokens, budget;       // kDeny: for the headers
+  LimitView requests, tokens;               // kDeny: for the headers
   uint64_t retry_after_ms = 0;              // kDeny
   bool by_loss_policy = false;              // kAdmit without a lease (on_control_plane_loss: allow)
 };

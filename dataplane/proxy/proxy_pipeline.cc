@@ -741,12 +741,6 @@ LeaseNeed ProxyRequest::EstimateNeed(const ClientKey& key) const {
 
 namespace {
 
-int64_t SteadyMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             SteadyClockT::now().time_since_epoch())
-      .count();
-}
-
 // OpenAI's x-ratelimit-reset-* form: "20ms", "42s", "6m0s", "1h2m3s".
 std::string ResetText(uint64_t ms) {
   if (ms < 1000) return std::to_string(ms) + "ms";
@@ -776,7 +770,7 @@ asio::awaitable<bool> ProxyRequest::Admit(const ClientKey& key) {
   while (true) {
     const uint64_t generation = leases.generation();
     const AdmitResult r =
-        leases.TryAdmit(key, need, policy, SteadyMs(), SteadyClockT::now() < deadline);
+        leases.TryAdmit(key, need, policy, LeaseNowMs(), SteadyClockT::now() < deadline);
     if (r.verdict == AdmitResult::Verdict::kAdmit) {
       lease_ = r.ticket;
       lease_key_ = &key;
@@ -869,7 +863,7 @@ void ProxyRequest::SettleLease() {
     tokens = lease_.tokens;
     budget = lease_.budget;
   }
-  p_.options_.leases->Settle(lease_, tokens, budget, SteadyMs());
+  p_.options_.leases->Settle(lease_, tokens, budget, LeaseNowMs());
   lease_.active = false;
 }
 

@@ -23,12 +23,6 @@ using test::PostJson;
 using test::TestConfig;
 using test::TestWorker;
 
-int64_t SteadyMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 v1::LeaseGrant Grant(uint64_t seq, uint64_t requests, uint64_t tokens, uint64_t remaining,
                      uint64_t reset_ms) {
   v1::LeaseGrant g;
@@ -49,9 +43,9 @@ v1::LeaseGrant Grant(uint64_t seq, uint64_t requests, uint64_t tokens, uint64_t 
 class ProxyLimits : public ::testing::Test {
  protected:
   void SetUp() override {
-    leases.OnStream(true, SteadyMs());
+    leases.OnStream(true, LeaseNowMs());
     v1::LoadReport announced;  // the stream's first report: nothing held yet
-    leases.TakeReport(announced, SteadyMs());
+    leases.TakeReport(announced, LeaseNowMs());
   }
   Config WithKey(ClientKey key) {
     Config c = TestConfig({MockBackend("a", a.BaseUrl(), {"m"})});
@@ -72,7 +66,7 @@ class ProxyLimits : public ::testing::Test {
     EXPECT_TRUE(test::WaitUntil(
         [&] {
           v1::LoadReport report;
-          leases.TakeReport(report, SteadyMs());
+          leases.TakeReport(report, LeaseNowMs());
           if (report.leases_size() != 1 || report.leases(0).spent().tokens() == 0) return false;
           lease = report.leases(0);
           return true;
@@ -90,7 +84,7 @@ TEST_F(ProxyLimits, AdmitsFromTheLeaseThenRefusesWithOpenAIsHeaders) {
   ClientKey key;
   key.rpm = 5;
   ASSERT_EQ(worker.Apply(WithKey(key)), "");
-  leases.OnGrant(Grant(1, 2, 0, /*remaining=*/0, /*reset_ms=*/30'000), SteadyMs());
+  leases.OnGrant(Grant(1, 2, 0, /*remaining=*/0, /*reset_ms=*/30'000), LeaseNowMs());
   const std::string chat = R"({"model":"m","messages":[{"role":"user","content":"hi"}]})";
   EXPECT_EQ(Post(chat).status, 200);
   EXPECT_EQ(Post(chat).status, 200);
@@ -125,10 +119,10 @@ TEST_F(ProxyLimits, AShortLeaseAsksAndTheRequestGoesOnWhenTheGrantComes) {
   std::thread grantor([&] {
     ASSERT_TRUE(test::WaitUntil([&] { return leases.report_due(); }, 5s));
     v1::LoadReport report;
-    leases.TakeReport(report, SteadyMs());
+    leases.TakeReport(report, LeaseNowMs());
     ASSERT_EQ(report.leases_size(), 1);
     EXPECT_EQ(report.leases(0).want().requests(), 1u);
-    leases.OnGrant(Grant(1, 3, 0, 97, 0), SteadyMs());
+    leases.OnGrant(Grant(1, 3, 0, 97, 0), LeaseNowMs());
   });
   HttpResult r = Post(R"({"model":"m","messages":[]})");
   grantor.join();
@@ -160,7 +154,7 @@ TEST_F(ProxyLimits, AStreamAsksForItsUsageAndSettlesItsReservationWithIt) {
   ClientKey key;
   key.tpm = 10'000;
   ASSERT_EQ(worker.Apply(WithKey(key)), "");
-  leases.OnGrant(Grant(1, 0, 5000, 5000, 0), SteadyMs());
+  leases.OnGrant(Grant(1, 0, 5000, 5000, 0), LeaseNowMs());
   const std::string stream =
       R"({"model":"m","stream":true,"max_tokens":50,"messages":[{"role":"user","content":"hi"}]})";
   HttpResult r = Post(stream);
@@ -186,7 +180,7 @@ TEST_F(ProxyLimits, ANativeMessagesStreamSettlesWithItsUsage) {
   Config c = WithKey(key);
   c.backends[0].api = BackendApi::kAnthropic;
   ASSERT_EQ(worker.Apply(c), "");
-  leases.OnGrant(Grant(1, 0, 5000, 5000, 0), SteadyMs());
+  leases.OnGrant(Grant(1, 0, 5000, 5000, 0), LeaseNowMs());
   const std::string stream =
       R"({"model":"m","stream":true,"max_tokens":50,"messages":[{"role":"user","content":"hi"}]})";
   HttpResult r = PostJson(worker.port(), "/v1/messages", stream,
@@ -203,7 +197,7 @@ TEST_F(ProxyLimits, ASpentBudgetIsRefusedWithBudgetExceededAndNoRetry) {
   ClientKey key;
   key.budget = KeyBudget{KeyBudget::Unit::kTokens, 100, std::chrono::hours(24)};
   ASSERT_EQ(worker.Apply(WithKey(key)), "");
-  leases.OnGrant(Grant(1, 0, 0, 0, 3'600'000), SteadyMs());
+  leases.OnGrant(Grant(1, 0, 0, 0, 3'600'000), LeaseNowMs());
   HttpResult r = Post(R"({"model":"m","messages":[]})");
   ASSERT_EQ(r.status, 429) << r.body;
   EXPECT_EQ(nlohmann::json::parse(r.body)["error"]["code"], "budget_exceeded");
