@@ -7,8 +7,10 @@ Runs every scenario against three targets side by side in one run:
   worker  llmproxy-worker -c <generated.yaml> --threads 1
 and prints a table (and, unless --smoke, writes bench/RESULTS.md).
 
-Scenarios: 1 small POST, 64 conns; 2 100 KiB bodies; 3 concurrent SSE streams;
-4 no keep-alive; 5 least-busy vs random with one of two backends slow.
+Scenarios: 1 small POST, 64 conns; 2 100 KiB bodies; 3 bursts of concurrent SSE streams;
+4 no keep-alive; 5 least-busy vs random with one of two backends slow; 6 latency at
+concurrency 1 (passthrough and Messages translated); 7 the throughput frontier; 8 streams
+sustained; 9 memory over a soak.
 Only loopback traffic; every load is bounded in time; every process we start is ours
 and is stopped on exit.
 """
@@ -25,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -62,8 +65,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def raise_nofile():
+def raise_nofile(want=65536):
+    """Soft descriptor limit up to the hard one, and both to `want` where allowed (root):
+    10,000 streams through a proxy take 20,000 sockets in it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return
+        except (ValueError, OSError):
+            pass
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -139,6 +150,19 @@ class Proc:
                 pass
         return total / CLK_TCK
 
+    def rss_mib(self):
+        """Resident memory now (VmRSS), summed over the process and its children."""
+        total = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            total += int(line.split()[1])
+            except OSError:
+                pass
+        return total / 1024
+
     def peak_rss_mib(self):
         """Largest VmHWM among the process and its children."""
         best = 0
@@ -188,12 +212,20 @@ class Bench:
         self.nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         self.wrk = shutil.which("wrk")
         if self.smoke:
-            self.duration, self.conns, self.streams, self.chunks, self.gap = 1, 4, 20, 5, 5
+            self.duration, self.conns, self.chunks, self.gap = 1, 4, 5, 5
+            self.burst_counts = [20]
             self.s5_duration, self.s5_conns = 1, 4
+            self.ladder, self.rung_s = [1, 4], 1
+            self.sustain_counts, self.c1_streams = [20, 40], 2
+            self.soak_s, self.soak_sample_s, self.soak_streams = 3, 0.5, 5
         else:
-            self.duration, self.conns, self.streams, self.chunks, self.gap = (
-                args.duration, 64, args.streams, 50, 20)
+            self.duration, self.conns, self.chunks, self.gap = args.duration, 64, 50, 20
+            self.burst_counts = parse_counts(args.streams)
             self.s5_duration, self.s5_conns = args.duration, 16
+            self.ladder, self.rung_s = [1, 2, 4, 8, 16, 32, 64, 128, 256], 3
+            self.sustain_counts, self.c1_streams = parse_counts(args.sustain), 10
+            self.soak_s, self.soak_sample_s, self.soak_streams = args.soak, 5, 100
+        self.streams = max(self.burst_counts)  # scenario 6's streams
 
     # ----- processes -------------------------------------------------------------------
 
@@ -225,11 +257,11 @@ class Bench:
         temp = "".join(f"  {d}_temp_path {prefix}/{d}_temp;\n"
                        for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         conf = f"""worker_processes 1;
-worker_rlimit_nofile 16384;
+worker_rlimit_nofile 65536;
 daemon off;
 pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log warn;
-events {{ worker_connections 8192; multi_accept on; }}
+events {{ worker_connections 32768; multi_accept on; }}
 http {{
   access_log off;
   keepalive_requests 1000000;
@@ -299,11 +331,12 @@ http {{
                              timeout=duration + 30).stdout
         return parse_wrk(out)
 
-    def run_streamload(self, port, model, chunks=None, gap=None, protocol="chat"):
+    def run_streamload(self, port, model, chunks=None, gap=None, protocol="chat", streams=None):
         exe = os.path.join(self.bin, "llmproxy-streamload")
         chunks = self.chunks if chunks is None else chunks
         gap = self.gap if gap is None else gap
-        argv = [exe, "--port", str(port), "--model", model, "--streams", str(self.streams),
+        streams = self.streams if streams is None else streams
+        argv = [exe, "--port", str(port), "--model", model, "--streams", str(streams),
                 "--chunks", str(chunks), "--gap-ms", str(gap), "--timeout-s", "60",
                 "--protocol", protocol]
         if self.cpu_load is not None:
@@ -441,25 +474,31 @@ http {{
         self.results[sid] = {"title": title, "kind": "plain", "rows": rows}
 
     def stream_scenario(self, sid=3):
-        title = f"{self.streams} streams x {self.chunks} chunks, {self.gap} ms apart"
-        rows = {}
-        for name, port, proc in self.targets("stream"):
-            log(f"scenario {sid} ({title}) -> {name}")
-            model = "bench-stream"
-            try:
-                # Warm-up: the same number of short streams first, so every target runs
-                # the measured burst with its upstream keep-alive pool filled, as a gateway
-                # under steady traffic does (nginx keeps `keepalive 1024`).
-                r = self.measured(sid, name, proc, lambda: self.run_streamload(port, model),
-                                  warmup=lambda: self.run_streamload(port, model, 1, 1))
-            except (BenchError, subprocess.TimeoutExpired, OSError) as e:
-                self.failures.append(f"s{sid} {name}: {e}")
-                continue
-            if r["damaged"]:
-                self.failures.append(f"s{sid} {name}: {r['damaged']} damaged streams {r['errors']}")
-            r["cpu_us_per_req"] = r["cpu_s"] / r["streams"] * 1e6
-            rows[name] = r
-        self.results[sid] = {"title": title, "kind": "stream", "rows": rows}
+        counts = "/".join(str(n) for n in self.burst_counts)
+        title = f"bursts of {counts} streams x {self.chunks} chunks, {self.gap} ms apart"
+        bursts = {}
+        for n in self.burst_counts:
+            rows = {}
+            for name, port, proc in self.targets("stream"):
+                log(f"scenario {sid} ({n} streams) -> {name}")
+                model = "bench-stream"
+                try:
+                    # Warm-up: the same number of short streams first, so every target runs
+                    # the measured burst with its upstream keep-alive pool filled, as a
+                    # gateway under steady traffic does (nginx keeps `keepalive 1024`).
+                    r = self.measured(
+                        sid, name, proc, lambda: self.run_streamload(port, model, streams=n),
+                        warmup=lambda: self.run_streamload(port, model, 1, 1, streams=n))
+                except (BenchError, subprocess.TimeoutExpired, OSError) as e:
+                    self.failures.append(f"s{sid} {n} streams {name}: {e}")
+                    continue
+                if r["damaged"]:
+                    self.failures.append(
+                        f"s{sid} {n} streams {name}: {r['damaged']} damaged {r['errors']}")
+                r["cpu_us_per_req"] = r["cpu_s"] / r["streams"] * 1e6
+                rows[name] = r
+            bursts[n] = rows
+        self.results[sid] = {"title": title, "kind": "stream", "bursts": bursts}
 
     def balance_scenario(self, sid=5):
         title = "one of two backends slow (+20 ms): share of requests"
@@ -509,7 +548,8 @@ http {{
         translates each request to chat completions and the answer (or stream) back. Added
         p99 at concurrency 1, against the chat passthrough through the same worker, both
         over the direct path; then S3's streams sent as Messages."""
-        title = "Messages ingress translated to an OpenAI backend, concurrency 1"
+        title = ("latency at concurrency 1: chat passthrough, and Messages ingress translated "
+                 "to an OpenAI backend")
         if self.args.no_worker:
             return
         chat = self.wrk_script(f"s{sid}-chat", json.dumps(SMALL_BODY))
@@ -583,6 +623,205 @@ http {{
             r["cpu_us_per_req"] = r["cpu_s"] / r["requests"] * 1e6 if r["requests"] else None
         self.results[sid] = {"title": title, "kind": "protocol", "rows": rows, "streams": st}
 
+    def frontier_scenario(self, sid=7):
+        """The throughput frontier: one concurrency sweep per path; the most req/s each
+        carried while its p99 stayed under 1, 5 and 10 ms. The worker's two paths (chat
+        passthrough and Messages translated to chat) alternate rung by rung in one process."""
+        title = "throughput frontier: req/s at p99 under 1, 5 and 10 ms"
+        chat = self.wrk_script(f"s{sid}-chat", json.dumps(SMALL_BODY))
+        msgs = self.wrk_script(f"s{sid}-messages", json.dumps(SMALL_MESSAGES_BODY))
+        chat_path, msgs_path = "/v1/chat/completions", "/v1/messages"
+        rungs = {}
+
+        def sweep(paths):
+            for c in self.ladder:
+                for name, port, script, path in paths:
+                    log(f"scenario {sid} ({title}) -> {name}, {c} connections")
+                    r = self.run_wrk(port, script, c, self.rung_s, path)
+                    r["conns"] = c
+                    rungs.setdefault(name, []).append(r)
+                    if r["requests"] == 0 or r["non2xx"] or r["errors"]:
+                        self.failures.append(f"s{sid} {name} c={c}: {r['requests']} requests, "
+                                             f"{r['non2xx']} non-2xx, {r['errors']} socket errors")
+        try:
+            sweep([("direct", self.up_port, chat, chat_path),
+                   ("nginx", self.ngx_plain, chat, chat_path)])
+        except (BenchError, subprocess.TimeoutExpired, OSError) as e:
+            self.failures.append(f"s{sid} baselines: {e}")
+        if not self.args.no_worker:
+            w = None
+            try:
+                w = self.start_worker(f"worker-s{sid}", self.worker_yaml, self.worker_port,
+                                      self.worker_metrics)
+                for script, path in ((chat, chat_path), (msgs, msgs_path)):
+                    self.run_wrk(self.worker_port, script, 1, 1, path)  # warm-up
+                sweep([("worker chat", self.worker_port, chat, chat_path),
+                       ("worker messages -> chat", self.worker_port, msgs, msgs_path)])
+            except (BenchError, subprocess.TimeoutExpired, OSError) as e:
+                self.failures.append(f"s{sid} worker: {e}")
+            finally:
+                if w is not None:
+                    if not w.alive():
+                        self.failures.append(f"s{sid} worker died:\n{w.tail()}")
+                    self.stop(w)
+        self.results[sid] = {"title": title, "kind": "frontier", "rungs": rungs}
+
+    def frontier(self, name, bound_ms):
+        """Scenario 7: (req/s, connections) of the best rung of `name` with p99 under the
+        bound and no errors, or None."""
+        best = None
+        for r in self.results.get(7, {}).get("rungs", {}).get(name, []):
+            if r["p99_ms"] is None or r["p99_ms"] >= bound_ms or r["non2xx"] or r["errors"]:
+                continue
+            if best is None or r["rps"] > best[0]:
+                best = (r["rps"], r["conns"])
+        return best
+
+    def sustained_scenario(self, sid=8):
+        """Streams sustained: bursts of ever more concurrent streams of 50 chunks 20 ms
+        apart; a rung is sustained when every chunk of every stream arrived and no gap
+        went over 10x the pacing. Then added TTFT and inter-chunk gap at concurrency 1."""
+        # A proxy holds two sockets per stream (client and upstream): past half the
+        # descriptor limit it cannot hold them all, whatever its code. Such a rung still
+        # runs (it shows how each target fails), and the largest rung that fits is added.
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.fd_fit = (nofile - 200) // 2 // 100 * 100
+        if max(self.sustain_counts) > self.fd_fit > 0 and self.fd_fit not in self.sustain_counts:
+            self.sustain_counts = sorted(self.sustain_counts + [self.fd_fit])
+        self.nofile = nofile
+        counts = "/".join(str(n) for n in self.sustain_counts)
+        title = f"streams sustained ({counts} x {self.chunks} chunks, {self.gap} ms apart)"
+        rungs, single = {}, {}
+        model = "bench-stream"
+        for name, port, proc in self.targets("stream"):
+            for n in self.sustain_counts:
+                log(f"scenario {sid} ({n} streams) -> {name}")
+                w = None
+                try:
+                    if proc is None:  # a fresh worker per rung: its peak memory is this rung's
+                        w = self.start_worker(f"worker-s{sid}-{n}", self.worker_yaml,
+                                              self.worker_port, self.worker_metrics)
+                    serving = proc or w
+                    self.run_streamload(port, model, 1, 1, streams=n)  # fill the upstream pool
+                    with RssSampler(serving) as rss:
+                        r = self.run_streamload(port, model, streams=n)
+                    r["rss_max_mib"] = rss.max_mib
+                    r["streams_n"] = n
+                    if r["damaged"] and n <= self.fd_fit:
+                        self.failures.append(f"s{sid} {name} {n} streams: {r['damaged']} "
+                                             f"damaged {r['errors']}")
+                    rungs.setdefault(name, []).append(r)
+                except (BenchError, subprocess.TimeoutExpired, OSError) as e:
+                    self.failures.append(f"s{sid} {name} {n} streams: {e}")
+                finally:
+                    if w is not None:
+                        if not w.alive():
+                            self.failures.append(f"s{sid} worker died at {n} streams:\n{w.tail()}")
+                        self.stop(w)
+            w = None
+            try:
+                if proc is None:
+                    w = self.start_worker(f"worker-s{sid}-c1", self.worker_yaml,
+                                          self.worker_port, self.worker_metrics)
+                self.run_streamload(port, model, 1, 1, streams=1)
+                runs = [self.run_streamload(port, model, streams=1)
+                        for _ in range(self.c1_streams)]
+                single[name] = {
+                    "ttft_p50": median([x["ttft_ms"]["p50"] for x in runs]),
+                    "gap_p50": median([x["gap_ms_observed"]["p50"] for x in runs]),
+                    "gap_p99": median([x["gap_ms_observed"]["p99"] for x in runs]),
+                    "damaged": sum(x["damaged"] for x in runs), "n": len(runs)}
+            except (BenchError, subprocess.TimeoutExpired, OSError) as e:
+                self.failures.append(f"s{sid} {name} c=1: {e}")
+            finally:
+                if w is not None:
+                    self.stop(w)
+        self.results[sid] = {"title": title, "kind": "sustained", "rungs": rungs,
+                             "single": single}
+
+    def sustained(self, name):
+        """Scenario 8: the most concurrent streams `name` sustained, or 0."""
+        best = 0
+        for r in self.results.get(8, {}).get("rungs", {}).get(name, []):
+            if r["damaged"] == 0 and r["stalls"] == 0:
+                best = max(best, r["streams_n"])
+        return best
+
+    def soak_scenario(self, sid=9):
+        """Memory: idle RSS, RSS under a fixed load for the soak (64 keep-alive connections
+        of small POSTs plus back-to-back bursts of streams, on the nginx proxy and the worker
+        at once), growth per minute after the first minute, and RSS once the load stopped."""
+        title = f"memory over a {self.soak_s} s soak"
+        targets = [("nginx", self.ngx_plain, self.ngx_stream, self.proxy)]
+        w = None
+        if not self.args.no_worker:
+            try:
+                w = self.start_worker(f"worker-s{sid}", self.worker_yaml, self.worker_port,
+                                      self.worker_metrics)
+            except BenchError as e:
+                self.failures.append(f"s{sid} worker: {e}")
+            else:
+                targets.append(("worker", self.worker_port, self.worker_port, w))
+        script = self.wrk_script(f"s{sid}", json.dumps(SMALL_BODY))
+        rows = {name: {"idle": p.rss_mib(), "samples": []} for name, _, _, p in targets}
+        rows["direct (upstream)"] = {"idle": self.upstream.rss_mib(), "samples": []}
+        procs = {name: p for name, _, _, p in targets}
+        procs["direct (upstream)"] = self.upstream
+        stop = threading.Event()
+        errors = []
+
+        def plain(name, port):
+            try:
+                rows[name]["wrk"] = self.run_wrk(port, script, self.conns, self.soak_s)
+            except (BenchError, subprocess.TimeoutExpired, OSError) as e:
+                errors.append(f"s{sid} {name} load: {e}")
+
+        def streams(name, port):
+            rows[name]["bursts"], rows[name]["damaged"] = 0, 0
+            while not stop.is_set():
+                try:
+                    r = self.run_streamload(port, "bench-stream", streams=self.soak_streams)
+                except (BenchError, subprocess.TimeoutExpired, OSError) as e:
+                    errors.append(f"s{sid} {name} streams: {e}")
+                    return
+                rows[name]["bursts"] += 1
+                rows[name]["damaged"] += r["damaged"]
+        log(f"scenario {sid} ({title}) -> " + ", ".join(procs))
+        threads = [threading.Thread(target=plain, args=(n, pp)) for n, pp, _, _ in targets]
+        threads += [threading.Thread(target=streams, args=(n, sp)) for n, _, sp, _ in targets]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        while time.monotonic() - t0 < self.soak_s:
+            time.sleep(self.soak_sample_s)
+            t = time.monotonic() - t0
+            for name, p in procs.items():
+                rows[name]["samples"].append((t, p.rss_mib()))
+        stop.set()
+        for t in threads:
+            t.join()
+        time.sleep(1 if self.smoke else 10)
+        for name, p in procs.items():
+            r = rows[name]
+            r["after"] = p.rss_mib()
+            warm = [x for x in r["samples"] if x[0] >= min(60, self.soak_s / 5)] or r["samples"]
+            r["steady"] = median([m for _, m in warm])
+            r["max"] = max([m for _, m in r["samples"]], default=None)
+            r["growth_per_min"] = slope_per_minute(warm)
+        for name, _, _, _ in targets:
+            wr = rows[name].get("wrk")
+            if wr is None or wr["requests"] == 0 or wr["non2xx"] or wr["errors"] \
+                    or rows[name].get("damaged"):
+                self.failures.append(f"s{sid} {name}: load {wr and wr['requests']} requests, "
+                                     f"{wr and wr['non2xx']} non-2xx, {wr and wr['errors']} "
+                                     f"errors, {rows[name].get('damaged')} damaged streams")
+        self.failures += errors
+        if w is not None:
+            if not w.alive():
+                self.failures.append(f"s{sid} worker died:\n{w.tail()}")
+            self.stop(w)
+        self.results[sid] = {"title": title, "kind": "soak", "rows": rows}
+
     def added_p99(self, name):
         """Scenario 6: a worker path's p99 minus the direct path's, in microseconds."""
         rows = self.results.get(6, {}).get("rows", {})
@@ -612,6 +851,12 @@ http {{
                 self.balance_scenario(5)
             if 6 in scenarios:
                 self.protocol_scenario(6)
+            if 7 in scenarios:
+                self.frontier_scenario(7)
+            if 8 in scenarios:
+                self.sustained_scenario(8)
+            if 9 in scenarios:
+                self.soak_scenario(9)
         except BenchError as e:
             self.failures.append(str(e))
         finally:
@@ -651,7 +896,7 @@ http {{
             res = self.results[sid]
             L.append(f"## Scenario {sid}: {res['title']}")
             L.append("")
-            rows = res["rows"]
+            rows = res.get("rows", {})
             if res["kind"] == "plain":
                 L.append("| target | req/s | vs nginx | p50 ms | p90 ms | p99 ms | errors | "
                          "CPU us/req | peak RSS MiB |" + (" overhead p99 us |" if sid == 1 else ""))
@@ -668,17 +913,25 @@ http {{
                         line += f" {fmt(r.get('overhead_p99_us'), 1)} |"
                     L.append(line)
             elif res["kind"] == "stream":
-                L.append("| target | whole/total | TTFT p50 ms | TTFT p99 ms | TTFT vs direct | "
-                         "gap p50 ms | gap p99 ms | wall s | CPU us/stream | peak RSS MiB |")
-                L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-                base = rows.get("direct", {}).get("ttft_ms", {}).get("p50")
-                for name, r in rows.items():
-                    t, g = r["ttft_ms"], r["gap_ms_observed"]
-                    ratio = f"{t['p50'] / base:.2f}x" if base else "-"
-                    L.append(f"| {name} | {r['ok']}/{r['streams']} | {fmt(t['p50'])} | "
-                             f"{fmt(t['p99'])} | {ratio} | {fmt(g['p50'])} | {fmt(g['p99'])} | "
-                             f"{r['wall_s']:.2f} | {fmt(r['cpu_us_per_req'], 1)} | "
-                             f"{r['rss_mib']:.1f} |")
+                L.append("| streams | target | whole/total | TTFT p50 ms | TTFT p99 ms | "
+                         "TTFT vs direct | gap p50 ms | gap p99 ms | wall s | CPU us/stream | "
+                         "peak RSS MiB |")
+                L.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                for n, brows in res["bursts"].items():
+                    base = brows.get("direct", {}).get("ttft_ms", {}).get("p50")
+                    for name, r in brows.items():
+                        t, g = r["ttft_ms"], r["gap_ms_observed"]
+                        ratio = f"{t['p50'] / base:.2f}x" if base else "-"
+                        L.append(f"| {n} | {name} | {r['ok']}/{r['streams']} | {fmt(t['p50'])} | "
+                                 f"{fmt(t['p99'])} | {ratio} | {fmt(g['p50'])} | "
+                                 f"{fmt(g['p99'])} | {r['wall_s']:.2f} | "
+                                 f"{fmt(r['cpu_us_per_req'], 1)} | {r['rss_mib']:.1f} |")
+            elif res["kind"] == "frontier":
+                L += self.frontier_report(res)
+            elif res["kind"] == "sustained":
+                L += self.sustained_report(res)
+            elif res["kind"] == "soak":
+                L += self.soak_report(res)
             elif res["kind"] == "protocol":
                 L.append("| path | req/s | p50 ms | p90 ms | p99 ms | added p99 us | errors | "
                          "CPU us/req |")
@@ -714,7 +967,7 @@ http {{
         if self.args.no_worker:
             L.append("llmproxy-worker was not measured in this run (--no-worker).")
             L.append("")
-        L.append("## Targets (issues 6 and 13)")
+        L.append("## Targets (issues 6, 13 and 15)")
         L.append("")
         L += self.targets_check()
         L.append("")
@@ -724,6 +977,82 @@ http {{
             L += [f"- {f.splitlines()[0]}" for f in self.failures]
             L.append("")
         return "\n".join(L)
+
+    def frontier_report(self, res):
+        rungs = res["rungs"]
+        names = list(rungs)
+        L = ["| path | most req/s at p99 < 1 ms | < 5 ms | < 10 ms |", "|---|---:|---:|---:|"]
+        for name in names:
+            cells = []
+            for bound in (1, 5, 10):
+                best = self.frontier(name, bound)
+                cells.append(f"{best[0]:.0f} (c={best[1]})" if best else "none")
+            L.append(f"| {name} | " + " | ".join(cells) + " |")
+        L += ["", "Every rung (req/s, p99 ms), " + f"wrk -t1, {self.rung_s} s per rung:", ""]
+        L.append("| connections | " + " | ".join(names) + " |")
+        L.append("|---:|" + "---:|" * len(names))
+        for i, c in enumerate(self.ladder):
+            cells = []
+            for name in names:
+                r = rungs[name][i] if i < len(rungs[name]) else None
+                cells.append(f"{r['rps']:.0f} / {fmt(r['p99_ms'])}" if r else "-")
+            L.append(f"| {c} | " + " | ".join(cells) + " |")
+        return L
+
+    def sustained_report(self, res):
+        L = ["| target | streams | whole/total | stalls > 10x pacing | TTFT p50 ms | "
+             "TTFT p99 ms | gap p99 ms | gap max ms | wall s | max RSS MiB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, rs in res["rungs"].items():
+            for r in rs:
+                t, g = r["ttft_ms"], r["gap_ms_observed"]
+                L.append(f"| {name} | {r['streams_n']} | {r['ok']}/{r['streams']} | "
+                         f"{r['stalls']} | {fmt(t['p50'])} | {fmt(t['p99'])} | {fmt(g['p99'])} | "
+                         f"{fmt(g['max'])} | {r['wall_s']:.2f} | {r['rss_max_mib']:.1f} |")
+        damaged = [f"{name} at {r['streams_n']}: " + ", ".join(
+            f"{k} x{v}" for k, v in sorted(r["errors"].items(), key=lambda kv: -kv[1]))
+            for name, rs in res["rungs"].items() for r in rs if r["damaged"]]
+        if damaged:
+            L += ["", "Damaged streams: " + "; ".join(damaged) + "."]
+        over = [n for n in self.sustain_counts if n > self.fd_fit]
+        if over:
+            L += ["", f"The descriptor limit in this run is {self.nofile} per process (the "
+                  "harness raises it to 65536 where it may): a proxy holds two sockets per "
+                  "stream, so "
+                  f"rungs over {self.fd_fit} streams ({', '.join(map(str, over))}) cannot all "
+                  "be held by one proxy process; they show how each target fails."]
+        L += ["", "| target | most streams sustained |", "|---|---:|"]
+        for name in res["rungs"]:
+            L.append(f"| {name} | {self.sustained(name) or 'none'} |")
+        single = res["single"]
+        if single:
+            base = single.get("direct")
+            L += ["", f"At concurrency 1 ({self.c1_streams} streams one after another, "
+                  "medians):", "",
+                  "| target | TTFT p50 ms | added TTFT ms | gap p50 ms | added gap ms | "
+                  "gap p99 ms | damaged |", "|---|---:|---:|---:|---:|---:|---:|"]
+            for name, r in single.items():
+                at = r["ttft_p50"] - base["ttft_p50"] if base and name != "direct" else None
+                ag = r["gap_p50"] - base["gap_p50"] if base and name != "direct" else None
+                L.append(f"| {name} | {fmt(r['ttft_p50'])} | {fmt(at)} | {fmt(r['gap_p50'])} | "
+                         f"{fmt(ag)} | {fmt(r['gap_p99'])} | {r['damaged']} |")
+        return L
+
+    def soak_report(self, res):
+        L = ["| process | idle RSS MiB | steady RSS MiB | max RSS MiB | growth MiB/min | "
+             "RSS after the load MiB | requests | stream bursts |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, r in res["rows"].items():
+            wr = r.get("wrk")
+            L.append(f"| {name} | {fmt(r['idle'], 1)} | {fmt(r['steady'], 1)} | "
+                     f"{fmt(r['max'], 1)} | {fmt(r['growth_per_min'], 2)} | "
+                     f"{fmt(r['after'], 1)} | {wr['requests'] if wr else '-'} | "
+                     f"{r.get('bursts', '-')} |")
+        L += ["", f"Load on each proxy at once: wrk -c{self.conns} small POSTs for the whole "
+              f"soak plus bursts of {self.soak_streams} streams back to back; RSS sampled every "
+              f"{self.soak_sample_s} s. Steady and growth use the samples after the first "
+              f"minute (the direct row is the upstream nginx, serving both proxies)."]
+        return L
 
     def targets_check(self):
         out = []
@@ -747,14 +1076,17 @@ http {{
         if w2 and n2:
             ratio = w2["rps"] / n2["rps"]
             out.append(f"- S2 throughput >= 0.8x nginx: {ratio:.2f}x, {verdict(ratio >= 0.8)}")
-        w3, d3 = row(3, "worker"), row(3, "direct")
-        if w3:
-            out.append(f"- S3 zero damaged streams: {w3['damaged']}, {verdict(w3['damaged'] == 0)}")
-            out.append(f"- S3 worker peak RSS <= 150 MiB: {w3['rss_mib']:.1f} MiB, "
-                       f"{verdict(w3['rss_mib'] <= 150)}")
+        for n, brows in self.results.get(3, {}).get("bursts", {}).items():
+            w3, d3 = brows.get("worker"), brows.get("direct")
+            if not w3:
+                continue
+            out.append(f"- S3 {n} streams, zero damaged: {w3['damaged']}, "
+                       f"{verdict(w3['damaged'] == 0)}")
             if d3 and d3["ttft_ms"]["p50"]:
                 r = w3["ttft_ms"]["p50"] / d3["ttft_ms"]["p50"]
-                out.append(f"- S3 TTFT p50 within 10% of direct: {r:.2f}x, {verdict(r <= 1.10)}")
+                out.append(f"- S3 {n} streams, TTFT p50 within 10% of direct: {r:.2f}x "
+                           f"({fmt(w3['ttft_ms']['p50'])} vs {fmt(d3['ttft_ms']['p50'])} ms), "
+                           f"{verdict(r <= 1.10)}")
         s5 = self.results.get(5, {}).get("rows", {})
         if "random" in s5 and "least-busy" in s5 and s5["random"]["slow_share"] is not None \
                 and s5["least-busy"]["slow_share"] is not None:
@@ -763,6 +1095,10 @@ http {{
                        f"{a * 100:.1f}% under random, {verdict(b < a * 0.8)}")
         a_pass = self.added_p99("worker chat passthrough")
         a_tr = self.added_p99("worker messages -> chat")
+        a_ngx = self.added_p99("nginx proxy (chat)")
+        if a_pass is not None and a_ngx is not None:
+            out.append(f"- S6 added p99 at c=1 <= nginx's: {a_pass:.0f} us vs {a_ngx:.0f} us, "
+                       f"{verdict(a_pass <= a_ngx)}")
         if a_pass is not None and a_tr is not None:
             ratio = f"{a_tr / a_pass:.2f}x" if a_pass > 0 else "passthrough added nothing"
             out.append(f"- S6 Messages -> chat added p99 at c=1 <= 2x passthrough's: "
@@ -772,6 +1108,35 @@ http {{
         if st6:
             out.append(f"- S6 zero damaged streams through the translation: {st6['damaged']}, "
                        f"{verdict(st6['damaged'] == 0)}")
+        for bound in (1, 5, 10):
+            w, n = self.frontier("worker chat", bound), self.frontier("nginx", bound)
+            t = self.frontier("worker messages -> chat", bound)
+            if w is None and n is None:
+                continue
+            ratio = f"{w[0] / n[0]:.2f}x nginx" if w and n else "-"
+            line = (f"- S7 req/s at p99 < {bound} ms: worker {w[0] if w else 0:.0f} vs nginx "
+                    f"{n[0] if n else 0:.0f} ({ratio}, reported)")
+            if w:
+                tr = t[0] / w[0] if t else 0
+                line += (f"; translated {t[0] if t else 0:.0f} = {tr:.2f}x passthrough, "
+                         f"at least 0.5x: {verdict(tr >= 0.5)}")
+            out.append(line)
+        top = max(self.sustain_counts)
+        fit = getattr(self, "fd_fit", top)
+        for r in self.results.get(8, {}).get("rungs", {}).get("worker", []):
+            if r["streams_n"] != top and not (top > fit and r["streams_n"] == fit):
+                continue
+            ok = r["damaged"] == 0 and r["rss_max_mib"] <= 200
+            out.append(f"- S8 {r['streams_n']} concurrent streams, zero lost and worker RSS <= "
+                       f"200 MiB: {r['damaged']} lost, {r['stalls']} stalls, "
+                       f"{r['rss_max_mib']:.1f} MiB, {verdict(ok)}")
+        soak = self.results.get(9, {}).get("rows", {}).get("worker")
+        if soak and soak["growth_per_min"] is not None:
+            g = soak["growth_per_min"]
+            ok = g <= 0.5 and soak["after"] <= soak["steady"] * 1.05 + 1
+            out.append(f"- S9 no growth over the soak (slope <= 0.5 MiB/min, RSS after the load "
+                       f"not above steady): {g:.2f} MiB/min, steady {soak['steady']:.1f}, after "
+                       f"{soak['after']:.1f} MiB, {verdict(ok)}")
         if not out:
             out.append("- not evaluated (no worker numbers in this run)")
         return out
@@ -806,6 +1171,60 @@ def merged_rounds(runs):
     out["rps"] = sum(r["rps"] for r in runs) / len(runs)
     out["rounds"] = len(runs)
     return out
+
+
+def parse_counts(text):
+    try:
+        counts = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise SystemExit(f"bench: not a list of stream counts: {text!r}")
+    if not counts or counts[0] <= 0:
+        raise SystemExit(f"bench: not a list of stream counts: {text!r}")
+    return counts
+
+
+def median(values):
+    v = sorted(x for x in values if x is not None)
+    return v[len(v) // 2] if v else None
+
+
+def slope_per_minute(samples):
+    """Least-squares slope of (seconds, MiB) samples, in MiB per minute."""
+    if len(samples) < 2:
+        return None
+    n = len(samples)
+    mt = sum(t for t, _ in samples) / n
+    mm = sum(m for _, m in samples) / n
+    var = sum((t - mt) ** 2 for t, _ in samples)
+    if var == 0:
+        return None
+    return sum((t - mt) * (m - mm) for t, m in samples) / var * 60
+
+
+class RssSampler:
+    """The largest resident memory of a process while the `with` block runs, sampled
+    every 50 ms (VmHWM would keep a long-lived process's peak from earlier scenarios)."""
+
+    def __init__(self, proc):
+        self.proc, self.max_mib = proc, 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop)
+
+    def loop(self):
+        while True:
+            self.max_mib = max(self.max_mib, self.proc.rss_mib())
+            if self.stop.wait(0.05):
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.max_mib = max(self.max_mib, self.proc.rss_mib())
+        return False
 
 
 def mock_requests(port):
@@ -932,12 +1351,16 @@ def main():
     ap.add_argument("bin_dir", help="directory holding llmproxy-worker, -mockllm, -streamload")
     ap.add_argument("--smoke", action="store_true",
                     help="a few seconds of tiny loads, each scenario once; exit 1 if broken")
-    ap.add_argument("--scenarios", default="1,2,3,4,5,6")
+    ap.add_argument("--scenarios", default="1,2,3,4,5,6,7,8,9")
     ap.add_argument("--no-worker", action="store_true",
                     help="measure only the direct and nginx baselines")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes with taskset")
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run (full mode)")
-    ap.add_argument("--streams", type=int, default=1000, help="concurrent streams (full mode)")
+    ap.add_argument("--streams", default="200,1000",
+                    help="scenario 3's bursts of concurrent streams (full mode)")
+    ap.add_argument("--sustain", default="1000,2000,5000,10000",
+                    help="scenario 8's rungs of concurrent streams (full mode)")
+    ap.add_argument("--soak", type=int, default=300, help="scenario 9's soak in seconds")
     ap.add_argument("--out", help="results file (default bench/RESULTS.md; not written by --smoke)")
     args = ap.parse_args()
     raise_nofile()

@@ -5,7 +5,7 @@
 # Everything runs on 127.0.0.1 with its own temporary nginx prefix; see docs/bench.md.
 set -euo pipefail
 if [[ $# -lt 1 || $1 == -* ]]; then
-  echo "usage: $0 BIN_DIR [--smoke] [--scenarios 1,2,3,4,5,6] [--no-worker] [--no-pin] [--out FILE]" >&2
+  echo "usage: $0 BIN_DIR [--smoke] [--scenarios 1,...,9] [--no-worker] [--no-pin] [--out FILE]" >&2
   exit 2
 fi
 exec python3 "$(dirname "${BASH_SOURCE[0]}")/bench.py" "$@"

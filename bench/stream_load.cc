@@ -4,8 +4,8 @@
 // then [DONE], no error event), and reports time to first token and inter-chunk gaps.
 // Asks the upstream for its stream shape with llmproxy-mockllm's x-mock-chunks and
 // x-mock-chunk-gap-ms headers, which proxies forward. Prints one JSON object on stdout
-// (for bench/bench.py) and a readable summary on stderr; exits 1 if any stream was
-// damaged, 2 on bad usage.
+// (for bench/bench.py; "stalls" counts the gaps over ten times the pacing) and a readable
+// summary on stderr; exits 1 if any stream was damaged, 2 on bad usage.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -331,6 +331,9 @@ int main(int argc, char** argv) {
   std::vector<double> ttft, gaps;
   std::map<std::string, int> errors;
   int ok = 0;
+  // A stall: a gap between two chunks of one stream over ten times the pacing.
+  const double stall_ms = 10.0 * std::max(opt.gap_ms, 1);
+  int64_t stalls = 0;
   for (auto& r : run.results) {
     if (r.error.empty()) {
       ++ok;
@@ -339,12 +342,15 @@ int main(int argc, char** argv) {
     }
     if (r.ttft_ms >= 0) ttft.push_back(r.ttft_ms);
     gaps.insert(gaps.end(), r.gaps_ms.begin(), r.gaps_ms.end());
+    stalls +=
+        std::count_if(r.gaps_ms.begin(), r.gaps_ms.end(), [&](double g) { return g > stall_ms; });
   }
   nlohmann::json out = {{"streams", opt.streams},
                         {"chunks", opt.chunks},
                         {"gap_ms", opt.gap_ms},
                         {"ok", ok},
                         {"damaged", opt.streams - ok},
+                        {"stalls", stalls},
                         {"errors", errors},
                         {"wall_s", wall_s},
                         {"ttft_ms", Summary(ttft)},
@@ -353,7 +359,8 @@ int main(int argc, char** argv) {
   std::cerr << "streamload: " << ok << "/" << opt.streams << " streams whole in " << wall_s
             << " s; ttft p50 " << out["ttft_ms"]["p50"] << " ms p99 " << out["ttft_ms"]["p99"]
             << " ms; gap p50 " << out["gap_ms_observed"]["p50"] << " ms p99 "
-            << out["gap_ms_observed"]["p99"] << " ms\n";
+            << out["gap_ms_observed"]["p99"] << " ms max " << out["gap_ms_observed"]["max"]
+            << " ms; " << stalls << " gaps over " << stall_ms << " ms\n";
   for (const auto& [e, n] : errors) std::cerr << "  damaged: " << n << " x " << e << "\n";
   return ok == opt.streams ? 0 : 1;
 }
