@@ -190,7 +190,10 @@ asio::awaitable<std::error_code> UpstreamCall::SendAndReadHead(UpstreamConnectio
     if (status < 100 || status >= 200 || status == 101) break;
   }
   conn.ExpiresNever();
-  chunk_ = conn.BodyChunk(pool_.options().read_chunk_bytes);
+  chunk_size_ = std::max(conn.body_chunk_size(),
+                         std::min(kFirstChunkBytes, pool_.options().read_chunk_bytes));
+  chunk_ = conn.BodyChunk(chunk_size_);
+  chunk_full_ = false;
   body_done_ = parser_->is_done();
   co_return std::error_code{};
 }
@@ -256,13 +259,23 @@ asio::awaitable<UpstreamBodyPiece> UpstreamCall::ReadBody(std::chrono::milliseco
     piece.done = true;
     co_return piece;
   }
+  GrowChunkIfFull();
   size_t got = 0;
-  piece.ec =
-      co_await ReadSome(chunk_, pool_.options().read_chunk_bytes, Clock::now() + idle_timeout, got);
+  piece.ec = co_await ReadSome(chunk_, chunk_size_, Clock::now() + idle_timeout, got);
+  chunk_full_ = got == chunk_size_;
   if (piece.ec) co_return piece;
   piece.data = std::string_view(chunk_, got);
   piece.done = body_done_;
   co_return piece;
+}
+
+void UpstreamCall::GrowChunkIfFull() {
+  if (!chunk_full_ || conn_ == nullptr) return;
+  chunk_full_ = false;
+  const size_t max = pool_.options().read_chunk_bytes;
+  if (chunk_size_ >= max) return;
+  chunk_size_ = std::min(chunk_size_ * 2, max);
+  chunk_ = conn_->BodyChunk(chunk_size_);
 }
 
 asio::awaitable<std::error_code> UpstreamCall::ReadAll(std::string& out, size_t limit,
@@ -299,9 +312,11 @@ asio::awaitable<std::error_code> UpstreamCall::ReadAll(std::string& out, size_t 
   while (!body_done_) {
     const size_t room = limit - std::min(limit, out.size());
     // One byte past the room tells that the limit is exceeded; reading more would not.
-    const size_t want = std::min(pool_.options().read_chunk_bytes, room + 1);
+    GrowChunkIfFull();
+    const size_t want = std::min(chunk_size_, room + 1);
     size_t got = 0;
     const std::error_code ec = co_await ReadSome(chunk_, want, deadline, got);
+    chunk_full_ = got == chunk_size_;
     if (ec) co_return ec;
     if (got > room) co_return fail(UpstreamErrc::kBodyTooLarge);
     if (!GrowFor(out, got, limit)) co_return fail(UpstreamErrc::kBodyTooLarge);

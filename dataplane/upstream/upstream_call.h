@@ -146,7 +146,16 @@ class UpstreamCall {
   std::optional<
       boost::beast::http::response_parser<boost::beast::http::buffer_body, ArenaAllocator>>
       parser_;
-  char* chunk_ = nullptr;  // body piece buffer, owned by the connection
+  // Body piece buffer, owned by the connection. It starts at kFirstChunkBytes and
+  // doubles, up to the pool's read_chunk_bytes, each time a read fills it: an SSE stream's
+  // events are a few hundred bytes, and 10,000 streams with 16 KiB each would hold 160 MiB.
+  static constexpr size_t kFirstChunkBytes = 4 * 1024;
+  char* chunk_ = nullptr;
+  size_t chunk_size_ = 0;
+  // The last read filled the buffer: the next one gets a bigger one (not at once: the
+  // piece handed out still points into the old buffer).
+  bool chunk_full_ = false;
+  void GrowChunkIfFull();
   std::error_code sticky_error_;
   bool started_ = false;
   bool body_done_ = false;

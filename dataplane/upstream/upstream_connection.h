@@ -87,8 +87,10 @@ class UpstreamConnection {
   bool LooksReusable();
 
   // The buffer body pieces are decoded into: owned by the connection so a pooled
-  // connection's next request reuses it (allocated on first use, `size` bytes).
+  // connection's next request reuses it. It holds at least `size` bytes (grown, never
+  // shrunk: a bigger one from an earlier answer stays); body_chunk_size() says how many.
   char* BodyChunk(size_t size);
+  size_t body_chunk_size() const { return body_chunk_size_; }
 
   Clock::time_point idle_since;  // set by the pool on release
 
