@@ -4,6 +4,7 @@
 // requests and streams in flight finish up to --drain-timeout, exit 0. SIGHUP re-reads
 // the config file in standalone mode.
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -238,10 +239,25 @@ v1::LoadReport MakeLoadReport(TableStore& store, const Worker& worker, UsageAggr
   return report;
 }
 
+// Each request holds two descriptors (client and backend): the default soft limit of 1024
+// open files would stop a worker near 500 streams. The soft limit goes up to the hard
+// one, as Go programs and nginx's worker_rlimit_nofile do (docs/dataplane.md).
+uint64_t RaiseOpenFilesLimit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return 0;
+  if (lim.rlim_cur < lim.rlim_max) {
+    rlimit raised = lim;
+    raised.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
+  }
+  return lim.rlim_cur == RLIM_INFINITY ? 0 : static_cast<uint64_t>(lim.rlim_cur);
+}
+
 int Run(int argc, char** argv) {
   Flags flags;
   if (auto code = ParseFlags(argc, argv, flags)) return *code;
   InitLogging(flags.log_format, flags.log_level);
+  const uint64_t open_files = RaiseOpenFilesLimit();
 
   // Signals are taken by sigwait in this thread; every thread started below inherits
   // the mask, so none of them is interrupted.
@@ -339,6 +355,7 @@ int Run(int argc, char** argv) {
            {"mode", flags.control_plane ? "control-plane" : "standalone"},
            {"id", flags.id},
            {"metrics_port", metrics_server ? metrics_server->port() : 0},
+           {"open_files_limit", open_files},
            {"config_version", store.version()}});
 
   for (;;) {

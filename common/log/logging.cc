@@ -161,4 +161,19 @@ void Log(LogLevel level, std::string_view msg, std::initializer_list<LogField> f
   WriteLogLine(FormatLogRecord(CurrentLogFormat(), level, msg, fields));
 }
 
+bool LogThrottle::Allow(uint64_t& skipped, std::chrono::steady_clock::time_point now) {
+  const int64_t now_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+  int64_t next = next_ns_.load(std::memory_order_relaxed);
+  const int64_t period_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(period_).count();
+  // One caller wins the slot; the others count themselves as skipped.
+  if (now_ns < next ||
+      !next_ns_.compare_exchange_strong(next, now_ns + period_ns, std::memory_order_relaxed)) {
+    skipped_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  skipped = skipped_.exchange(0, std::memory_order_relaxed);
+  return true;
+}
+
 }  // namespace llmproxy

@@ -3,9 +3,11 @@
 // write(2) so lines from several threads never interleave.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -64,5 +66,22 @@ void AppendLogTimestamp(std::string& out, std::chrono::system_clock::time_point 
 
 // Writes an already formatted line (must end in '\n') to stderr in one write.
 void WriteLogLine(std::string_view line);
+
+// For a warning that can repeat as fast as the event loop spins (an accept failing while
+// the process is out of descriptors): one line per `period` at most, and that line says
+// how many were left out before it. Thread-safe.
+class LogThrottle {
+ public:
+  explicit LogThrottle(std::chrono::steady_clock::duration period) : period_(period) {}
+  // True when a line may be written now; then `skipped` is how many were not since the
+  // last one. `now` is for tests.
+  bool Allow(uint64_t& skipped,
+             std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+
+ private:
+  const std::chrono::steady_clock::duration period_;
+  std::atomic<int64_t> next_ns_{std::numeric_limits<int64_t>::min()};
+  std::atomic<uint64_t> skipped_{0};
+};
 
 }  // namespace llmproxy

@@ -121,6 +121,11 @@ ProxyError BufferedBytesLimitError(uint64_t limit) {
           "The proxy is holding too many request bytes right now (server.max_buffered_bytes = " +
               std::to_string(limit) + "); retry the request later."};
 }
+ProxyError ProxyOverloadedError() {
+  return {503, "server_error", "server_busy",
+          "The proxy is out of connections right now (no file descriptor left for the "
+          "backend connection); retry the request shortly."};
+}
 ProxyError TransferCodingNotImplementedError() {
   return {501, "invalid_request_error", "unsupported_transfer_encoding",
           "Only the chunked transfer coding is supported on requests."};

@@ -44,6 +44,7 @@ ProxyError KeyBudgetExceededError(std::string_view key_name);
 ProxyError MethodNotAllowedError(std::string_view method);  // 405
 ProxyError BodyTooLargeError(uint64_t limit);               // 413
 ProxyError BufferedBytesLimitError(uint64_t limit);         // 503 server.max_buffered_bytes
+ProxyError ProxyOverloadedError();                          // 503 out of file descriptors
 ProxyError TransferCodingNotImplementedError();             // 501 e.g. "gzip, chunked"
 ProxyError HttpVersionNotSupportedError();                  // 505 HTTP/2.0 as text, 0.9
 ProxyError AllBackendsFailedError(std::string message);     // 502

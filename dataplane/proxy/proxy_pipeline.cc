@@ -170,6 +170,7 @@ bool IsEventStream(std::string_view content_type) {
 AttemptResult ResultOf(std::error_code ec) {
   using Kind = AttemptResult::Kind;
   if (ec == UpstreamErrc::kCancelled) return AttemptResult::Of(Kind::kCancelled);
+  if (ec == UpstreamErrc::kLocalResources) return AttemptResult::Of(Kind::kProxyOverloaded);
   if (IsTimeout(ec)) return AttemptResult::Of(Kind::kTimeout);
   if (ec == UpstreamErrc::kTlsFailed) return AttemptResult::Of(Kind::kTlsError);
   if (ec == UpstreamErrc::kBadResponse || ec == UpstreamErrc::kReadFailed) {
@@ -438,6 +439,7 @@ class ProxyRequest {
   std::optional<SavedError> last_error_;
   bool last_failure_timeout_ = false;
   std::string last_failure_message_;
+  bool proxy_overloaded_ = false;  // a socket could not be opened: 503, not the backend's 502
 };
 
 // One pick of the planner on its way: where it goes, what Prime found, and what
@@ -1352,6 +1354,16 @@ ProxyRequest::AttemptEnd ProxyRequest::NoAnswer(AttemptRun& run, std::error_code
     client_gone_ = true;
     return AttemptEnd::kDone;
   }
+  if (result.kind == AttemptResult::Kind::kProxyOverloaded) {
+    proxy_overloaded_ = true;
+    static LogThrottle throttle(std::chrono::seconds(1));
+    if (uint64_t skipped = 0; throttle.Allow(skipped)) {
+      LogWarn(
+          "out of file descriptors: requests get 503 until connections close; raise the "
+          "worker's open files limit (LimitNOFILE, ulimit -n)",
+          {{"backend", run.backend.name}, {"suppressed", skipped}});
+    }
+  }
   last_failure_timeout_ = result.kind == AttemptResult::Kind::kTimeout;
   last_failure_message_ = "backend '" + run.backend.name + "'" + what + ec.message();
   last_error_.reset();  // the most recent failure is the one reported
@@ -1503,6 +1515,10 @@ asio::awaitable<void> ProxyRequest::SendTokenEstimate() {
 asio::awaitable<void> ProxyRequest::SendFinalError() {
   if (planner_->attempts() == 0) {
     co_await SendError(NoHealthyBackendError(peek_.model));
+  } else if (proxy_overloaded_) {
+    std::string head;
+    AppendField(head, "Retry-After", uint64_t{1});
+    co_await SendError(ProxyOverloadedError(), head);
   } else if (last_error_) {
     co_await SendUpstreamResponse(last_error_->status, last_error_->head, last_error_->body);
   } else if (last_failure_timeout_) {

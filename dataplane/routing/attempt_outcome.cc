@@ -28,6 +28,8 @@ std::string_view ToString(AttemptOutcome outcome) {
       return "body_too_large";
     case AttemptOutcome::kBrokenStream:
       return "broken_stream";
+    case AttemptOutcome::kProxyOverloaded:
+      return "proxy_overloaded";
     case AttemptOutcome::kCancelled:
       return "cancelled";
   }

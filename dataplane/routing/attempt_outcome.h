@@ -21,6 +21,7 @@ enum class AttemptOutcome {
   kProtocolError,          // the answer was not valid HTTP/1.x or was cut before it was complete
   kBodyTooLarge,           // a non-streamed answer over the response size limit
   kBrokenStream,           // failed after bytes went to the client
+  kProxyOverloaded,        // this worker could not open a socket (EMFILE): no backend tried
   kCancelled,              // the client went away
 };
 std::string_view ToString(AttemptOutcome outcome);

@@ -179,6 +179,9 @@ RetryDecision ClassifyAttempt(const AttemptResult& result, WallTime now) {
       return Decide(RetryAction::kGiveUp, HealthEffect::kNeutral, AttemptOutcome::kBodyTooLarge);
     case K::kBrokenStream:
       return Decide(RetryAction::kGiveUp, HealthEffect::kFailure, AttemptOutcome::kBrokenStream);
+    case K::kProxyOverloaded:
+      // Another backend needs a socket too; and none of them is to blame.
+      return Decide(RetryAction::kGiveUp, HealthEffect::kNeutral, AttemptOutcome::kProxyOverloaded);
     case K::kCancelled:
       return Decide(RetryAction::kGiveUp, HealthEffect::kNeutral, AttemptOutcome::kCancelled);
     case K::kResponse:

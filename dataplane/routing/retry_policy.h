@@ -44,14 +44,15 @@ namespace llmproxy {
 
 struct AttemptResult {
   enum class Kind {
-    kResponse,       // a response head arrived: see status
-    kConnectError,   // DNS or TCP connect failed, or the request could not be sent
-    kTlsError,       // TLS handshake (certificate verification included) failed
-    kTimeout,        // no response head (streams: no first byte) in time
-    kProtocolError,  // the answer was not valid HTTP/1.x, or ended before it was complete
-    kBodyTooLarge,   // a non-streamed answer exceeded the response size limit
-    kBrokenStream,   // failed after bytes went to the client
-    kCancelled,      // the client disconnected
+    kResponse,         // a response head arrived: see status
+    kConnectError,     // DNS or TCP connect failed, or the request could not be sent
+    kTlsError,         // TLS handshake (certificate verification included) failed
+    kTimeout,          // no response head (streams: no first byte) in time
+    kProtocolError,    // the answer was not valid HTTP/1.x, or ended before it was complete
+    kBodyTooLarge,     // a non-streamed answer exceeded the response size limit
+    kBrokenStream,     // failed after bytes went to the client
+    kProxyOverloaded,  // this process is out of sockets (file descriptors)
+    kCancelled,        // the client disconnected
   };
   Kind kind = Kind::kResponse;
   int status = 0;                // kResponse only

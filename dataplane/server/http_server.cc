@@ -166,8 +166,12 @@ asio::awaitable<void> HttpServer::AcceptLoop(Thread& thread) {
         co_await thread.acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (!thread.acceptor.is_open()) co_return;
-      // EMFILE and friends: back off a little instead of spinning.
-      LogWarn("accept failed", {{"error", ec.message()}});
+      // EMFILE and friends: back off a little instead of spinning; the connection waits
+      // in the listen backlog meanwhile. One line a second, not one per retry.
+      static LogThrottle throttle(std::chrono::seconds(1));
+      if (uint64_t skipped = 0; throttle.Allow(skipped)) {
+        LogWarn("accept failed", {{"error", ec.message()}, {"suppressed", skipped}});
+      }
       asio::steady_timer timer(thread.io, std::chrono::milliseconds(50));
       co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;

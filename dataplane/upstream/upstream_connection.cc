@@ -3,11 +3,11 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <tuple>
 
 #include <openssl/bio.h>
 #include <openssl/ssl.h>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/connect.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
@@ -23,6 +23,13 @@ namespace beast = boost::beast;
 
 namespace {
 constexpr auto kUse = asio::as_tuple(asio::use_awaitable);
+
+// The process or the system is out of descriptors or socket memory: no backend is to blame.
+bool IsOutOfResources(const boost::system::error_code& ec) {
+  if (ec.category() != boost::system::system_category()) return false;
+  const int e = ec.value();
+  return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+}
 }  // namespace
 
 UpstreamConnection::UpstreamConnection(asio::any_io_executor executor,
@@ -44,14 +51,25 @@ asio::awaitable<std::error_code> UpstreamConnection::Connect(
     Clock::time_point deadline) {
   Socket& stream = socket();
   ExpiresAt(deadline);
-  auto [ec, endpoint] = co_await asio::async_connect(stream, endpoints, kUse);
-  if (ec) {
+  // Each address in turn. Not asio::async_connect over the range: it reports a socket()
+  // that failed (EMFILE) as operation_aborted, which reads as a cancel (the client gone)
+  // and would close the client's connection without an answer.
+  boost::system::error_code ec = asio::error::host_not_found;
+  for (const auto& entry : endpoints) {
+    stream.open(entry.endpoint().protocol(), ec);
+    if (ec) {
+      if (IsOutOfResources(ec)) co_return UpstreamErrc::kLocalResources;
+      continue;
+    }
+    std::tie(ec) = co_await stream.async_connect(entry.endpoint(), kUse);
+    if (!ec) break;
     const bool timed_out = timed_out_;
+    const bool closed = !stream.is_open();  // the deadline or Cancel closed it
     Close();
     if (timed_out) co_return UpstreamErrc::kConnectTimeout;
-    if (ec == asio::error::operation_aborted) co_return UpstreamErrc::kCancelled;
-    co_return UpstreamErrc::kConnectFailed;
+    if (closed || ec == asio::error::operation_aborted) co_return UpstreamErrc::kCancelled;
   }
+  if (ec) co_return UpstreamErrc::kConnectFailed;
   boost::system::error_code ignored;
   stream.set_option(asio::ip::tcp::no_delay(true), ignored);
   stream.non_blocking(true, ignored);  // plain connections write with WriteAll

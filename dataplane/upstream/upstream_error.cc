@@ -34,6 +34,8 @@ class UpstreamCategoryImpl : public std::error_category {
         return "upstream request cancelled";
       case UpstreamErrc::kBadUrl:
         return "backend url is invalid";
+      case UpstreamErrc::kLocalResources:
+        return "the proxy is out of sockets (file descriptors)";
     }
     return "unknown upstream error";
   }

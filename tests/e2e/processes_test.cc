@@ -9,15 +9,19 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include "llmproxy/v1/admin.grpc.pb.h"
 #include "tests/e2e/ctl_cluster_util.h"
@@ -434,6 +438,97 @@ TEST_F(Processes, StreamCutByTheDrainDeadlineEndsWithTheErrorEvent) {
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
   EXPECT_NE(worker_->Log().find("drain deadline passed"), std::string::npos);
+}
+
+// Out of file descriptors (docs/dataplane.md "Out of file descriptors"): a request whose
+// backend socket cannot be opened gets 503 server_busy with Retry-After: 1, not a close
+// without an answer; the backend is not blamed, and the worker serves again once a
+// descriptor frees up.
+TEST_F(Processes, OutOfFileDescriptorsAnswers503WithRetryAfterAndBlamesNoBackend) {
+  constexpr int kLimit = 64;
+  // One failure would eject the backend if the worker blamed it.
+  e2e::WriteFileAtomic(path_, ConfigText() + "health:\n  failure_threshold: 1\n");
+  const uint16_t metrics_port = e2e::FreePort();
+  worker_ = std::make_unique<e2e::Process>(
+      std::vector<std::string>{e2e::BinDir() + "/llmproxy-worker", "-c", path_, "--metrics-port",
+                               std::to_string(metrics_port)},
+      dir_.File("worker.log"));
+  ASSERT_TRUE(WaitUntil([&] { return HttpRequest(port_, "GET", "/health").status == 200; }, 20s));
+  // The worker raised its soft limit to the hard one at start; now both come down (as
+  // `prlimit --pid` does).
+  const rlimit low{kLimit, kLimit};
+  ASSERT_EQ(::prlimit(worker_->pid(), RLIMIT_NOFILE, &low, nullptr), 0) << std::strerror(errno);
+  const std::string fd_dir = "/proc/" + std::to_string(worker_->pid()) + "/fd";
+  // The limit bounds descriptor numbers: one inherited above it (the test runner's) is
+  // not in the way and not counted.
+  auto open_fds = [&] {
+    int n = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(fd_dir)) {
+      if (std::stoi(entry.path().filename().string()) < kLimit) ++n;
+    }
+    return n;
+  };
+  // The health check's connection is closed once the count holds still.
+  int base = 0;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        const int before = open_fds();
+        std::this_thread::sleep_for(100ms);
+        base = open_fds();
+        return before == base;
+      },
+      10s));
+  ASSERT_LT(base, kLimit - 2);
+
+  // Idle client connections take every descriptor but one: a request's own connection
+  // takes that one, and its backend socket finds none.
+  std::vector<std::unique_ptr<RawClient>> idle;
+  for (int i = base; i < kLimit - 1; ++i) {
+    idle.push_back(std::make_unique<RawClient>(port_));
+    ASSERT_TRUE(idle.back()->connected());
+  }
+  ASSERT_TRUE(WaitUntil([&] { return open_fds() == kLimit - 1; }, 10s)) << open_fds();
+
+  const std::string body = R"({"model":"m1","stream":true,"messages":[]})";
+  const std::string request =
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+      "Content-Type: application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
+  for (int i = 0; i < 3; ++i) {
+    RawClient client(port_);
+    ASSERT_TRUE(client.connected());
+    ASSERT_TRUE(client.Send(request));
+    ASSERT_TRUE(client.ReadUntil(
+        [](const std::string& r) {
+          const size_t head = r.find("\r\n\r\n");
+          return head != std::string::npos && r.find('}', head) != std::string::npos &&
+                 r.back() == '}';
+        },
+        10s))
+        << "request " << i << ": " << client.received();
+    const std::string& raw = client.received();
+    EXPECT_EQ(raw.rfind("HTTP/1.1 503 ", 0), 0u) << raw;
+    EXPECT_NE(raw.find("\r\nRetry-After: 1\r\n"), std::string::npos) << raw;
+    EXPECT_NE(raw.find("\"code\":\"server_busy\""), std::string::npos) << raw;
+    EXPECT_NE(raw.find("out of connections"), std::string::npos) << raw;
+  }
+  EXPECT_EQ(mock_->RequestCount(), 0u);
+
+  // Descriptors free again: the same request is served, by the backend nobody blamed.
+  idle.clear();
+  ASSERT_TRUE(WaitUntil([&] { return open_fds() <= base; }, 10s)) << open_fds();
+  e2e::HttpResponse ok =
+      HttpRequest(port_, "POST", "/v1/chat/completions", R"({"model":"m1","messages":[]})");
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  const std::string metrics = HttpRequest(metrics_port, "GET", "/metrics").body;
+  EXPECT_NE(metrics.find("llmproxy_upstream_attempts_total{backend=\"a\",outcome=\"proxy_"
+                         "overloaded\"} 3\n"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("llmproxy_backend_up{backend=\"a\"} 1\n"), std::string::npos) << metrics;
+  const std::string log = worker_->Log();
+  EXPECT_NE(log.find("out of file descriptors"), std::string::npos) << log;
+  EXPECT_EQ(log.find("status=499"), std::string::npos) << log;
 }
 
 }  // namespace

@@ -67,6 +67,9 @@ TEST(RetryPolicy, ClassificationTable) {
        AttemptOutcome::kBrokenStream},
       {AttemptResult::Of(Kind::kCancelled), RetryAction::kGiveUp, HealthEffect::kNeutral,
        AttemptOutcome::kCancelled},
+      // The worker out of descriptors: no backend's fault, and another would fail the same.
+      {AttemptResult::Of(Kind::kProxyOverloaded), RetryAction::kGiveUp, HealthEffect::kNeutral,
+       AttemptOutcome::kProxyOverloaded},
       {AttemptResult::Response(999), RetryAction::kRetry, HealthEffect::kFailure,
        AttemptOutcome::kServerError},
   };
@@ -97,6 +100,7 @@ TEST(RetryPolicy, OutcomeLabelsAreDistinctAndStable) {
       {AttemptOutcome::kProtocolError, "protocol_error"},
       {AttemptOutcome::kBodyTooLarge, "body_too_large"},
       {AttemptOutcome::kBrokenStream, "broken_stream"},
+      {AttemptOutcome::kProxyOverloaded, "proxy_overloaded"},
       {AttemptOutcome::kCancelled, "cancelled"},
   };
   for (const auto& [outcome, label] : labels) EXPECT_EQ(ToString(outcome), label);
