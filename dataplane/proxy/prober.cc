@@ -146,7 +146,8 @@ asio::awaitable<void> Prober::Probe(std::shared_ptr<const RoutingTable> table, s
     UpstreamCall call(*pool_);
     calls_.insert(&call);
     std::error_code ec = co_await call.StartRaw(*target.url, head, {}, call_options);
-    if (!stopping_) {
+    // Out of descriptors is this worker's state, not the backend's: no result either way.
+    if (!stopping_ && ec != UpstreamErrc::kLocalResources) {
       const unsigned status = ec ? 0 : call.status();
       const bool success = !ec && status >= 200 && status < 300;
       const bool recovered = slot.Report(success);
