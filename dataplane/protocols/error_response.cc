@@ -123,8 +123,8 @@ ProxyError BufferedBytesLimitError(uint64_t limit) {
 }
 ProxyError ProxyOverloadedError() {
   return {503, "server_error", "server_busy",
-          "The proxy is out of connections right now (no file descriptor left for the "
-          "backend connection); retry the request shortly."};
+          "The proxy is out of connections right now (it could not open the backend "
+          "connection); retry the request shortly."};
 }
 ProxyError TransferCodingNotImplementedError() {
   return {501, "invalid_request_error", "unsupported_transfer_encoding",

@@ -439,7 +439,6 @@ class ProxyRequest {
   std::optional<SavedError> last_error_;
   bool last_failure_timeout_ = false;
   std::string last_failure_message_;
-  bool proxy_overloaded_ = false;  // a socket could not be opened: 503, not the backend's 502
 };
 
 // One pick of the planner on its way: where it goes, what Prime found, and what
@@ -1355,12 +1354,11 @@ ProxyRequest::AttemptEnd ProxyRequest::NoAnswer(AttemptRun& run, std::error_code
     return AttemptEnd::kDone;
   }
   if (result.kind == AttemptResult::Kind::kProxyOverloaded) {
-    proxy_overloaded_ = true;
     static LogThrottle throttle(std::chrono::seconds(1));
     if (uint64_t skipped = 0; throttle.Allow(skipped)) {
       LogWarn(
           "out of file descriptors: requests get 503 until connections close; raise the "
-          "worker's open files limit (LimitNOFILE, ulimit -n)",
+          "worker's hard open files limit (LimitNOFILE, ulimit -Hn)",
           {{"backend", run.backend.name}, {"suppressed", skipped}});
     }
   }
@@ -1515,7 +1513,8 @@ asio::awaitable<void> ProxyRequest::SendTokenEstimate() {
 asio::awaitable<void> ProxyRequest::SendFinalError() {
   if (planner_->attempts() == 0) {
     co_await SendError(NoHealthyBackendError(peek_.model));
-  } else if (proxy_overloaded_) {
+  } else if (planner_->last_outcome() == AttemptOutcome::kProxyOverloaded) {
+    // A socket could not be opened (the planner stopped there): 503, not a backend's 502.
     std::string head;
     AppendField(head, "Retry-After", uint64_t{1});
     co_await SendError(ProxyOverloadedError(), head);

@@ -132,6 +132,7 @@ class AttemptPlanner {
   void SetDeadline(SteadyTime deadline) { deadline_ = deadline; }
 
   uint32_t attempts() const { return attempts_; }
+  std::optional<AttemptOutcome> last_outcome() const { return last_outcome_; }
   uint32_t repeats() const { return repeats_; }  // attempts on an already tried backend
   uint32_t max_attempts() const { return max_attempts_; }
   const ModelPlan& plan() const { return plan_; }

@@ -35,7 +35,7 @@ class UpstreamCategoryImpl : public std::error_category {
       case UpstreamErrc::kBadUrl:
         return "backend url is invalid";
       case UpstreamErrc::kLocalResources:
-        return "the proxy is out of sockets (file descriptors)";
+        return "the proxy could not open a socket (out of file descriptors or memory)";
     }
     return "unknown upstream error";
   }

@@ -21,7 +21,7 @@ enum class UpstreamErrc {
   kBodyTooLarge,     // ReadAll's limit exceeded
   kCancelled,        // Cancel() was called (client went away)
   kBadUrl,           // backend url did not parse
-  kLocalResources,   // this process could not open a socket: out of descriptors (EMFILE)
+  kLocalResources,   // this process could not open a socket: EMFILE, ENFILE, ENOBUFS, ENOMEM
 };
 
 const std::error_category& UpstreamCategory();
